@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+# rotator's container image. Two stages: the first builds the wheel and installs it, with its
+# dependencies, into a virtual environment at /opt/rotator; the second copies only that environment
+# onto a clean slim Python, so no build tool, source tree or pip cache reaches the image.
+# tests/test_deploy.py repeats the first stage outside Docker (same files, same commands) and runs
+# the result against the Cloudflare simulator: keep the two in step.
+#
+#   docker build -t rotator:0.1.0 .
+#   docker run --read-only -v "$PWD/config.yaml:/etc/rotator/config.yaml:ro" \
+#     -e CLOUDFLARE_API_TOKEN -p 9464:9464 rotator:0.1.0
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY rotator/ rotator/
+# --no-deps: the wheel is rotator alone; pip resolves its dependencies when it installs it.
+RUN pip wheel --no-deps --wheel-dir /dist . \
+    && python -m venv /opt/rotator \
+    && /opt/rotator/bin/pip install /dist/*.whl
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="rotator" \
+      org.opencontainers.image.description="Keeps Cloudflare Zero Trust Access signing keys rotated on a policy, with logs and Prometheus metrics." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# PYTHONDONTWRITEBYTECODE: the root filesystem is read-only in the pod (the wheel's modules were
+# compiled at install). PYTHONUNBUFFERED: each JSON log line reaches `docker logs` as it is written.
+ENV PATH=/opt/rotator/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    ROTATOR_CONFIG=/etc/rotator/config.yaml
+# A fixed uid/gid so Kubernetes' runAsNonRoot can verify it and volume ownership is predictable.
+# /var/lib/rotator is the one writable place the daemon may use (state_file); the config is mounted
+# read-only at /etc/rotator/config.yaml.
+RUN groupadd --system --gid 10001 rotator \
+    && useradd --system --uid 10001 --gid rotator --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin rotator \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/rotator \
+    && install -d -m 0755 /etc/rotator
+COPY --from=build /opt/rotator /opt/rotator
+USER 10001:10001
+# http.listen's default: /metrics, /healthz, /readyz.
+EXPOSE 9464
+ENTRYPOINT ["rotator"]
+CMD ["run"]
