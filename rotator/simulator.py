@@ -92,9 +92,7 @@ WRITE_PERMISSION = "Access: Organizations, Identity Providers, and Groups Write"
 # Faults that stand in for an answer Cloudflare gave *instead of* doing the work. Every other
 # kind first performs the operation (a rotate rotates), then misreports it: those are the ones
 # that tempt a client into rotating twice.
-_NOT_APPLIED: frozenset[FaultKind] = frozenset(
-    {"status", "hang", "drop", "not_json", "success_false"}
-)
+_NOT_APPLIED: frozenset[FaultKind] = frozenset({"status", "hang", "drop", "not_json", "success_false"})
 _OPS: dict[str, Op] = {"get": "get", "put": "put", "rotate": "rotate"}
 _ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -175,9 +173,7 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         if self.requests < 1 or self.window_seconds <= 0:
-            raise ValueError(
-                f"rate limit must be positive, got {self.requests}/{self.window_seconds}"
-            )
+            raise ValueError(f"rate limit must be positive, got {self.requests}/{self.window_seconds}")
 
     @classmethod
     def parse(cls, text: str) -> RateLimit:
@@ -449,9 +445,7 @@ class Simulator:
         ``hang_seconds`` bounds a hang in real time, so a forgotten client cannot pin a server.
         """
         self._lock = threading.RLock()
-        self._clock = SimClock(
-            start or datetime.now(UTC).replace(microsecond=0), day_seconds, monotonic
-        )
+        self._clock = SimClock(start or datetime.now(UTC).replace(microsecond=0), day_seconds, monotonic)
         self._tokens = dict(tokens or {})
         self._token_accounts = {t: frozenset(a) for t, a in (token_accounts or {}).items()}
         self._legacy = frozenset(legacy_keys)
@@ -550,9 +544,7 @@ class Simulator:
                     index += 1
                 account_id = account_id_for(index)
             if not _ACCOUNT_ID.fullmatch(account_id):
-                raise ValueError(
-                    f"account_id must be 32 lowercase hex characters, got {account_id!r}"
-                )
+                raise ValueError(f"account_id must be 32 lowercase hex characters, got {account_id!r}")
             if account_id in self._accounts:
                 raise ValueError(f"account {account_id} already exists")
             if days_until_next_rotation is not None:
@@ -711,9 +703,7 @@ class Simulator:
             if isinstance(interval, str):
                 return _json_reply(
                     400,
-                    _envelope_error(
-                        10001, interval, source={"pointer": "/key_rotation_interval_days"}
-                    ),
+                    _envelope_error(10001, interval, source={"pointer": "/key_rotation_interval_days"}),
                 )
             account.interval_days = interval
             # A shorter interval can make the key overdue at once: Cloudflare rotates it now.
@@ -732,9 +722,7 @@ class Simulator:
         if kind in ("status", "apply_then_status"):
             headers = (("retry-after", f"{fault.retry_after:g}"),) if fault.retry_after else ()
             if fault.html:
-                return Reply(
-                    fault.status, _edge_html(fault.status), "text/html", headers, fault=kind
-                )
+                return Reply(fault.status, _edge_html(fault.status), "text/html", headers, fault=kind)
             message = fault.message or f"{HTTPStatus(fault.status).phrase} (simulated fault)"
             return _error(fault.status, fault.code, message, headers=headers, fault=kind)
         if kind == "not_json":
@@ -764,8 +752,11 @@ class Simulator:
         # A short shutdown timeout: hung handlers are woken on shutdown, nothing else lingers.
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         bound_host, bound_port = runner.addresses[0][:2]
         if ":" in bound_host:
             bound_host = f"[{bound_host}]"
@@ -792,9 +783,7 @@ class Simulator:
 
 def _check_interval(days: int) -> None:
     if not MIN_INTERVAL_DAYS <= days <= MAX_INTERVAL_DAYS:
-        raise ValueError(
-            f"interval_days must be within {MIN_INTERVAL_DAYS}..{MAX_INTERVAL_DAYS}, got {days}"
-        )
+        raise ValueError(f"interval_days must be within {MIN_INTERVAL_DAYS}..{MAX_INTERVAL_DAYS}, got {days}")
 
 
 def _parse_interval(body: bytes) -> int | str:
@@ -868,9 +857,7 @@ class _Frontend:
                 await self._hang()
             if reply.action != "respond":
                 return _close(request)
-            response = web.Response(
-                status=reply.status, text=reply.body, content_type=reply.content_type
-            )
+            response = web.Response(status=reply.status, text=reply.body, content_type=reply.content_type)
             response.headers.update(reply.headers)
             return response
 
@@ -888,9 +875,7 @@ class _Frontend:
         op = request.query.get("op")
         if op is not None and op not in _OPS:
             return _bad_request(f"op must be one of {sorted(_OPS)}")
-        records = self.sim.requests(
-            op=_OPS[op] if op else None, account_id=request.query.get("account_id")
-        )
+        records = self.sim.requests(op=_OPS[op] if op else None, account_id=request.query.get("account_id"))
         return web.json_response([record.to_json() for record in records])
 
     async def _add_fault(self, request: web.Request) -> web.Response:
@@ -978,6 +963,7 @@ class SimulatorThread:
         self._ready.wait()
         if self._error is not None:
             self._thread.join()
+            self._thread = None
             raise RuntimeError("simulator failed to start") from self._error
 
     def stop(self) -> None:
@@ -1067,18 +1053,14 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="EMAIL:KEY",
         help="accepted global API key (repeatable)",
     )
-    parser.add_argument(
-        "--day-seconds", type=float, default=86400.0, help="real seconds per simulated day"
-    )
+    parser.add_argument("--day-seconds", type=float, default=86400.0, help="real seconds per simulated day")
     parser.add_argument(
         "--interval-days",
         type=int,
         default=DEFAULT_INTERVAL_DAYS,
         help="initial key rotation interval of every account",
     )
-    parser.add_argument(
-        "--latency", type=float, default=0.0, help="real seconds added to every API request"
-    )
+    parser.add_argument("--latency", type=float, default=0.0, help="real seconds added to every API request")
     parser.add_argument(
         "--rate-limit",
         type=_parse_rate_limit,

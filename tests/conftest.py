@@ -1,0 +1,36 @@
+"""Shared fixtures: a running Cloudflare Access key simulator that speaks real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from rotator.simulator import Simulator, SimulatorThread
+
+TEST_TOKEN = "test-token"
+
+
+@pytest.fixture
+def make_simulator() -> Iterator[Callable[..., SimulatorThread]]:
+    """Factory: ``make_simulator(n=3, **with_accounts_kwargs)`` starts a simulator thread.
+
+    Defaults: 3 accounts, token "test-token" with write permission, real-time days. Every
+    simulator started is stopped at teardown.
+    """
+    with ExitStack() as stack:
+
+        def make(n: int = 3, **kwargs: Any) -> SimulatorThread:
+            kwargs.setdefault("token", TEST_TOKEN)
+            sim = Simulator.with_accounts(n, **kwargs)
+            return stack.enter_context(SimulatorThread(sim))
+
+        yield make
+
+
+@pytest.fixture
+def simulator(make_simulator: Callable[..., SimulatorThread]) -> SimulatorThread:
+    """A running simulator: 3 accounts, token "test-token" (write), one simulated day per day."""
+    return make_simulator()
