@@ -1,0 +1,5 @@
+import sys
+
+from rotator.cli import main
+
+sys.exit(main())

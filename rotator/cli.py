@@ -1,0 +1,225 @@
+"""The command line: ``rotator run | check | rotate | validate | demo``.
+
+Exit codes: 0 success; 1 an account failed (``run --once``, ``check``, ``rotate``); 2 a bad config
+or usage, an unknown account name or a missing credential. ``run`` logs to stdout as containers
+expect; commands that print a result print it on stdout and log on stderr, so
+``rotator check --json | jq`` works. A user's mistake is one clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from rotator import __version__
+from rotator.checker import Checker, CheckResult
+from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
+from rotator.credentials import Credential
+from rotator.daemon import Daemon, build_client, load_credentials
+from rotator.errors import ConfigError, CredentialError
+from rotator.logs import configure_logging
+from rotator.memory import RotationMemory
+from rotator.metrics import Metrics
+
+EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except (ConfigError, CredentialError) as exc:
+        _say_error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rotator", description="Keeps Cloudflare Access signing keys rotated on a policy."
+    )
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help=f"config file (default: $ROTATOR_CONFIG, then {DEFAULT_CONFIG_PATH})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[config], help="run the daemon")
+    run.add_argument("--once", action="store_true", help="check every account once, then exit")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser(
+        "check", parents=[config], help="show what the daemon would do; change nothing"
+    )
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.set_defaults(handler=_check)
+
+    rotate = commands.add_parser("rotate", parents=[config], help="rotate one account's key now")
+    rotate.add_argument("account", help="the account's name in the config")
+    rotate.add_argument(
+        "--force",
+        action="store_true",
+        help="rotate even within min_days_between_rotations of the last one",
+    )
+    rotate.set_defaults(handler=_rotate)
+
+    validate = commands.add_parser(
+        "validate", parents=[config], help="check the config and say what is wrong"
+    )
+    validate.set_defaults(handler=_validate)
+
+    demo = commands.add_parser("demo", help="run the daemon against the built-in simulator")
+    demo.add_argument(
+        "--listen", default="127.0.0.1:9464", help="where to serve /metrics (default %(default)s)"
+    )
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if args.config is not None:
+        return Path(args.config)
+    return Path(os.environ.get("ROTATOR_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def _load(args: argparse.Namespace, *, stream: Any) -> Config:
+    config = load_config(_config_path(args))
+    configure_logging(config.settings.logging.level, config.settings.logging.format, stream)
+    return config
+
+
+def _require_credentials(config: Config) -> dict[str, Credential]:
+    loaded = load_credentials(config.accounts)
+    missing = sorted({str(e) for e in loaded.values() if isinstance(e, CredentialError)})
+    if missing:
+        raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
+    return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args, stream=sys.stdout)
+    credentials = _require_credentials(config)
+    return asyncio.run(Daemon(config, credentials).run(once=args.once))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = _load(args, stream=sys.stderr)
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    for problem in load_credentials(config.accounts).values():
+        if isinstance(problem, CredentialError):
+            print(f"warning: {problem} (needed by run, check and rotate)")
+    print(f"{config.path}: valid, {len(config.accounts)} account(s)")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args, stream=sys.stderr)
+    credentials = _require_credentials(config)
+    results = asyncio.run(_check_all(config, credentials))
+    if args.json:
+        print(json.dumps({"accounts": [r.as_dict() for r in results]}, indent=2))
+    else:
+        print(_table(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_ACCOUNT_FAILED
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    config = _load(args, stream=sys.stderr)
+    account = config.account(args.account)
+    if account is None:
+        names = ", ".join(a.name for a in config.accounts)
+        _say_error(f"{config.path}: no account named '{args.account}' (configured: {names})")
+        return EXIT_USAGE
+    credentials = _require_credentials(config)
+
+    async def rotate_one() -> CheckResult:
+        checker, close = _one_shot_checker(config, credentials)
+        try:
+            return await checker.check(account, requested=True, force=args.force)
+        finally:
+            await close()
+
+    result = asyncio.run(rotate_one())
+    if result.rotated is not None:
+        new_last = result.as_dict()["new_last_key_rotation_at"]
+        print(f"{account.name}: rotated (last_key_rotation_at is now {new_last})")
+        return EXIT_OK
+    if result.error is not None:
+        print(f"{account.name}: not rotated: {result.error}")
+        return EXIT_ACCOUNT_FAILED
+    assert result.decision is not None
+    print(f"{account.name}: not rotated: {result.decision.message}")
+    return EXIT_OK if result.decision.reason == "dry_run" else EXIT_ACCOUNT_FAILED
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rotator.demo import run_demo  # the simulator is only loaded when asked for
+
+    return asyncio.run(run_demo(listen=args.listen, duration=args.duration))
+
+
+async def _check_all(config: Config, credentials: dict[str, Credential]) -> list[CheckResult]:
+    checker, close = _one_shot_checker(config, credentials)
+    try:
+        return list(await asyncio.gather(*(checker.check(a, act=False) for a in config.accounts)))
+    finally:
+        await close()
+
+
+def _one_shot_checker(config: Config, credentials: dict[str, Credential]) -> tuple[Checker, Any]:
+    metrics = Metrics(CollectorRegistry())
+    client = build_client(config, metrics)
+    memory = RotationMemory(config.settings.state_file)
+    return Checker(client, metrics, memory, dict(credentials)), client.aclose
+
+
+def _table(results: list[CheckResult]) -> str:
+    header = ("ACCOUNT", "DAYS LEFT", "INTERVAL", "LAST ROTATION", "ACTION", "WHY")
+    rows = [header]
+    for result in results:
+        row = result.as_dict()
+        rows.append(
+            (
+                row["account"],
+                _cell(row["days_until_next_rotation"]),
+                _cell(row["key_rotation_interval_days"]),
+                row["last_key_rotation_at"] or "-",
+                row["action"] or "error",
+                row["message"] or row["error"] or "",
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1])
+        for r in rows
+    )
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _say_error(message: str) -> None:
+    for line in message.splitlines():
+        print(f"rotator: error: {line}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

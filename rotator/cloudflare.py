@@ -1,0 +1,366 @@
+"""Cloudflare's Access key configuration API: the three operations, safely.
+
+Every failure leaves this module as one of rotator's own errors (``rotator.errors``), translated in
+one place, ``_send``. GET and PUT are retried on what can pass (no answer, 429, 5xx) with backoff and
+jitter. The rotate POST is not idempotent, so it is never retried blindly: see ``rotate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import httpx
+import stamina
+
+from rotator import __version__
+from rotator.credentials import Credential
+from rotator.errors import (
+    APIError,
+    AuthError,
+    CloudflareError,
+    CloudflareMessage,
+    ConnectError,
+    HTTPStatusError,
+    NotFoundError,
+    RateLimitedError,
+    ResponseError,
+    RotationUnconfirmed,
+    ServerError,
+    TransportError,
+)
+from rotator.ratelimit import SlidingWindowLimiter
+
+USER_AGENT = f"rotator/{__version__} (+https://github.com/rotator/rotator)"
+# GET and PUT: attempts in all, and the backoff between them (exponential, with jitter).
+READ_ATTEMPTS = 4
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+# Rotate POSTs known not to have been applied may be sent again, this many in all, per check.
+ROTATE_ATTEMPTS = 3
+# Without a retry-after header, how long a 429 pauses the credential.
+DEFAULT_RETRY_AFTER = 60.0
+
+_PERMISSION = {
+    "GET": "Access: Organizations, Identity Providers, and Groups Read",
+    "PUT": "Access: Organizations, Identity Providers, and Groups Write",
+    "POST": "Access: Organizations, Identity Providers, and Groups Write",
+}
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    """An account's key configuration as Cloudflare reported it, and when (by its clock)."""
+
+    days_until_next_rotation: float | None
+    key_rotation_interval_days: float | None
+    last_key_rotation_at: datetime | None
+    observed_at: datetime
+
+    @property
+    def is_empty(self) -> bool:
+        return (
+            self.days_until_next_rotation is None
+            and self.key_rotation_interval_days is None
+            and self.last_key_rotation_at is None
+        )
+
+
+class RequestObserver(Protocol):
+    def observe_request(self, method: str, endpoint: str, code: str, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def observe_request(self, method: str, endpoint: str, code: str, seconds: float) -> None:
+        pass
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CloudflareClient:
+    """One client for every account: one connection pool, one budget per credential."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        max_concurrency: int = 4,
+        rate_limit: tuple[int, float] = (1000, 300.0),
+        ca_bundle: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        observer: RequestObserver | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=transport,
+            # A custom CA for a TLS-inspecting proxy; verification itself is never turned off.
+            verify=ca_bundle if ca_bundle else True,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        )
+        self._in_flight = asyncio.Semaphore(max_concurrency)
+        self._rate_limit = rate_limit
+        self._limiters: dict[str, SlidingWindowLimiter] = {}
+        self._observer = observer or _NoObserver()
+        self._clock = clock
+        self._monotonic = monotonic
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def limiter(self, credential: Credential) -> SlidingWindowLimiter:
+        """The budget of this credential, shared by every account that uses the same secret."""
+        limiter = self._limiters.get(credential.fingerprint)
+        if limiter is None:
+            limiter = SlidingWindowLimiter(*self._rate_limit)
+            self._limiters[credential.fingerprint] = limiter
+        return limiter
+
+    async def get_keys(self, account_id: str, credential: Credential) -> KeyConfig:
+        """Read the key configuration; retried on transient failures."""
+        config = await self._retrying("GET", "keys", account_id, credential)
+        if config.is_empty:
+            raise ResponseError(
+                "Cloudflare's answer to GET keys carried no key configuration (no result and no key fields)"
+            )
+        return config
+
+    async def set_interval(self, account_id: str, credential: Credential, days: int) -> KeyConfig:
+        """Set how often Cloudflare rotates on its own; retried (a PUT is idempotent)."""
+        return await self._retrying(
+            "PUT", "keys", account_id, credential, {"key_rotation_interval_days": days}
+        )
+
+    async def rotate(self, account_id: str, credential: Credential, before: KeyConfig) -> KeyConfig:
+        """Rotate the key: one POST on the wire whenever Cloudflare applied it.
+
+        ``before`` is the configuration read just before deciding. When the answer is lost (no
+        response, 5xx, a 200 whose body cannot be read) the rotation may have been applied, so the
+        configuration is read again: a ``last_key_rotation_at`` that moved means it was. Only a
+        rotation known not to have happened (429, no connection, a re-read showing no change) is
+        sent again, at most ``ROTATE_ATTEMPTS`` POSTs in all. When the re-read fails too, nothing
+        more is sent: RotationUnconfirmed, and the next check decides.
+        """
+        last_error: CloudflareError | None = None
+        for _ in range(ROTATE_ATTEMPTS):
+            try:
+                return await self._send("POST", "rotate", account_id, credential)
+            except (RateLimitedError, ConnectError) as exc:
+                last_error = exc  # not applied; the limiter holds the credential past a 429
+                if isinstance(exc, ConnectError):
+                    await asyncio.sleep(BACKOFF_INITIAL)
+                continue
+            except (TransportError, ServerError, ResponseError, APIError) as exc:
+                if isinstance(exc, APIError) and exc.status != 200:
+                    raise  # a 4xx refusal: nothing was applied, and sending again will not help
+                outcome = exc
+            try:
+                after = await self.get_keys(account_id, credential)
+            except CloudflareError as read_error:
+                raise RotationUnconfirmed(
+                    f"rotate POST failed ({outcome}) and re-reading the key configuration to "
+                    f"confirm also failed ({read_error}); the rotation may have been applied"
+                ) from outcome
+            if _moved(before.last_key_rotation_at, after.last_key_rotation_at):
+                return after
+            if isinstance(outcome, APIError):
+                raise outcome  # a 200 saying success: false, confirmed not applied
+            last_error = outcome
+        assert last_error is not None
+        raise last_error
+
+    async def _retrying(
+        self,
+        method: str,
+        endpoint: str,
+        account_id: str,
+        credential: Credential,
+        body: dict[str, Any] | None = None,
+    ) -> KeyConfig:
+        async for attempt in stamina.retry_context(
+            on=_retryable,
+            attempts=READ_ATTEMPTS,
+            timeout=None,  # a long retry-after is waited out by the limiter, not cut short
+            wait_initial=BACKOFF_INITIAL,
+            wait_max=BACKOFF_MAX,
+        ):
+            with attempt:
+                return await self._send(method, endpoint, account_id, credential, body)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _send(
+        self,
+        method: str,
+        endpoint: str,
+        account_id: str,
+        credential: Credential,
+        body: dict[str, Any] | None = None,
+    ) -> KeyConfig:
+        """Send one request; translate every outcome into a KeyConfig or a rotator error."""
+        path = f"/accounts/{account_id}/access/keys" + ("/rotate" if endpoint == "rotate" else "")
+        what = f"{method} {endpoint}"
+        limiter = self.limiter(credential)
+        async with self._in_flight:
+            await limiter.acquire()
+            started = self._monotonic()
+            try:
+                response = await self._http.request(method, path, json=body, headers=dict(credential.headers))
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self._observe(method, endpoint, "error", started)
+                raise ConnectError(f"{what}: could not connect to Cloudflare ({_describe(exc)})") from exc
+            except httpx.TimeoutException as exc:
+                self._observe(method, endpoint, "error", started)
+                raise TransportError(f"{what}: no answer from Cloudflare within the timeout") from exc
+            except httpx.TransportError as exc:
+                self._observe(method, endpoint, "error", started)
+                raise TransportError(f"{what}: connection failed ({_describe(exc)})") from exc
+            self._observe(method, endpoint, str(response.status_code), started)
+        if response.status_code == 429:
+            retry_after = _retry_after(response)
+            limiter.pause(retry_after)
+            raise RateLimitedError(
+                f"{what}: rate limited by Cloudflare (429); this credential pauses for {retry_after:g}s",
+                retry_after=retry_after,
+                errors=_errors(response),
+            )
+        return self._parse(what, method, response)
+
+    def _parse(self, what: str, method: str, response: httpx.Response) -> KeyConfig:
+        status = response.status_code
+        errors = _errors(response)
+        detail = "; ".join(str(e) for e in errors) or response.reason_phrase
+        if status >= 500:
+            raise ServerError(
+                f"{what}: Cloudflare answered {status} ({detail})", status=status, errors=errors
+            )
+        if status in (401, 403):
+            raise AuthError(
+                f"{what}: Cloudflare refused the credential ({status}: {detail}); the token needs "
+                f"the permission '{_PERMISSION[method]}' on this account",
+                status=status,
+                errors=errors,
+            )
+        if status == 404:
+            raise NotFoundError(
+                f"{what}: Cloudflare knows no such account, or the credential cannot see it (404: {detail})",
+                status=status,
+                errors=errors,
+            )
+        if status >= 400 or status < 200:
+            raise APIError(f"{what}: Cloudflare answered {status} ({detail})", status=status, errors=errors)
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            raise ResponseError(f"{what}: Cloudflare answered {status} with a body that is not a JSON object")
+        if data.get("success") is False:
+            raise APIError(
+                f"{what}: Cloudflare answered success: false ({detail})",
+                status=status,
+                errors=errors,
+            )
+        return _key_config(what, data, self._server_time(response))
+
+    def _server_time(self, response: httpx.Response) -> datetime:
+        """Cloudflare's clock from the Date header: it judges rotations, not a skewed local clock."""
+        header = response.headers.get("date")
+        if header:
+            try:
+                return parsedate_to_datetime(header).astimezone(UTC)
+            except (TypeError, ValueError):
+                pass
+        return self._clock()
+
+    def _observe(self, method: str, endpoint: str, code: str, started: float) -> None:
+        self._observer.observe_request(method, endpoint, code, self._monotonic() - started)
+
+
+def _retryable(exc: Exception) -> bool:
+    return isinstance(exc, TransportError | RateLimitedError | ServerError)
+
+
+def _moved(before: datetime | None, after: datetime | None) -> bool:
+    return after is not None and (before is None or after > before)
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER
+
+
+def _errors(response: httpx.Response) -> tuple[CloudflareMessage, ...]:
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ()
+    raw = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(raw, list):
+        return ()
+    messages = []
+    for item in raw:
+        if isinstance(item, dict) and isinstance(item.get("message"), str):
+            code = item.get("code")
+            messages.append(CloudflareMessage(code if isinstance(code, int) else None, item["message"]))
+    return tuple(messages)
+
+
+def _key_config(what: str, data: dict[str, Any], observed_at: datetime) -> KeyConfig:
+    """Read the three fields from ``result``, or from the top level (the 2024 spec's shape)."""
+    result = data.get("result")
+    sources = [result, data] if isinstance(result, dict) else [data]
+
+    def field(name: str) -> Any:
+        return next((s[name] for s in sources if s.get(name) is not None), None)
+
+    days, interval, last = (
+        field("days_until_next_rotation"),
+        field("key_rotation_interval_days"),
+        field("last_key_rotation_at"),
+    )
+    for name, value in (
+        ("days_until_next_rotation", days),
+        ("key_rotation_interval_days", interval),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ResponseError(f"{what}: Cloudflare's {name} is not a number")
+    return KeyConfig(
+        days_until_next_rotation=None if days is None else float(days),
+        key_rotation_interval_days=None if interval is None else float(interval),
+        last_key_rotation_at=None if last is None else _timestamp(what, last),
+        observed_at=observed_at,
+    )
+
+
+def _timestamp(what: str, value: Any) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ResponseError(f"{what}: Cloudflare's last_key_rotation_at is not an RFC 3339 time") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+__all__ = ["CloudflareClient", "HTTPStatusError", "KeyConfig"]

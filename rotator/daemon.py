@@ -1,0 +1,192 @@
+"""The daemon: every account checked on its own schedule, served metrics, a clean shutdown.
+
+APScheduler 3's AsyncIOScheduler runs one job per account on the running event loop. One account's
+failure never reaches another's job: ``Checker.check`` turns every failure of an account into a
+logged, counted result. On SIGTERM or SIGINT the scheduler stops (which cancels running checks at
+once, and with them every wait and backoff), a rotation already begun is let finish and be
+recorded, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import httpx
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from rotator import __version__
+from rotator.checker import Checker, CheckResult
+from rotator.cloudflare import CloudflareClient
+from rotator.config import Account, Config
+from rotator.credentials import Credential
+from rotator.errors import CredentialError
+from rotator.memory import RotationMemory
+from rotator.metrics import Metrics
+from rotator.server import StatusServer
+
+
+def load_credentials(accounts: tuple[Account, ...]) -> dict[str, Credential | CredentialError]:
+    """Each account's credential, or the error that says why it cannot be read."""
+    loaded: dict[str, Credential | CredentialError] = {}
+    for account in accounts:
+        try:
+            loaded[account.account_id] = account.credential.load()
+        except CredentialError as exc:
+            loaded[account.account_id] = CredentialError(
+                f"account {account.name}: {exc} ({account.credential.describe()})"
+            )
+    return loaded
+
+
+def build_client(
+    config: Config, metrics: Metrics | None, transport: httpx.AsyncBaseTransport | None = None
+) -> CloudflareClient:
+    cloudflare = config.settings.cloudflare
+    return CloudflareClient(
+        cloudflare.base_url,
+        timeout=cloudflare.timeout,
+        max_concurrency=cloudflare.max_concurrency,
+        rate_limit=(cloudflare.rate_limit.requests, cloudflare.rate_limit.per),
+        ca_bundle=str(cloudflare.ca_bundle) if cloudflare.ca_bundle else None,
+        transport=transport,
+        observer=metrics,
+    )
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        credentials: Mapping[str, Credential | CredentialError],
+        *,
+        registry: CollectorRegistry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._config = config
+        self._registry = registry or CollectorRegistry()
+        self._metrics = Metrics(self._registry)
+        self._client = build_client(config, self._metrics, transport)
+        self._checker = Checker(
+            self._client, self._metrics, RotationMemory(config.settings.state_file), credentials
+        )
+        self._accounts = {a.account_id: a for a in config.accounts}
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._stop = asyncio.Event()
+        self._stop_reason = "finished"
+        self._answered = False
+        self._last_api_problem = "no check has finished yet"
+        self._log = structlog.get_logger("rotator")
+
+    def stop(self, reason: str = "requested") -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    async def run(self, *, once: bool = False) -> int:
+        """Run until stopped (or one pass, with ``once``); return the process's exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, sig.name)
+        settings = self._config.settings
+        self._metrics.configure(self._config.accounts, settings.schedule.check_interval)
+        self._log.info(
+            "config_loaded",
+            config=str(self._config.path),
+            accounts=len(self._config.accounts),
+            check_interval_seconds=settings.schedule.check_interval,
+            version=__version__,
+        )
+        for warning in self._config.warnings:
+            self._log.warning("config_warning", message=warning)
+        try:
+            if once:
+                return await self._run_once()
+            await self._serve()
+            return 0
+        finally:
+            await self._shutdown()
+
+    async def _run_once(self) -> int:
+        checks: asyncio.Future[list[CheckResult]] = asyncio.ensure_future(
+            asyncio.gather(*(self._checker.check(a) for a in self._config.accounts))
+        )
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait(
+            [cast("asyncio.Future[Any]", checks), stopped], return_when=asyncio.FIRST_COMPLETED
+        )
+        stopped.cancel()
+        if not checks.done():
+            checks.cancel()
+            await asyncio.gather(checks, return_exceptions=True)
+            return 1
+        results: list[CheckResult] = checks.result()
+        return 0 if all(r.ok for r in results) else 1
+
+    async def _serve(self) -> None:
+        http = self._config.settings.http
+        server = StatusServer(self._registry, healthy=self._health_problem, ready=self._readiness_problem)
+        await server.start(http.host, http.port)
+        self._log.info("http_listening", listen=http.listen, endpoints=["/metrics", "/healthz", "/readyz"])
+        try:
+            self._schedule_checks()
+            self._scheduler.start()
+            await self._stop.wait()
+        finally:
+            await server.stop()
+
+    def _schedule_checks(self) -> None:
+        schedule = self._config.settings.schedule
+        first = datetime.now(UTC)
+        for account in self._config.accounts:
+            self._scheduler.add_job(
+                self._scheduled_check,
+                IntervalTrigger(seconds=schedule.check_interval, jitter=schedule.jitter or None),
+                args=[account.account_id],
+                id=account.account_id,
+                name=account.name,
+                next_run_time=first,  # soon after start; the budget and concurrency pace them
+                max_instances=1,  # checks of one account never overlap
+                coalesce=True,
+                misfire_grace_time=None,  # a late check still runs, once
+            )
+
+    async def _scheduled_check(self, account_id: str) -> None:
+        account = self._accounts.get(account_id)
+        if account is None:
+            return
+        try:
+            result = await self._checker.check(account)
+        except asyncio.CancelledError:
+            # Shutdown cancels checks in flight: expected, not an error of the job.
+            self._log.debug("check_cancelled", account=account.name, account_id=account_id)
+            return
+        if result.key is not None:
+            self._answered = True
+        elif result.error is not None:
+            self._last_api_problem = f"account {account.name}: {result.error}"
+
+    def _health_problem(self) -> str | None:
+        return None if self._scheduler.running else "scheduler is not running"
+
+    def _readiness_problem(self) -> str | None:
+        if not self._scheduler.running:
+            return "scheduler is not running"
+        if not self._answered:
+            return f"Cloudflare's API has not answered a check yet: {self._last_api_problem}"
+        return None
+
+    async def _shutdown(self) -> None:
+        if self._scheduler.running:
+            # Cancels the checks in flight; a rotation inside one is shielded and drained below.
+            self._scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)
+        # A POST and one confirming read; bounded so the pod exits within Kubernetes' 30 s grace.
+        await self._checker.drain(within=min(25.0, self._config.settings.cloudflare.timeout * 2 + 1))
+        await self._client.aclose()
+        self._log.info("shutdown", reason=self._stop_reason, rotations_unfinished=self._checker.rotating)

@@ -1,0 +1,133 @@
+"""The rotation policy: a pure function from what was observed to what to do, and why.
+
+No I/O, no clock reads: ``now`` is an argument (Cloudflare's clock, read from the response), so
+the policy is tested as a table. The checks run in order and the first that settles it wins,
+like cert-manager's trigger policy chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from rotator.cloudflare import KeyConfig
+from rotator.config import RotationSettings
+
+DAY = timedelta(days=1)
+
+
+class Reason(StrEnum):
+    DUE = "due"  # days_until_next_rotation reached the threshold: rotate
+    REQUESTED = "requested"  # a person asked (rotator rotate): rotate if the gap allows
+    FORCED = "forced"  # a person asked with --force: rotate whatever the gap
+    NOT_DUE = "not_due"
+    TOO_SOON = "too_soon"  # the previous key may still sign tokens in flight
+    DRY_RUN = "dry_run"
+    UNKNOWN = "unknown"  # Cloudflare did not say enough to judge
+
+
+@dataclass(frozen=True)
+class Decision:
+    rotate: bool
+    reason: Reason
+    message: str
+    # The interval to enforce with PUT, when Cloudflare's differs from the configured one.
+    set_interval: int | None = None
+    days_until_next_rotation: float | None = None
+
+
+def decide(
+    key: KeyConfig,
+    policy: RotationSettings,
+    *,
+    now: datetime,
+    remembered_rotation: datetime | None = None,
+    requested: bool = False,
+    force: bool = False,
+) -> Decision:
+    """Decide whether to rotate an account's key now.
+
+    ``remembered_rotation`` is the latest rotation this process made (or may have made): it holds
+    the minimum gap even when Cloudflare keeps answering with stale numbers.
+    """
+    days = days_until_rotation(key, now)
+    set_interval = _interval_to_enforce(key, policy)
+
+    def outcome(rotate: bool, reason: Reason, message: str) -> Decision:
+        return Decision(rotate, reason, message, set_interval, days)
+
+    if force:
+        return _dry_run_or(
+            outcome, policy, Reason.FORCED, "rotation forced by request; the gap is not checked"
+        )
+    if not requested:
+        if days is None:
+            return outcome(
+                False,
+                Reason.UNKNOWN,
+                "Cloudflare reported neither days_until_next_rotation nor the last rotation and "
+                "interval: cannot tell whether the key is due",
+            )
+        if days > policy.threshold_days:
+            return outcome(
+                False,
+                Reason.NOT_DUE,
+                f"{days:g} days until Cloudflare rotates on its own; rotating at "
+                f"{policy.threshold_days:g} or fewer",
+            )
+    last = _latest(key.last_key_rotation_at, remembered_rotation)
+    min_gap = policy.min_days_between_rotations * DAY
+    if last is not None and now - last < min_gap:
+        allowed_at = last + min_gap
+        return outcome(
+            False,
+            Reason.TOO_SOON,
+            f"the last rotation was at {last.isoformat()}, less than "
+            f"{policy.min_days_between_rotations:g} days ago; the previous key may still sign "
+            f"tokens in flight, so the next rotation waits until {allowed_at.isoformat()}",
+        )
+    if requested:
+        return _dry_run_or(outcome, policy, Reason.REQUESTED, "rotation requested")
+    assert days is not None
+    return _dry_run_or(
+        outcome,
+        policy,
+        Reason.DUE,
+        f"{days:g} days until Cloudflare rotates on its own, at or below the threshold of "
+        f"{policy.threshold_days:g}",
+    )
+
+
+def days_until_rotation(key: KeyConfig, now: datetime) -> float | None:
+    """Cloudflare's figure, or, when it left it out, what its last rotation and interval imply."""
+    if key.days_until_next_rotation is not None:
+        return key.days_until_next_rotation
+    if key.last_key_rotation_at is not None and key.key_rotation_interval_days is not None:
+        elapsed = (now - key.last_key_rotation_at) / DAY
+        return max(0.0, round(key.key_rotation_interval_days - elapsed, 3))
+    return None
+
+
+def _dry_run_or(
+    outcome: Callable[[bool, Reason, str], Decision],
+    policy: RotationSettings,
+    reason: Reason,
+    message: str,
+) -> Decision:
+    if policy.dry_run:
+        return outcome(False, Reason.DRY_RUN, f"dry run: would rotate ({message})")
+    return outcome(True, reason, message)
+
+
+def _interval_to_enforce(key: KeyConfig, policy: RotationSettings) -> int | None:
+    wanted = policy.key_rotation_interval_days
+    if wanted is None or policy.dry_run or key.key_rotation_interval_days == wanted:
+        return None
+    return wanted
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None

@@ -1,0 +1,55 @@
+"""A client-side budget per credential: never more than ``requests`` sends in any ``per`` window.
+
+Cloudflare counts requests in a window (1,200 per 5 minutes) and, past it, refuses everything for
+five minutes. A token bucket that refills while its burst is spent would send up to twice the budget
+inside one window; a log of send times cannot. The log holds at most ``requests`` timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+
+class SlidingWindowLimiter:
+    def __init__(
+        self,
+        requests: int,
+        per: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._requests = requests
+        self._per = per
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+        self._paused_until = 0.0
+        # asyncio.Lock wakes waiters first come, first served: no request starves.
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits the budget, and count it as sent."""
+        async with self._lock:
+            while True:
+                now = self._monotonic()
+                if now < self._paused_until:
+                    await self._sleep(self._paused_until - now)
+                    continue
+                while self._sent and self._sent[0] <= now - self._per:
+                    self._sent.popleft()
+                if len(self._sent) < self._requests:
+                    self._sent.append(now)
+                    return
+                await self._sleep(self._sent[0] + self._per - now)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request on this credential for ``seconds`` (Cloudflare's retry-after)."""
+        self._paused_until = max(self._paused_until, self._monotonic() + seconds)
+
+    @property
+    def paused_for(self) -> float:
+        return max(0.0, self._paused_until - self._monotonic())
