@@ -38,9 +38,9 @@ logging:
   format: {log_format}
 accounts:
   - {{name: production, account_id: "{ids[0]}"}}
-  - {{name: staging, account_id: "{ids[1]}"}}
-  - {{name: partners, account_id: "{ids[2]}", key_rotation_interval_days: 30}}
-  - {{name: sandbox, account_id: "{ids[3]}", dry_run: true}}
+  - {{name: sandbox, account_id: "{ids[1]}", dry_run: true}}
+  - {{name: staging, account_id: "{ids[2]}"}}
+  - {{name: partners, account_id: "{ids[3]}", key_rotation_interval_days: 30}}
   - {{name: internal, account_id: "{ids[4]}", threshold_days: 5}}
 """
 

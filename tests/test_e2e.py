@@ -1,0 +1,239 @@
+"""End to end: the real ``rotator`` process over real HTTP against the simulator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator.simulator import Fault, SimulatorThread
+from tests.processes import TOKEN, daemon, environment, events, log_lines, rotator, write_config
+
+MakeSimulator = Callable[..., SimulatorThread]
+
+
+def test_run_once_rotates_only_the_due_account(simulator: SimulatorThread, tmp_path: Path) -> None:
+    due, later, latest = simulator.sim.account_ids
+    before = simulator.sim.key_state(due).last_key_rotation_at
+    config = write_config(tmp_path / "config.yaml", simulator)
+
+    done = rotator("run", "--once", "-c", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert [r.source for r in simulator.sim.rotations(due)] == ["api"]
+    assert simulator.sim.rotations(later) == simulator.sim.rotations(latest) == []
+    logs = log_lines(done.stdout)
+    for line in logs:
+        assert line["timestamp"].endswith("Z")
+        assert line["level"] in {"debug", "info", "warning", "error"}
+    assert events(logs, "config_loaded")
+    checked = events(logs, "account_checked", account="account-0")[0]
+    assert checked["account_id"] == due
+    assert checked["decision"] == "rotate" and checked["reason"] == "due"
+    assert {"days_until_next_rotation", "key_rotation_interval_days", "last_key_rotation_at"} <= set(checked)
+    rotated = events(logs, "key_rotated", account="account-0")[0]
+    assert rotated["previous_last_key_rotation_at"].startswith(before.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert rotated["last_key_rotation_at"] > rotated["previous_last_key_rotation_at"]
+    assert [e["decision"] for e in events(logs, "account_checked", account="account-1")] == ["skip"]
+    assert events(logs, "shutdown")
+    assert TOKEN not in done.stdout + done.stderr
+
+
+def test_check_is_read_only_and_prints_json_on_stdout(simulator: SimulatorThread, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator)
+
+    done = rotator("check", "--json", "-c", str(config))
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [a["action"] for a in report["accounts"]] == ["rotate", "skip", "skip"]
+    assert report["accounts"][0]["reason"] == "due"
+    assert report["accounts"][0]["days_until_next_rotation"] <= 3
+    assert report["accounts"][1]["key_rotation_interval_days"] == 42
+    assert {r.method for r in simulator.sim.requests()} == {"GET"}
+    assert events(log_lines(done.stderr), "account_checked")  # logs go to stderr
+
+
+def test_check_prints_a_table(simulator: SimulatorThread, tmp_path: Path) -> None:
+    done = rotator("check", "-c", str(write_config(tmp_path / "config.yaml", simulator)))
+
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[:3] == ["ACCOUNT", "DAYS", "LEFT"]
+    assert [row.split()[0] for row in rows] == ["account-0", "account-1", "account-2"]
+    assert "rotate" in rows[0] and "skip" in rows[1]
+
+
+def test_one_failing_account_does_not_stop_the_others(simulator: SimulatorThread, tmp_path: Path) -> None:
+    due, failing, _ = simulator.sim.account_ids
+    simulator.sim.add_fault(Fault(kind="status", status=403, op="get", account_id=failing))
+    config = write_config(tmp_path / "config.yaml", simulator)
+
+    done = rotator("run", "--once", "-c", str(config))
+
+    assert done.returncode == 1
+    assert len(simulator.sim.rotations(due)) == 1
+    failed = events(log_lines(done.stdout), "check_failed", account="account-1")[0]
+    assert "Access: Organizations, Identity Providers, and Groups Read" in failed["error"]
+    assert len(simulator.sim.requests(op="get", account_id=failing)) == 1  # a 403 is not retried
+
+
+def test_rotate_command_holds_the_gap_unless_forced(simulator: SimulatorThread, tmp_path: Path) -> None:
+    account_id = simulator.sim.account_ids[1]  # not due
+    config = str(write_config(tmp_path / "config.yaml", simulator))
+
+    first = rotator("rotate", "account-1", "-c", config)
+    again = rotator("rotate", "account-1", "-c", config)
+    assert len(simulator.sim.rotations(account_id)) == 1
+    forced = rotator("rotate", "account-1", "--force", "-c", config)
+
+    assert first.returncode == 0 and "rotated" in first.stdout
+    assert again.returncode == 1 and "less than 7 days ago" in again.stdout
+    assert forced.returncode == 0
+    assert len(simulator.sim.rotations(account_id)) == 2
+
+
+def test_rotate_names_an_unknown_account(simulator: SimulatorThread, tmp_path: Path) -> None:
+    done = rotator("rotate", "nope", "-c", str(write_config(tmp_path / "config.yaml", simulator)))
+
+    assert done.returncode == 2
+    assert "no account named 'nope'" in done.stderr and "account-0" in done.stderr
+
+
+def test_dry_run_changes_nothing_and_says_so(simulator: SimulatorThread, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "config.yaml", simulator, rotation={"dry_run": True, "key_rotation_interval_days": 30}
+    )
+
+    done = rotator("run", "--once", "-c", str(config))
+
+    assert done.returncode == 0
+    assert {r.method for r in simulator.sim.requests()} == {"GET"}
+    skipped = events(log_lines(done.stdout), "rotation_skipped", account="account-0")[0]
+    assert skipped["reason"] == "dry_run"
+
+
+def test_interval_is_enforced(simulator: SimulatorThread, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator, rotation={"key_rotation_interval_days": 30})
+
+    done = rotator("run", "--once", "-c", str(config))
+
+    assert done.returncode == 0, done.stdout
+    assert {simulator.sim.key_state(a).key_rotation_interval_days for a in simulator.sim.account_ids} == {30}
+    updated = events(log_lines(done.stdout), "interval_updated", account="account-1")[0]
+    assert (updated["previous_key_rotation_interval_days"], updated["key_rotation_interval_days"]) == (42, 30)
+
+
+def test_daemon_serves_metrics_and_probes_and_stops_on_sigterm(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator, rotation={"dry_run": False})
+    with daemon(config) as running:
+        running.wait_ready()
+        running.wait_for("key_rotated", lambda: events(running.logs, "key_rotated"))
+        running.wait_for("3 checks", lambda: len(events(running.logs, "account_checked")) >= 3)
+        assert running.get("/healthz").status_code == 200
+        exposition = running.get("/metrics").text
+
+        assert running.terminate() == 0
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
+    assert samples[("rotator_accounts", ())] == 3
+    assert samples[("rotator_rotations_total", (("account", "account-0"), ("result", "success")))] == 1
+    for i, account_id in enumerate(simulator.sim.account_ids):
+        ids = (("account", f"account-{i}"), ("account_id", account_id))
+        assert samples[("rotator_checks_total", (("account", f"account-{i}"), ("result", "error")))] == 0
+        assert samples[("rotator_rotations_total", (("account", f"account-{i}"), ("result", "dry_run")))] == 0
+        assert samples[("rotator_last_successful_check_timestamp_seconds", ids)] > 0
+        state = simulator.sim.key_state(account_id)
+        assert samples[("rotator_key_rotation_interval_seconds", ids)] == 42 * 86400
+        next_rotation = state.last_key_rotation_at.timestamp() + 42 * 86400
+        assert samples[("rotator_key_next_rotation_timestamp_seconds", ids)] == pytest.approx(next_rotation)
+        assert samples[("rotator_rotation_threshold_seconds", (("account", f"account-{i}"),))] == 3 * 86400
+        assert samples[("rotator_dry_run", (("account", f"account-{i}"),))] == 0
+    assert samples[("rotator_check_interval_seconds", ())] == 3600
+    assert any(name == "rotator_build_info" for name, _ in samples)
+    assert events(running.logs, "shutdown")
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
+)
+def test_metrics_pass_promtool_lint(simulator: SimulatorThread, tmp_path: Path) -> None:
+    with daemon(write_config(tmp_path / "config.yaml", simulator)) as running:
+        running.wait_ready()
+        exposition = running.get("/metrics").text
+        running.terminate()
+
+    lint = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert lint.stdout.strip() == lint.stderr.strip() == ""
+
+
+def test_not_ready_until_cloudflare_answers(tmp_path: Path) -> None:
+    unreachable = f"http://127.0.0.1:{_closed_port()}/client/v4"
+    config = write_config(
+        tmp_path / "config.yaml",
+        unreachable,
+        accounts=[{"name": "production", "account_id": "0" * 32}],
+    )
+    with daemon(config) as running:
+        running.wait_for("/healthz 200", lambda: running.get("/healthz").status_code == 200)
+        running.wait_for("check_failed", lambda: events(running.logs, "check_failed"))
+        readyz = running.get("/readyz")
+        assert readyz.status_code == 503
+        assert "has not answered" in readyz.text and "could not connect" in readyz.text
+        assert running.terminate() == 0
+
+
+def test_sigterm_during_a_rotation_lets_it_finish(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    simulator = make_simulator(1)
+    (account_id,) = simulator.sim.account_ids
+    # The rotation is applied and its answer never comes: the daemon must confirm it before exiting.
+    simulator.sim.add_fault(Fault(kind="apply_then_hang", op="rotate", times=1))
+    config = write_config(tmp_path / "config.yaml", simulator)
+    with daemon(config) as running:
+        running.wait_for("the rotate POST", lambda: simulator.sim.requests(op="rotate"))
+        code = running.terminate()
+
+    assert code == 0
+    assert len(simulator.sim.requests(op="rotate")) == 1
+    names = [e["event"] for e in running.logs]
+    assert names.index("key_rotated") < names.index("shutdown")
+    assert len(simulator.sim.rotations(account_id)) == 1
+
+
+def _closed_port() -> int:
+    from tests.processes import free_port
+
+    return free_port()
+
+
+def test_version() -> None:
+    done = rotator("--version")
+    assert done.returncode == 0 and done.stdout.startswith("rotator ")
+
+
+def test_demo_shows_rotations(tmp_path: Path) -> None:
+    from tests.processes import free_port
+
+    done = rotator("demo", "--duration", "8", "--listen", f"127.0.0.1:{free_port()}", env=environment(None))
+
+    assert done.returncode == 0, done.stderr
+    logs = log_lines(done.stdout.split("\n\n", 1)[1])
+    assert events(logs, "key_rotated")
+    assert events(logs, "rotation_skipped", reason="dry_run")
+    assert "/metrics" in done.stdout.split("\n\n", 1)[0]
+
+
+def _unused(_: httpx.Response) -> None:  # keep httpx imported for type checkers of helpers
+    pass
