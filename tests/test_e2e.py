@@ -8,12 +8,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.simulator import Fault, SimulatorThread
-from tests.processes import TOKEN, daemon, environment, events, log_lines, rotator, write_config
+from tests.processes import TOKEN, daemon, environment, events, free_port, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 
@@ -180,7 +179,7 @@ def test_metrics_pass_promtool_lint(simulator: SimulatorThread, tmp_path: Path) 
 
 
 def test_not_ready_until_cloudflare_answers(tmp_path: Path) -> None:
-    unreachable = f"http://127.0.0.1:{_closed_port()}/client/v4"
+    unreachable = f"http://127.0.0.1:{free_port()}/client/v4"
     config = write_config(
         tmp_path / "config.yaml",
         unreachable,
@@ -212,20 +211,12 @@ def test_sigterm_during_a_rotation_lets_it_finish(make_simulator: MakeSimulator,
     assert len(simulator.sim.rotations(account_id)) == 1
 
 
-def _closed_port() -> int:
-    from tests.processes import free_port
-
-    return free_port()
-
-
 def test_version() -> None:
     done = rotator("--version")
     assert done.returncode == 0 and done.stdout.startswith("rotator ")
 
 
 def test_demo_shows_rotations(tmp_path: Path) -> None:
-    from tests.processes import free_port
-
     done = rotator("demo", "--duration", "8", "--listen", f"127.0.0.1:{free_port()}", env=environment(None))
 
     assert done.returncode == 0, done.stderr
@@ -233,7 +224,3 @@ def test_demo_shows_rotations(tmp_path: Path) -> None:
     assert events(logs, "key_rotated")
     assert events(logs, "rotation_skipped", reason="dry_run")
     assert "/metrics" in done.stdout.split("\n\n", 1)[0]
-
-
-def _unused(_: httpx.Response) -> None:  # keep httpx imported for type checkers of helpers
-    pass
