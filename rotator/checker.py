@@ -81,7 +81,12 @@ class Checker:
         self, account: Account, *, act: bool = True, requested: bool = False, force: bool = False
     ) -> CheckResult:
         """Check one account; never raises for a failure of that account (it is logged and counted)."""
-        log = self._log.bind(account=account.name, account_id=account.account_id)
+        # Bound for everything logged below, the client's retries included.
+        with structlog.contextvars.bound_contextvars(account=account.name, account_id=account.account_id):
+            return await self._check(account, act=act, requested=requested, force=force)
+
+    async def _check(self, account: Account, *, act: bool, requested: bool, force: bool) -> CheckResult:
+        log = self._log
         try:
             credential = self._credential(account)
             key = await self._client.get_keys(account.account_id, credential)
@@ -153,7 +158,7 @@ class Checker:
         decision: Decision,
         result: CheckResult,
     ) -> CheckResult:
-        log = self._log.bind(account=account.name, account_id=account.account_id)
+        log = self._log
         log.info("rotation_started", reason=decision.reason.value, message=decision.message)
         try:
             after = await self._client.rotate(account.account_id, credential, before)
@@ -190,7 +195,7 @@ class Checker:
         days: int,
         result: CheckResult,
     ) -> CheckResult:
-        log = self._log.bind(account=account.name, account_id=account.account_id)
+        log = self._log
         try:
             after = await self._client.set_interval(account.account_id, credential, days)
         except CloudflareError as exc:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 import stamina
+import structlog
 
 from rotator import __version__
 from rotator.credentials import Credential
@@ -286,6 +287,23 @@ class CloudflareClient:
 
     def _observe(self, method: str, endpoint: str, code: str, started: float) -> None:
         self._observer.observe_request(method, endpoint, code, self._monotonic() - started)
+
+
+def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """stamina's own hook logs the callable's arguments; ours logs only what an operator needs."""
+    _log.warning(
+        "request_retry_scheduled",
+        retry_num=details.retry_num,
+        wait_seconds=round(details.wait_for, 2),
+        error=str(details.caused_by),
+        error_type=type(details.caused_by).__name__,
+    )
+
+
+# Replaces stamina's defaults (a structlog line with every argument, a counter in the global
+# Prometheus registry): rotator's metrics live in its own registry, its logs in its own words.
+stamina.instrumentation.set_on_retry_hooks([_log_retry])
+_log = structlog.get_logger("rotator")
 
 
 def _retryable(exc: Exception) -> bool:
