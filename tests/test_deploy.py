@@ -1,0 +1,502 @@
+"""What users deploy, checked as they meet it.
+
+The image: there is no Docker engine here, so the Dockerfile's build stage is repeated outside Docker
+(same source files, same pip commands), the wheel is installed alone into a fresh virtual environment
+and run against the Cloudflare simulator; hadolint lints the Dockerfile itself.
+
+Kubernetes: `kubectl kustomize` renders the base and the dry-run overlay, every core object passes
+`kubernetes-validate --strict`, and the rendered objects are read for what operators rely on: one
+replica at a time, a hardened pod, probes on the health endpoints, the token from a Secret, the config
+from a ConfigMap that rotator accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rotator import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+KUSTOMIZE = ROOT / "deploy" / "kubernetes"
+BASE = KUSTOMIZE / "base"
+SECRET_EXAMPLE = BASE / "secret.example.yaml"
+# The targets users apply, and the config file each one ships.
+TARGETS = {
+    "base": (KUSTOMIZE, BASE / "config.yaml"),
+    "dry-run": (KUSTOMIZE / "overlays" / "dry-run", KUSTOMIZE / "overlays" / "dry-run" / "config.yaml"),
+}
+# Objects of these kinds come from CRDs (the prometheus-operator's): kubernetes-validate has no
+# schema for them. The PrometheusRule's rules are checked with promtool in tests/test_monitoring.py.
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# The repo's virtual environment holds the test tools (hadolint, kubernetes-validate).
+TOOLS = Path(sys.executable).parent
+SIMULATOR_TOKEN = "deploy-test-token"  # the simulator's made-up credential
+
+
+def run(args: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=False, **kwargs)
+
+
+def tool(name: str) -> Path:
+    path = TOOLS / name
+    if not path.exists():
+        pytest.fail(f"{name} is missing from {TOOLS}: install the test extra (pip install -e '.[test]')")
+    return path
+
+
+def without_credentials() -> dict[str, str]:
+    """The environment minus anything that could stand in for the config or a token under test."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "CLOUDFLARE_", "CF_"))}
+
+
+# --- the Dockerfile ---------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile as stages of (INSTRUCTION, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction.upper(), " ".join(arguments.split())))
+    return stages
+
+
+def instructions(stage: list[tuple[str, str]], name: str) -> list[str]:
+    return [arguments for instruction, arguments in stage if instruction == name]
+
+
+# The build stage's commands, which the wheel fixture below repeats with its own paths.
+WHEEL_BUILD = "pip wheel --no-deps --wheel-dir /dist ."
+WHEEL_INSTALL = "python -m venv /opt/rotator && /opt/rotator/bin/pip install /dist/*.whl"
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = run([tool("hadolint"), DOCKERFILE])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_installs_only_the_wheel_built_from_the_copied_sources() -> None:
+    build, final = dockerfile_stages()
+    assert any(WHEEL_BUILD in r and WHEEL_INSTALL in r for r in instructions(build, "RUN")), (
+        "the build stage no longer builds and installs the wheel as the wheel fixture does: "
+        "change both together"
+    )
+    # Nothing but the installed environment reaches the final stage: no source, wheel or pip cache.
+    assert instructions(final, "COPY") == ["--from=build /opt/rotator /opt/rotator"]
+    assert not any("pip" in r for r in instructions(final, "RUN"))
+
+
+def test_image_runs_the_daemon_as_a_fixed_non_root_user() -> None:
+    final = dockerfile_stages()[-1]
+    (user,) = instructions(final, "USER")
+    uid, _, gid = user.partition(":")
+    # Numeric, so the kubelet can verify runAsNonRoot without reading /etc/passwd.
+    assert uid.isdigit(), user
+    assert int(uid) != 0, user
+    assert gid.isdigit(), user
+    assert int(gid) != 0, user
+    assert instructions(final, "ENTRYPOINT") == ['["rotator"]']
+    assert instructions(final, "CMD") == ['["run"]']
+    env = " ".join(instructions(final, "ENV"))
+    # The root filesystem is read-only in the pod: Python must not try to write bytecode.
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    assert "ROTATOR_CONFIG=/etc/rotator/config.yaml" in env
+    listen = yaml.safe_load(TARGETS["base"][1].read_text(encoding="utf-8"))["http"]["listen"]
+    assert instructions(final, "EXPOSE") == [listen.rpartition(":")[2]]
+
+
+def test_image_labels_carry_the_package_version() -> None:
+    final = dockerfile_stages()[-1]
+    assert f"VERSION={__version__}" in instructions(final, "ARG"), (
+        "the image's default org.opencontainers.image.version differs from rotator.__version__"
+    )
+    assert 'org.opencontainers.image.version="${VERSION}"' in " ".join(instructions(final, "LABEL"))
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's build stage outside Docker; returns the fresh environment's bin directory."""
+    work = tmp_path_factory.mktemp("image")
+    source = work / "src"
+    source.mkdir()
+    build = dockerfile_stages()[0]
+    for copied in instructions(build, "COPY"):
+        *paths, _destination = copied.split()
+        for path in (ROOT / p.rstrip("/") for p in paths):
+            if path.is_dir():
+                ignore = shutil.ignore_patterns("__pycache__", "*.py[co]")  # as .dockerignore
+                shutil.copytree(path, source / path.name, ignore=ignore)
+            else:
+                shutil.copy2(path, source / path.name)
+    dist = work / "dist"
+    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", dist, source])
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = dist.glob("*.whl")
+    venv = work / "venv"
+    made = run([sys.executable, "-m", "venv", venv])
+    assert made.returncode == 0, made.stderr
+    installed = run([venv / "bin" / "pip", "install", wheel])
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    # The environment must run the wheel's copy of rotator, never the source tree's.
+    where = run([venv / "bin" / "python", "-c", "import rotator; print(rotator.__file__)"], cwd=work)
+    assert where.stdout.startswith(str(venv)), where.stdout + where.stderr
+    return venv / "bin"
+
+
+def test_installed_wheel_reports_its_version(installed_wheel: Path) -> None:
+    result = run([installed_wheel / "rotator", "--version"], env=without_credentials())
+    assert result.returncode == 0, result.stderr
+    assert __version__ in result.stdout
+
+
+@pytest.fixture
+def simulator_process(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The simulator's command line, from the repo's environment; yields its first (JSON) line."""
+    stderr = (tmp_path / "simulator.stderr").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rotator.simulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--accounts",
+            "3",
+            "--token",
+            SIMULATOR_TOKEN,
+            "--day-seconds",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        cwd=ROOT,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_stdout() -> None:  # drains stdout until exit, so the simulator never blocks on it
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put("")
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    try:
+        try:
+            first = lines.get(timeout=30)
+        except queue.Empty:
+            first = ""
+        if not first:
+            pytest.fail(f"the simulator printed no address: {(tmp_path / 'simulator.stderr').read_text()}")
+        yield json.loads(first)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+        stderr.close()
+
+
+def test_installed_wheel_checks_every_account_against_the_simulator(
+    installed_wheel: Path, simulator_process: dict[str, Any], tmp_path: Path
+) -> None:
+    simulator = simulator_process
+    names = [f"account-{i}" for i in range(len(simulator["accounts"]))]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cloudflare": {"base_url": simulator["base_url"]},
+                "http": {"listen": "127.0.0.1:0"},
+                "logging": {"format": "json"},
+                "accounts": [
+                    {"name": name, "account_id": account["account_id"]}
+                    for name, account in zip(names, simulator["accounts"], strict=True)
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    result = run(
+        [installed_wheel / "rotator", "run", "--once", "-c", config],
+        env=without_credentials() | {"CLOUDFLARE_API_TOKEN": SIMULATOR_TOKEN},
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    checked = {e.get("account") for e in events if e.get("event") == "account_checked"}
+    assert checked == set(names), result.stdout
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+
+
+def kubectl() -> str:
+    found = os.environ.get("ROTATOR_KUBECTL") or shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is not on PATH: .ci/run installs it (or set ROTATOR_KUBECTL)")
+    return found
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    result = run([kubectl(), "kustomize", directory], timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+class Rendered:
+    def __init__(self, target: str) -> None:
+        directory, self.config_file = TARGETS[target]
+        self.target = target
+        self.objects = kustomize(directory)
+
+    def one(self, kind: str) -> dict[str, Any]:
+        (found,) = [o for o in self.objects if o["kind"] == kind]
+        return found
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return self.one("Deployment")
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.deployment["spec"]["template"]["spec"]
+        return spec
+
+    @property
+    def container(self) -> dict[str, Any]:
+        (container,) = self.pod["containers"]
+        return container
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = yaml.safe_load(self.one("ConfigMap")["data"]["config.yaml"])
+        return config
+
+
+@functools.cache
+def render(target: str) -> Rendered:
+    return Rendered(target)
+
+
+@pytest.fixture(params=list(TARGETS))
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    return render(request.param)
+
+
+def secret_example() -> dict[str, Any]:
+    secret: dict[str, Any] = yaml.safe_load(SECRET_EXAMPLE.read_text(encoding="utf-8"))
+    return secret
+
+
+def port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    (number,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return int(number)
+
+
+def listen_port(config: dict[str, Any]) -> int:
+    return int(config["http"]["listen"].rpartition(":")[2])
+
+
+def quantity(value: str | int) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+    text = str(value)
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text.removesuffix(suffix)) * factor
+    return float(text)
+
+
+def test_renders_the_documented_objects_without_a_namespace(rendered: Rendered) -> None:
+    kinds = sorted(o["kind"] for o in rendered.objects)
+    assert kinds == sorted(
+        ["ServiceAccount", "ConfigMap", "Deployment", "Service", "ServiceMonitor", "PrometheusRule"]
+    )
+    # Namespace-agnostic: users choose the namespace when they apply.
+    assert [o["metadata"]["name"] for o in rendered.objects if "namespace" in o["metadata"]] == []
+
+
+def test_applying_never_overwrites_the_token_secret(rendered: Rendered) -> None:
+    # A Secret among the rendered objects would replace the user's real token on every apply.
+    assert "Secret" not in {o["kind"] for o in rendered.objects}
+    (value,) = secret_example()["stringData"].values()
+    assert value.startswith("REPLACE-ME"), "the Secret example must hold a placeholder, never a token"
+
+
+def validate_strict(objects: list[dict[str, Any]], directory: Path) -> subprocess.CompletedProcess[str]:
+    files = []
+    for obj in objects:
+        file = directory / f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        file.write_text(yaml.safe_dump(obj), encoding="utf-8")
+        files.append(file)
+    return run([tool("kubernetes-validate"), "--strict", *files], timeout=120)
+
+
+def test_core_objects_pass_kubernetes_validate_strict(rendered: Rendered, tmp_path: Path) -> None:
+    core = [o for o in rendered.objects if o["kind"] not in CUSTOM_KINDS]
+    assert {o["kind"] for o in rendered.objects} - {o["kind"] for o in core} == CUSTOM_KINDS
+    core.append(secret_example())
+    result = validate_strict(core, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # An object whose kind or apiVersion has no schema only gets a warning: insist on a pass.
+    for obj in core:
+        resource = f"{obj['kind'].lower()}/{obj['metadata']['name']}"
+        assert f"passed for resource {resource} " in result.stdout, result.stdout
+
+
+def test_strict_validation_catches_a_misspelt_security_setting(tmp_path: Path) -> None:
+    # Without --strict, this typo would pass and the root filesystem would stay writable.
+    deployment = copy.deepcopy(render("base").deployment)
+    security = deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    security["readOnlyRootFileSystem"] = security.pop("readOnlyRootFilesystem")
+    result = validate_strict([deployment], tmp_path)
+    assert result.returncode != 0
+    assert "readOnlyRootFileSystem" in result.stdout + result.stderr
+
+
+def test_runs_exactly_one_rotator_at_a_time(rendered: Rendered) -> None:
+    spec = rendered.deployment["spec"]
+    assert spec["replicas"] == 1
+    # Recreate stops the old pod before the new one starts: no two rotators rotate the same key.
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_pod_runs_non_root_read_only_without_privileges(rendered: Rendered) -> None:
+    pod, container = rendered.pod["securityContext"], rendered.container["securityContext"]
+    assert container.get("runAsNonRoot", pod.get("runAsNonRoot")) is True
+    (image_user,) = instructions(dockerfile_stages()[-1], "USER")
+    assert str(container.get("runAsUser", pod.get("runAsUser"))) == image_user.partition(":")[0]
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    seccomp = container.get("seccompProfile", pod.get("seccompProfile"))
+    assert seccomp == {"type": "RuntimeDefault"}
+    # The one place rotator may write (state_file) is a volume, not the read-only root.
+    state = {m["mountPath"]: m["name"] for m in rendered.container["volumeMounts"]}["/var/lib/rotator"]
+    assert "emptyDir" in {v["name"]: v for v in rendered.pod["volumes"]}[state]
+
+
+def test_no_kubernetes_api_token_is_mounted(rendered: Rendered) -> None:
+    account = rendered.one("ServiceAccount")
+    assert rendered.pod["serviceAccountName"] == account["metadata"]["name"]
+    assert rendered.pod["automountServiceAccountToken"] is False
+    assert account["automountServiceAccountToken"] is False
+
+
+def test_requests_and_limits_are_set(rendered: Rendered) -> None:
+    resources = rendered.container["resources"]
+    for name in ("cpu", "memory"):
+        request, limit = resources["requests"][name], resources["limits"][name]
+        assert 0 < quantity(request) <= quantity(limit), (name, request, limit)
+
+
+def test_probes_ask_the_health_endpoints_on_the_configured_port(rendered: Rendered) -> None:
+    container = rendered.container
+    port = listen_port(rendered.config)
+    liveness, readiness = container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]
+    assert liveness["path"] == "/healthz"
+    assert readiness["path"] == "/readyz"
+    assert port_number(container, liveness["port"]) == port
+    assert port_number(container, readiness["port"]) == port
+
+
+def test_prometheus_scrapes_metrics_through_the_service(rendered: Rendered) -> None:
+    service, monitor = rendered.one("Service"), rendered.one("ServiceMonitor")
+    pod_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (service_port,) = service["spec"]["ports"]
+    assert port_number(rendered.container, service_port["targetPort"]) == listen_port(rendered.config)
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == (service_port["name"], "/metrics")
+
+
+def test_token_comes_from_the_secret_users_create(rendered: Rendered) -> None:
+    secret = secret_example()
+    container = rendered.container
+    sources = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
+    assert sources == [secret["metadata"]["name"]]
+    # Every key of the Secret becomes a variable: the one the config names must be among them.
+    token_env = rendered.config.get("cloudflare", {}).get("api_token_env", "CLOUDFLARE_API_TOKEN")
+    assert token_env in secret["stringData"]
+    assert not [e for e in container.get("env", []) if "value" in e and "TOKEN" in e["name"]]
+
+
+def test_config_comes_from_the_configmap_generated_from_the_config_file(rendered: Rendered) -> None:
+    configmap = rendered.one("ConfigMap")
+    assert configmap["data"] == {"config.yaml": rendered.config_file.read_text(encoding="utf-8")}
+    container = rendered.container
+    args = container["args"]
+    config_path = Path(args[args.index("-c") + 1])
+    volume = {v["name"]: v for v in rendered.pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if volume[m["name"]].get("configMap") is not None]
+    assert volume[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
+    # No hash suffix: an edit updates the mounted file in place and rotator reloads it, instead of
+    # a new pod that, under Recreate, leaves no rotator running when the new config is refused.
+    assert configmap["metadata"]["name"] == "rotator-config"
+    assert Path(mount["mountPath"]) / "config.yaml" == config_path
+    assert mount.get("readOnly") is True
+    # A subPath mount would never see the ConfigMap's updates, and rotator could not reload them.
+    assert "subPath" not in mount
+
+
+def test_shipped_config_is_accepted_by_rotator(rendered: Rendered, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(rendered.one("ConfigMap")["data"]["config.yaml"], encoding="utf-8")
+    # No token here, as in CI: validate reports the missing credential as a warning only.
+    result = run(
+        [sys.executable, "-m", "rotator", "validate", "-c", config],
+        env=without_credentials(),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dry_run_overlay_changes_only_dry_run() -> None:
+    base, dry_run = render("base"), render("dry-run")
+    assert base.config["rotation"]["dry_run"] is False
+    expected = copy.deepcopy(base.config)
+    expected["rotation"]["dry_run"] = True
+    assert dry_run.config == expected
+    # Switching from the dry run to the base replaces the config and nothing else.
+    others = [o for o in base.objects if o["kind"] != "ConfigMap"]
+    assert [o for o in dry_run.objects if o["kind"] != "ConfigMap"] == others
+
+
+def test_deployment_runs_the_image_of_this_version(rendered: Rendered) -> None:
+    image = rendered.container["image"]
+    assert image.rpartition(":")[2] == __version__, (
+        f"{image}: update `images` in deploy/kubernetes/base/kustomization.yaml on each release"
+    )
