@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -101,6 +101,7 @@ class CloudflareClient:
         observer: RequestObserver | None = None,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -116,7 +117,9 @@ class CloudflareClient:
         self._limiters: dict[str, SlidingWindowLimiter] = {}
         self._observer = observer or _NoObserver()
         self._clock = clock
+        # The clock of request durations and of every credential's rate budget, and how waits wait.
         self._monotonic = monotonic
+        self._sleep = sleep
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -125,7 +128,7 @@ class CloudflareClient:
         """The budget of this credential, shared by every account that uses the same secret."""
         limiter = self._limiters.get(credential.fingerprint)
         if limiter is None:
-            limiter = SlidingWindowLimiter(*self._rate_limit)
+            limiter = SlidingWindowLimiter(*self._rate_limit, monotonic=self._monotonic, sleep=self._sleep)
             self._limiters[credential.fingerprint] = limiter
         return limiter
 
@@ -161,7 +164,7 @@ class CloudflareClient:
             except (RateLimitedError, ConnectError) as exc:
                 last_error = exc  # not applied; the limiter holds the credential past a 429
                 if isinstance(exc, ConnectError):
-                    await asyncio.sleep(BACKOFF_INITIAL)
+                    await self._sleep(BACKOFF_INITIAL)
                 continue
             except (TransportError, ServerError, ResponseError, APIError) as exc:
                 if isinstance(exc, APIError) and exc.status != 200:
