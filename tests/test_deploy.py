@@ -152,13 +152,13 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             else:
                 shutil.copy2(path, source / path.name)
     dist = work / "dist"
-    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", dist, source])
+    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", dist, source], timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = dist.glob("*.whl")
     venv = work / "venv"
-    made = run([sys.executable, "-m", "venv", venv])
+    made = run([sys.executable, "-m", "venv", venv], timeout=120)
     assert made.returncode == 0, made.stderr
-    installed = run([venv / "bin" / "pip", "install", wheel])
+    installed = run([venv / "bin" / "pip", "install", wheel], timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     # The environment must run the wheel's copy of rotator, never the source tree's.
     where = run([venv / "bin" / "python", "-c", "import rotator; print(rotator.__file__)"], cwd=work)
