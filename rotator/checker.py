@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -50,6 +50,8 @@ class CheckResult:
             "last_key_rotation_at": _iso(key.last_key_rotation_at) if key else None,
             "dry_run": self.account.rotation.dry_run,
             "action": _action(decision),
+            "window_open_until": _iso(decision.window.open_until) if decision and decision.window else None,
+            "next_window_at": _iso(decision.window.next_opening) if decision and decision.window else None,
             "reason": decision.reason.value if decision else None,
             "message": decision.message if decision else None,
             "rotated": self.rotated is not None,
@@ -67,8 +69,11 @@ class Checker:
         memory: RotationMemory,
         credentials: Mapping[str, Credential | CredentialError],
         *,
+        check_period: timedelta = timedelta(0),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """``check_period``: the longest time until an account's next check (interval + jitter)."""
+        self._check_period = check_period
         self._client = client
         self._metrics = metrics
         self._memory = memory
@@ -104,6 +109,8 @@ class Checker:
             remembered_rotation=self._memory.last_rotation(account.account_id),
             requested=requested,
             force=force,
+            windows=account.windows,
+            check_period=self._check_period,
         )
         log.info(
             "account_checked",
@@ -119,7 +126,7 @@ class Checker:
             return CheckResult(account, key, decision)
 
         result = CheckResult(account, key, decision)
-        if decision.reason in (Reason.DRY_RUN, Reason.TOO_SOON, Reason.UNKNOWN):
+        if decision.reason in (Reason.DRY_RUN, Reason.TOO_SOON, Reason.UNKNOWN, Reason.OUTSIDE_WINDOW):
             level = log.warning if decision.reason is Reason.UNKNOWN else log.info
             level("rotation_skipped", reason=decision.reason.value, message=decision.message)
             if decision.reason is Reason.DRY_RUN:

@@ -187,11 +187,12 @@ def _one_shot_checker(config: Config, credentials: dict[str, Credential]) -> tup
     metrics = Metrics(CollectorRegistry())
     client = build_client(config, metrics)
     memory = RotationMemory(config.settings.state_file)
-    return Checker(client, metrics, memory, dict(credentials)), client.aclose
+    checker = Checker(client, metrics, memory, dict(credentials), check_period=config.check_period)
+    return checker, client.aclose
 
 
 def _table(results: list[CheckResult]) -> str:
-    header = ("ACCOUNT", "DAYS LEFT", "INTERVAL", "LAST ROTATION", "ACTION", "WHY")
+    header = ("ACCOUNT", "DAYS LEFT", "INTERVAL", "LAST ROTATION", "NEXT WINDOW", "ACTION", "WHY")
     rows = [header]
     for result in results:
         row = result.as_dict()
@@ -201,6 +202,7 @@ def _table(results: list[CheckResult]) -> str:
                 _cell(row["days_until_next_rotation"]),
                 _cell(row["key_rotation_interval_days"]),
                 row["last_key_rotation_at"] or "-",
+                _window_cell(row["window_open_until"], row["next_window_at"]),
                 row["action"] or "error",
                 row["message"] or row["error"] or "",
             )
@@ -210,6 +212,12 @@ def _table(results: list[CheckResult]) -> str:
         "  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1])
         for r in rows
     )
+
+
+def _window_cell(open_until: str | None, next_at: str | None) -> str:
+    if open_until:
+        return f"open until {open_until}"
+    return next_at or "-"
 
 
 def _cell(value: float | None) -> str:

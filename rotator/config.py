@@ -9,9 +9,11 @@ value the user wrote, because that value might be a secret pasted into the wrong
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -27,6 +29,7 @@ from pydantic import (
 from rotator.credentials import CredentialSource
 from rotator.durations import parse_duration
 from rotator.errors import ConfigError
+from rotator.windows import Window, Windows, never_opens
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
@@ -58,7 +61,8 @@ def _refuse_inline_secrets(data: Any) -> Any:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # YAML reads .inf and .nan as floats; neither is a meaningful duration or number of days.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CredentialSettings(_Strict):
@@ -127,6 +131,36 @@ class Schedule(_Strict):
     jitter: Duration = 300.0
 
 
+class WindowSettings(_Strict):
+    """A maintenance window: opens whenever ``cron`` matches, in ``timezone``, for ``duration``."""
+
+    cron: str
+    duration: Duration = Field(gt=0)
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _can_open(self) -> WindowSettings:
+        window = self.window()
+        try:
+            never = never_opens(window, datetime.now(UTC))
+        except ZoneInfoNotFoundError:
+            raise ValueError(
+                f"timezone: unknown timezone '{self.timezone}': expected an IANA name such as "
+                "Europe/Berlin or UTC"
+            ) from None
+        except ValueError as exc:
+            raise ValueError(
+                f"cron: {exc}: expected five fields (minute hour day month weekday), "
+                "such as '0 2 * * tue,wed'"
+            ) from None
+        if never:
+            raise ValueError(f"cron: '{self.cron}' never matches a date, so this window can never open")
+        return self
+
+    def window(self) -> Window:
+        return Window(self.cron, timedelta(seconds=self.duration), self.timezone)
+
+
 class RotationSettings(_Strict):
     """The policy's knobs. Every one may be overridden per account."""
 
@@ -134,15 +168,18 @@ class RotationSettings(_Strict):
     min_days_between_rotations: float = Field(float(KEY_OVERLAP_DAYS), ge=0)
     key_rotation_interval_days: int | None = Field(None, ge=21, le=365)
     dry_run: bool = False
+    # Empty: a due rotation happens at the first check that finds it due.
+    windows: tuple[WindowSettings, ...] = ()
 
 
 class HTTPSettings(_Strict):
     listen: str = "0.0.0.0:9464"
 
-    @field_validator("listen")
+    @field_validator("listen", mode="before")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+    def _host_port(cls, value: Any) -> Any:
+        # Not a string: `listen: 9464`, a port alone that YAML read as a number.
+        host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected HOST:PORT, such as 0.0.0.0:9464")
         return value
@@ -184,6 +221,7 @@ class AccountSettings(CredentialSettings):
     min_days_between_rotations: float | None = Field(None, ge=0)
     key_rotation_interval_days: int | None = Field(None, ge=21, le=365)
     dry_run: bool | None = None
+    windows: tuple[WindowSettings, ...] | None = None
 
 
 class Settings(_Strict):
@@ -204,6 +242,7 @@ class Account:
     account_id: str
     rotation: RotationSettings
     credential: CredentialSource
+    windows: Windows = field(default_factory=lambda: Windows(()), compare=False)
 
 
 @dataclass(frozen=True)
@@ -213,6 +252,12 @@ class Config:
     accounts: tuple[Account, ...]
     warnings: tuple[str, ...]
 
+    @property
+    def check_period(self) -> timedelta:
+        """The longest time between two checks of one account."""
+        schedule = self.settings.schedule
+        return timedelta(seconds=schedule.check_interval + schedule.jitter)
+
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
 
@@ -220,11 +265,16 @@ class Config:
 def load_config(path: Path) -> Config:
     """Read, validate and resolve the config at ``path``; raise ConfigError saying what is wrong."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (give one with -c or $ROTATOR_CONFIG)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not valid YAML at line {line}: expected UTF-8 text") from None
     return parse_config(text, path)
 
 
@@ -261,11 +311,13 @@ def _resolve(settings: Settings, account: AccountSettings) -> Account:
         if getattr(account, field) is not None
     }
     source = account.credential_source() or settings.cloudflare.credential_source()
+    rotation = settings.rotation.model_copy(update=overrides)
     return Account(
         name=account.name,
         account_id=account.account_id.lower(),
-        rotation=settings.rotation.model_copy(update=overrides),
+        rotation=rotation,
         credential=source or CredentialSource.token_env(DEFAULT_TOKEN_ENV),
+        windows=Windows([w.window() for w in rotation.windows]),
     )
 
 
@@ -298,9 +350,9 @@ def _unsatisfiable(settings: Settings, accounts: tuple[Account, ...]) -> list[st
             problems.append(
                 f"{_where(index, account)}: key_rotation_interval_days: an interval of "
                 f"{interval} days minus threshold_days {policy.threshold_days:g} leaves "
-                f"{cycle:g} days between rotations, less than min_days_between_rotations "
-                f"{policy.min_days_between_rotations:g} (and more than 0): expected "
-                "key_rotation_interval_days - threshold_days >= min_days_between_rotations"
+                f"{cycle:g} days between rotations, fewer than min_days_between_rotations "
+                f"{policy.min_days_between_rotations:g}: expected key_rotation_interval_days - "
+                "threshold_days to be more than 0 and at least min_days_between_rotations"
             )
     return problems
 
@@ -317,6 +369,13 @@ def _warnings(settings: Settings, accounts: tuple[Account, ...]) -> tuple[str, .
             )
     schedule = settings.schedule
     slowest_check = schedule.check_interval + schedule.jitter
+    for index, account in enumerate(accounts):
+        if any(w.duration < slowest_check for w in account.rotation.windows):
+            warnings.append(
+                f"{_where(index, account)}: a maintenance window is shorter than "
+                "schedule.check_interval plus jitter, so a check may never fall inside it; due "
+                "rotations would then wait for the deadline before Cloudflare's own rotation"
+            )
     for index, account in enumerate(accounts):
         if slowest_check >= account.rotation.threshold_days * 86400:
             warnings.append(
@@ -351,6 +410,8 @@ def _explain(error: Any) -> str:
         return "unknown key (check its spelling and its level of indentation)"
     if kind == "missing":
         return "required, and missing"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):  # pydantic names its class here
+        return "expected a mapping (indented key: value lines)"
     if kind == "value_error":
         return str(message).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and error["loc"][-1] == "account_id":

@@ -74,7 +74,11 @@ class Daemon:
         self._metrics = Metrics(self._registry)
         self._client = build_client(config, self._metrics, transport)
         self._checker = Checker(
-            self._client, self._metrics, RotationMemory(config.settings.state_file), credentials
+            self._client,
+            self._metrics,
+            RotationMemory(config.settings.state_file),
+            credentials,
+            check_period=config.check_period,
         )
         self._accounts = {a.account_id: a for a in config.accounts}
         self._scheduler = AsyncIOScheduler(timezone=UTC)

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from rotator.cloudflare import KeyConfig
 from rotator.config import RotationSettings
+from rotator.windows import Windows, WindowState
 
 DAY = timedelta(days=1)
 
@@ -26,6 +27,10 @@ class Reason(StrEnum):
     TOO_SOON = "too_soon"  # the previous key may still sign tokens in flight
     DRY_RUN = "dry_run"
     UNKNOWN = "unknown"  # Cloudflare did not say enough to judge
+    OUTSIDE_WINDOW = "outside_window"  # due, waiting for a maintenance window
+    # Due, no window opens before Cloudflare would rotate on its own, and this is the last check
+    # before that: rotate now rather than let Cloudflare pick the moment.
+    WINDOW_DEADLINE = "window_deadline"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Decision:
     # The interval to enforce with PUT, when Cloudflare's differs from the configured one.
     set_interval: int | None = None
     days_until_next_rotation: float | None = None
+    window: WindowState | None = None  # None: no windows configured
 
 
 def decide(
@@ -46,17 +52,23 @@ def decide(
     remembered_rotation: datetime | None = None,
     requested: bool = False,
     force: bool = False,
+    windows: Windows | None = None,
+    check_period: timedelta = timedelta(0),
 ) -> Decision:
     """Decide whether to rotate an account's key now.
 
     ``remembered_rotation`` is the latest rotation this process made (or may have made): it holds
-    the minimum gap even when Cloudflare keeps answering with stale numbers.
+    the minimum gap even when Cloudflare keeps answering with stale numbers. ``check_period`` is
+    the longest time until the next check (interval plus jitter): with maintenance windows, it
+    tells whether this check is the last one before Cloudflare would rotate on its own. A person
+    asking (``requested``, ``force``) picks the moment, so windows do not apply to them.
     """
     days = days_until_rotation(key, now)
     set_interval = _interval_to_enforce(key, policy)
+    window = windows.state(now) if windows else None
 
     def outcome(rotate: bool, reason: Reason, message: str) -> Decision:
-        return Decision(rotate, reason, message, set_interval, days)
+        return Decision(rotate, reason, message, set_interval, days, window)
 
     if force:
         return _dry_run_or(
@@ -91,6 +103,31 @@ def decide(
     if requested:
         return _dry_run_or(outcome, policy, Reason.REQUESTED, "rotation requested")
     assert days is not None
+    if window is not None and window.open_until is None:
+        cloudflare_rotates_at = now + days * DAY
+        opening = window.next_opening
+        if opening is not None and opening + check_period < cloudflare_rotates_at:
+            return outcome(
+                False,
+                Reason.OUTSIDE_WINDOW,
+                f"due ({days:g} days until Cloudflare rotates on its own), waiting for the "
+                f"maintenance window that opens at {opening.isoformat()}",
+            )
+        if now + check_period < cloudflare_rotates_at:
+            return outcome(
+                False,
+                Reason.OUTSIDE_WINDOW,
+                f"due, and no maintenance window opens before Cloudflare rotates on its own at "
+                f"{cloudflare_rotates_at.isoformat()}: rotating at the last check before then",
+            )
+        return _dry_run_or(
+            outcome,
+            policy,
+            Reason.WINDOW_DEADLINE,
+            f"no maintenance window opens before Cloudflare rotates on its own at "
+            f"{cloudflare_rotates_at.isoformat()}, and this is the last check before then: "
+            "rotating now rather than letting Cloudflare pick the moment",
+        )
     return _dry_run_or(
         outcome,
         policy,
