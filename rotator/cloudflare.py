@@ -216,8 +216,10 @@ class CloudflareClient:
         path = f"/accounts/{account_id}/access/keys" + ("/rotate" if endpoint == "rotate" else "")
         what = f"{method} {endpoint}"
         limiter = self.limiter(credential)
+        # The budget first, then a slot: a request waiting out its credential's 429 pause or spent
+        # window is not in flight, and must not hold a slot that other credentials' requests need.
+        await limiter.acquire()
         async with self._in_flight:
-            await limiter.acquire()
             started = self._monotonic()
             try:
                 response = await self._http.request(method, path, json=body, headers=dict(credential.headers))
