@@ -177,6 +177,12 @@ class CloudflareClient:
                     f"rotate POST failed ({outcome}) and re-reading the key configuration to "
                     f"confirm also failed ({read_error}); the rotation may have been applied"
                 ) from outcome
+            if after.last_key_rotation_at is None:
+                # Every field is optional: without it the re-read cannot tell, so it proves nothing.
+                raise RotationUnconfirmed(
+                    f"rotate POST failed ({outcome}) and the key configuration re-read to confirm it "
+                    "has no last_key_rotation_at; the rotation may have been applied"
+                ) from outcome
             if _moved(before.last_key_rotation_at, after.last_key_rotation_at):
                 return after
             if isinstance(outcome, APIError):
