@@ -1,0 +1,205 @@
+"""The client-side budget per credential, on a fake clock: nothing here waits for real time.
+
+Cloudflare counts requests in a window and, past it, refuses everything for five minutes; the
+limiter must never put more than ``requests`` sends in any window of length ``per``, serve waiters
+first come first served, and hold everything during a pause (a 429's retry-after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import itertools
+import random
+
+import pytest
+
+from rotator.ratelimit import SlidingWindowLimiter
+
+
+async def settle() -> None:
+    """Let every task that can run, run (the fakes never do real I/O)."""
+    for _ in range(100):
+        await asyncio.sleep(0)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told, and a ``sleep`` that waits on it.
+
+    ``auto=True``: a sleep moves the clock forward by its length at once (fine where one task
+    sleeps at a time, as behind the limiter's lock). ``auto=False``: sleepers wait until the test
+    calls ``advance``, so it can look at the world at any instant in between.
+    """
+
+    def __init__(self, *, auto: bool, start: float = 0.0) -> None:
+        self.now = start
+        self.auto = auto
+        self.sleeps: list[float] = []
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._zero_sleeps = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if seconds <= 0:
+            # A limiter that sleeps 0 again and again would spin forever on a fake clock.
+            self._zero_sleeps += 1
+            assert self._zero_sleeps < 1000, "sleep(0) in a loop: the caller never makes progress"
+            await asyncio.sleep(0)
+            return
+        self._zero_sleeps = 0
+        if self.auto:
+            self.now += seconds
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + seconds, next(self._order), future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking each sleeper at its own deadline, in order."""
+        target = self.now + seconds
+        await settle()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, deadline)
+            if not future.done():
+                future.set_result(None)
+            await settle()
+        self.now = target
+        await settle()
+
+
+def busiest_window(sends: list[float], per: float) -> int:
+    """The most sends in any half-open window [t, t + per); it suffices to start one at each send."""
+    ordered = sorted(sends)
+    return max((bisect.bisect_left(ordered, t + per) - i for i, t in enumerate(ordered)), default=0)
+
+
+async def test_never_more_than_requests_in_any_window_over_a_long_run() -> None:
+    """Bursts and lulls for hours of simulated time; every window holds at most `requests` sends,
+    and no send waited longer than the window required (the budget is used, not wasted)."""
+    requests, per = 10, 60.0
+    clock = FakeClock(auto=True)
+    limiter = SlidingWindowLimiter(requests, per, monotonic=clock.monotonic, sleep=clock.sleep)
+    rng = random.Random(20240501)
+    arrivals: list[float] = []
+    sends: list[float] = []
+
+    async def send() -> None:
+        arrived = clock.now
+        await limiter.acquire()
+        arrivals.append(arrived)  # appended in the order acquire returned
+        sends.append(clock.now)
+
+    for _ in range(600):
+        clock.now += rng.choice([0.0, 0.0, 0.25, 1.0, 5.5, 30.0, 59.75, 60.0, 90.0])
+        await asyncio.gather(*(send() for _ in range(rng.randint(1, 2 * requests))))
+
+    assert len(sends) > 5000
+    assert busiest_window(sends, per) == requests
+    assert sends == sorted(sends)
+    # A FIFO sliding window sends each request at the first instant the budget allows.
+    for k, (arrived, sent) in enumerate(zip(arrivals, sends, strict=True)):
+        earliest = max(arrived, sends[k - 1] if k else arrived)
+        if k >= requests:
+            earliest = max(earliest, sends[k - requests] + per)
+        assert sent == earliest, f"send {k} went out at {sent}, allowed at {earliest}"
+    assert clock.now > 10 * 3600
+
+
+async def test_a_spent_budget_is_not_refilled_inside_the_window() -> None:
+    """A token bucket would let a second burst through while the first is still in the window."""
+    clock = FakeClock(auto=True)
+    limiter = SlidingWindowLimiter(5, 300.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    sends = []
+    for _ in range(15):
+        await limiter.acquire()
+        sends.append(clock.now)
+    assert sends == [0.0] * 5 + [300.0] * 5 + [600.0] * 5
+
+
+async def test_waiters_are_served_first_come_first_served() -> None:
+    clock = FakeClock(auto=False)
+    limiter = SlidingWindowLimiter(2, 10.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    served: list[tuple[int, float]] = []
+
+    async def send(n: int) -> None:
+        await limiter.acquire()
+        served.append((n, clock.now))
+
+    tasks = [asyncio.create_task(send(n)) for n in range(6)]
+    await settle()
+    assert served == [(0, 0.0), (1, 0.0)]
+    await clock.advance(5)
+    tasks.append(asyncio.create_task(send(6)))  # arrives later: must not jump the queue
+    await clock.advance(30)
+    await asyncio.gather(*tasks)
+    assert served == [(0, 0.0), (1, 0.0), (2, 10.0), (3, 10.0), (4, 20.0), (5, 20.0), (6, 30.0)]
+
+
+async def test_a_cancelled_waiter_does_not_hold_up_or_spend_the_budget() -> None:
+    clock = FakeClock(auto=False)
+    limiter = SlidingWindowLimiter(1, 10.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    await limiter.acquire()
+    gone = asyncio.create_task(limiter.acquire())
+    after = asyncio.create_task(limiter.acquire())
+    await settle()
+    gone.cancel()
+    await clock.advance(10)
+    await after
+    assert clock.now == 10.0
+    # `after` took the only slot of the new window; the cancelled waiter took none.
+    late = asyncio.create_task(limiter.acquire())
+    await clock.advance(9.5)
+    assert not late.done()
+    await clock.advance(0.5)
+    await late
+    assert gone.cancelled()
+
+
+async def test_pause_holds_every_request_until_it_ends_then_the_budget_applies() -> None:
+    clock = FakeClock(auto=True)
+    limiter = SlidingWindowLimiter(3, 10.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    limiter.pause(120)
+    assert limiter.paused_for == 120
+    sends = []
+    for _ in range(5):
+        await limiter.acquire()
+        sends.append(clock.now)
+    # A pause is not a refill: after it, the usual budget, not a bigger burst.
+    assert sends == [120.0, 120.0, 120.0, 130.0, 130.0]
+    assert limiter.paused_for == 0
+
+
+async def test_pause_holds_requests_already_waiting_and_concurrent_ones() -> None:
+    clock = FakeClock(auto=False)
+    limiter = SlidingWindowLimiter(1, 10.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    await limiter.acquire()
+    waiting = asyncio.create_task(limiter.acquire())  # waits for the window, until t=10
+    await clock.advance(5)
+    limiter.pause(50)  # a 429 arrives meanwhile (another request's answer): hold until t=55
+    others = [asyncio.create_task(limiter.acquire()) for _ in range(2)]
+    await clock.advance(49.5)
+    assert not waiting.done()
+    assert not any(t.done() for t in others)
+    await clock.advance(0.5)
+    await waiting
+    assert clock.now == 55.0
+    await clock.advance(20)
+    await asyncio.gather(*others)
+
+
+@pytest.mark.parametrize("second", [0.0, 5.0, 119.0])
+async def test_a_shorter_pause_does_not_cut_a_longer_one(second: float) -> None:
+    clock = FakeClock(auto=True)
+    limiter = SlidingWindowLimiter(3, 10.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    limiter.pause(120)
+    limiter.pause(second)
+    assert limiter.paused_for == 120
+    await limiter.acquire()
+    assert clock.now == 120
