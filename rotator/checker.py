@@ -142,6 +142,13 @@ class Checker:
         self._metrics.record_check(account, ok=result.ok, at=now)
         return result
 
+    def update(
+        self, credentials: Mapping[str, Credential | CredentialError], *, check_period: timedelta
+    ) -> None:
+        """Take a reloaded config's credentials and schedule; the memory of rotations stays."""
+        self._credentials = credentials
+        self._check_period = check_period
+
     async def drain(self, within: float) -> None:
         """Wait (at most ``within`` seconds) for rotations already begun to finish and be recorded."""
         if self._rotations:

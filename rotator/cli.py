@@ -23,7 +23,7 @@ from rotator import __version__
 from rotator.checker import Checker, CheckResult
 from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rotator.credentials import Credential
-from rotator.daemon import Daemon, build_client, load_credentials
+from rotator.daemon import Daemon, build_client, load_credentials, require_credentials
 from rotator.errors import ConfigError, CredentialError
 from rotator.logs import configure_logging
 from rotator.memory import RotationMemory
@@ -104,18 +104,10 @@ def _load(args: argparse.Namespace, *, stream: Any) -> Config:
     return config
 
 
-def _require_credentials(config: Config) -> dict[str, Credential]:
-    loaded = load_credentials(config.accounts)
-    missing = sorted({str(e) for e in loaded.values() if isinstance(e, CredentialError)})
-    if missing:
-        raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
-    return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
-
-
 def _run(args: argparse.Namespace) -> int:
     config = _load(args, stream=sys.stdout)
-    credentials = _require_credentials(config)
-    return asyncio.run(Daemon(config, credentials).run(once=args.once))
+    credentials = require_credentials(config)
+    return asyncio.run(Daemon(config, credentials, log_stream=sys.stdout).run(once=args.once))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -131,7 +123,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = _load(args, stream=sys.stderr)
-    credentials = _require_credentials(config)
+    credentials = require_credentials(config)
     results = asyncio.run(_check_all(config, credentials))
     if args.json:
         print(json.dumps({"accounts": [r.as_dict() for r in results]}, indent=2))
@@ -147,7 +139,7 @@ def _rotate(args: argparse.Namespace) -> int:
         names = ", ".join(a.name for a in config.accounts)
         _say_error(f"{config.path}: no account named '{args.account}' (configured: {names})")
         return EXIT_USAGE
-    credentials = _require_credentials(config)
+    credentials = require_credentials(config)
 
     async def rotate_one() -> CheckResult:
         checker, close = _one_shot_checker(config, credentials)

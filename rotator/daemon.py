@@ -10,10 +10,12 @@ recorded, and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, TextIO, cast
 
 import httpx
 import structlog
@@ -21,20 +23,43 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
+import rotator
 from rotator import __version__
 from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import CloudflareClient
-from rotator.config import Account, Config
+from rotator.config import Account, Config, load_config
 from rotator.credentials import Credential
-from rotator.errors import CredentialError
+from rotator.errors import ConfigError, CredentialError
+from rotator.logs import configure_logging
 from rotator.memory import RotationMemory
 from rotator.metrics import Metrics
+from rotator.reload import ConfigChange, compare
 from rotator.server import StatusServer
 
+CredentialMap = dict[str, Credential | CredentialError]
+# How often the config file is compared with the running config, in seconds.
+CONFIG_POLL_SECONDS = 2.0
 
-def load_credentials(accounts: tuple[Account, ...]) -> dict[str, Credential | CredentialError]:
+
+def _fingerprint(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None  # mid-swap or briefly absent: judge at the next poll
+
+
+def require_credentials(config: Config) -> dict[str, Credential]:
+    """Every account's credential; CredentialError naming each one that cannot be read."""
+    loaded = load_credentials(config.accounts)
+    missing = sorted({str(e) for e in loaded.values() if isinstance(e, CredentialError)})
+    if missing:
+        raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
+    return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
+
+
+def load_credentials(accounts: tuple[Account, ...]) -> CredentialMap:
     """Each account's credential, or the error that says why it cannot be read."""
-    loaded: dict[str, Credential | CredentialError] = {}
+    loaded: CredentialMap = {}
     for account in accounts:
         try:
             loaded[account.account_id] = account.credential.load()
@@ -68,6 +93,7 @@ class Daemon:
         *,
         registry: CollectorRegistry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        log_stream: TextIO | None = None,
     ) -> None:
         self._config = config
         self._registry = registry or CollectorRegistry()
@@ -87,6 +113,9 @@ class Daemon:
         self._answered = False
         self._last_api_problem = "no check has finished yet"
         self._log = structlog.get_logger("rotator")
+        self._log_stream = log_stream
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     def stop(self, reason: str = "requested") -> None:
         self._stop_reason = reason
@@ -97,6 +126,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, sig.name)
+        if not once:
+            loop.add_signal_handler(signal.SIGHUP, self._request_reload, "sighup")
         settings = self._config.settings
         self._metrics.configure(self._config.accounts, settings.schedule.check_interval)
         self._log.info(
@@ -140,17 +171,85 @@ class Daemon:
         try:
             self._schedule_checks()
             self._scheduler.start()
+            watcher = asyncio.create_task(self._watch_config())
+            if rotator.early_sighups():  # a SIGHUP that came during start-up is not lost
+                self._request_reload("sighup")
             await self._stop.wait()
+            watcher.cancel()
         finally:
             await server.stop()
 
-    def _schedule_checks(self) -> None:
+    def _request_reload(self, trigger: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload(trigger))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch_config(self) -> None:
+        """Reload when the file's content changes (a ConfigMap update swaps a symlink)."""
+        seen = _fingerprint(self._config.path)
+        while True:
+            await asyncio.sleep(CONFIG_POLL_SECONDS)
+            current = _fingerprint(self._config.path)
+            if current != seen and current is not None:
+                seen = current
+                await self._reload("file_changed")
+
+    async def _reload(self, trigger: str) -> None:
+        """Apply a new config without a restart, or refuse it and keep the running one."""
+        async with self._reload_lock:
+            try:
+                new = load_config(self._config.path)
+                credentials = require_credentials(new)
+            except (ConfigError, CredentialError) as exc:
+                self._metrics.config_reloads.labels("error").inc()
+                self._metrics.config_last_reload_successful.set(0)
+                self._log.error("config_rejected", trigger=trigger, reason=str(exc), kept="previous config")
+                return
+            change = compare(self._config, new)
+            self._apply(new, credentials, change)
+            self._metrics.config_reloads.labels("success").inc()
+            self._metrics.config_last_reload_successful.set(1)
+            for warning in new.warnings:
+                self._log.warning("config_warning", message=warning)
+            self._log.info(
+                "config_reloaded",
+                trigger=trigger,
+                accounts=len(new.accounts),
+                added=[a.name for a in change.added],
+                removed=[a.name for a in change.removed],
+                changed=[new_account.name for _, new_account in change.changed],
+                restart_required=list(change.restart_required),
+            )
+
+    def _apply(self, new: Config, credentials: Mapping[str, Credential], change: ConfigChange) -> None:
+        # Settings that need a restart keep their running value until then.
+        self._config = new
+        self._accounts = {a.account_id: a for a in new.accounts}
+        self._checker.update(credentials, check_period=new.check_period)
+        configure_logging(new.settings.logging.level, new.settings.logging.format, self._log_stream)
+        for account in change.removed:
+            self._scheduler.remove_job(account.account_id)
+            self._metrics.forget(account)
+        for old, account in change.changed:
+            if old.name != account.name:
+                self._metrics.forget(old)
+        self._metrics.configure(new.accounts, new.settings.schedule.check_interval)
+        if change.schedule_changed:
+            for account in new.accounts:
+                if account not in change.added:
+                    self._scheduler.reschedule_job(account.account_id, trigger=self._trigger())
+        self._schedule_checks(change.added)
+
+    def _trigger(self) -> IntervalTrigger:
         schedule = self._config.settings.schedule
+        return IntervalTrigger(seconds=schedule.check_interval, jitter=schedule.jitter or None)
+
+    def _schedule_checks(self, accounts: Iterable[Account] | None = None) -> None:
         first = datetime.now(UTC)
-        for account in self._config.accounts:
+        for account in self._config.accounts if accounts is None else accounts:
             self._scheduler.add_job(
                 self._scheduled_check,
-                IntervalTrigger(seconds=schedule.check_interval, jitter=schedule.jitter or None),
+                self._trigger(),
                 args=[account.account_id],
                 id=account.account_id,
                 name=account.name,

@@ -105,7 +105,21 @@ class Metrics:
             ["account"],
             registry=registry,
         )
+        self.config_reloads = Counter(
+            "rotator_config_reloads",
+            "Config reloads (SIGHUP or a changed file), by result (success, error).",
+            ["result"],
+            registry=registry,
+        )
+        self.config_last_reload_successful = Gauge(
+            "rotator_config_last_reload_successful",
+            "1 when the last config reload was applied (or none was tried), 0 when it was refused.",
+            registry=registry,
+        )
         self.build_info.labels(__version__).set(1)
+        for result in ("success", "error"):
+            self.config_reloads.labels(result)
+        self.config_last_reload_successful.set(1)
 
     def configure(self, accounts: Iterable[Account], check_interval: float) -> None:
         """Create every account's series, so they exist before the first check."""

@@ -50,7 +50,7 @@ def write_config(
         "accounts": list(accounts),
     }
     for name, values in sections.items():
-        config[name] = {**config.get(name, {}), **values}
+        config[name] = {**config.get(name, {}), **values} if isinstance(values, dict) else values
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 

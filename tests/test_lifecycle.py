@@ -1,0 +1,181 @@
+"""Change and lifecycle: reload without a restart, state across restarts, start-up and recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator.simulator import Fault, Simulator, SimulatorThread
+from tests.processes import TOKEN, Daemon, daemon, events, free_port, log_lines, rotator, write_config
+
+MakeSimulator = Callable[..., SimulatorThread]
+
+
+class ConfigMapDir:
+    """A config mounted the way Kubernetes mounts a ConfigMap: updates swap the ``..data`` link."""
+
+    def __init__(self, root: Path, config: dict[str, Any]) -> None:
+        self.root = root
+        root.mkdir()
+        self.version = 0
+        self.swap(config)
+        (root / "config.yaml").symlink_to("..data/config.yaml")
+
+    @property
+    def path(self) -> Path:
+        return self.root / "config.yaml"
+
+    def swap(self, config: dict[str, Any] | str) -> None:
+        self.version += 1
+        target = self.root / f"..{self.version}"
+        target.mkdir()
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        (target / "config.yaml").write_text(text, encoding="utf-8")
+        link = self.root / "..data_tmp"
+        link.symlink_to(target.name)
+        link.rename(self.root / "..data")  # atomic, as the kubelet does
+
+
+def _config(path: Path, sim: SimulatorThread, n: int, **sections: Any) -> dict[str, Any]:
+    accounts = [{"name": f"account-{i}", "account_id": a} for i, a in enumerate(sim.sim.account_ids[:n])]
+    write_config(path, sim, accounts=accounts, schedule={"check_interval": "1s"}, **sections)
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
+
+
+def _samples(running: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(running.get("/metrics").text)
+        for s in family.samples
+    }
+
+
+def test_a_configmap_update_takes_effect_without_losing_memory(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    due = simulator.sim.account_ids[0]
+    config = _config(tmp_path / "draft.yaml", simulator, 1)
+    mount = ConfigMapDir(tmp_path / "mount", config)
+    with daemon(mount.path) as running:
+        running.wait_for("the due key rotated", lambda: events(running.logs, "key_rotated"))
+        # From now on Cloudflare keeps answering as if the rotation never happened.
+        simulator.sim.add_fault(Fault(kind="stale", op="get", account_id=due))
+        mount.swap(_config(tmp_path / "draft.yaml", simulator, 2, http=config["http"]))
+
+        reloaded = running.wait_for("config_reloaded", lambda: events(running.logs, "config_reloaded"))[0]
+        assert reloaded["trigger"] == "file_changed"
+        assert reloaded["added"] == ["account-1"]
+        assert reloaded["restart_required"] == []
+        running.wait_for(
+            "account-1 checked", lambda: events(running.logs, "account_checked", account="account-1")
+        )
+        after = len(running.logs)
+        running.wait_for(
+            "a stale check of account-0 after the reload",
+            lambda: events(running.logs[after:], "rotation_skipped", account="account-0", reason="too_soon"),
+        )
+        samples = _samples(running)
+        assert samples[("rotator_accounts", ())] == 2
+        assert samples[("rotator_config_reloads_total", (("result", "success"),))] == 1
+        assert running.terminate() == 0
+    assert len(simulator.sim.rotations(due)) == 1
+
+
+def test_an_invalid_config_is_refused_and_the_old_one_keeps_running(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.yaml"
+    good = _config(path, simulator, 2)
+    with daemon(path) as running:
+        running.wait_ready()
+        path.write_text(yaml.safe_dump({**good, "rotation": {"threshold_days": -1}}))
+        running.process.send_signal(signal.SIGHUP)
+
+        rejected = running.wait_for("config_rejected", lambda: events(running.logs, "config_rejected"))[0]
+        assert "threshold_days" in rejected["reason"]
+        after = len(running.logs)
+        running.wait_for("checks go on", lambda: events(running.logs[after:], "account_checked"))
+        samples = _samples(running)
+        assert samples[("rotator_config_reloads_total", (("result", "error"),))] >= 1
+        assert samples[("rotator_config_last_reload_successful", ())] == 0
+        assert running.process.poll() is None
+        assert running.terminate() == 0
+
+
+def test_a_reload_names_the_settings_that_need_a_restart(simulator: SimulatorThread, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    config = _config(path, simulator, 1)
+    with daemon(path) as running:
+        running.wait_ready()
+        path.write_text(yaml.safe_dump({**config, "http": {"listen": f"127.0.0.1:{free_port()}"}}))
+        running.process.send_signal(signal.SIGHUP)
+
+        reloaded = running.wait_for("config_reloaded", lambda: events(running.logs, "config_reloaded"))[0]
+        assert reloaded["restart_required"] == ["http.listen"]
+        assert running.get("/healthz").status_code == 200  # still on the old address
+        assert running.terminate() == 0
+
+
+def test_sighup_during_start_up_does_not_kill_the_daemon(simulator: SimulatorThread, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    _config(path, simulator, 1)
+    with daemon(path) as running:
+        _wait_until_sighup_is_caught(running.process.pid)
+        running.process.send_signal(signal.SIGHUP)  # long before the daemon's loop is up
+
+        running.wait_ready()
+        reloaded = running.wait_for("config_reloaded", lambda: events(running.logs, "config_reloaded"))[0]
+        assert reloaded["trigger"] == "sighup"
+        assert running.terminate() == 0
+
+
+def _wait_until_sighup_is_caught(pid: int) -> None:
+    """The kernel says when a handler is installed: bit 1 of SigCgt in /proc/PID/status."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (signal.SIGHUP - 1)):
+            return
+        os.sched_yield()
+    raise AssertionError("rotator never installed a SIGHUP handler")
+
+
+def test_state_file_keeps_the_gap_across_restarts(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    simulator = make_simulator(1)
+    (account_id,) = simulator.sim.account_ids
+    config = str(write_config(tmp_path / "config.yaml", simulator, state_file=str(tmp_path / "state.json")))
+
+    assert rotator("run", "--once", "-c", config).returncode == 0
+    simulator.sim.add_fault(Fault(kind="stale", op="get"))  # Cloudflare "forgets" the rotation
+    again = rotator("run", "--once", "-c", config)
+
+    assert again.returncode == 0
+    assert events(log_lines(again.stdout), "rotation_skipped", reason="too_soon")
+    assert len(simulator.sim.rotations(account_id)) == 1
+
+
+def test_start_up_with_cloudflare_unreachable_recovers_on_its_own(tmp_path: Path) -> None:
+    port = free_port()
+    sim = Simulator.with_accounts(1, token=TOKEN)
+    account = {"name": "production", "account_id": sim.account_ids[0]}
+    config = write_config(
+        tmp_path / "config.yaml",
+        f"http://127.0.0.1:{port}/client/v4",
+        accounts=[account],
+        schedule={"check_interval": "1s"},
+    )
+    with daemon(config) as running:
+        running.wait_for("a failed check", lambda: events(running.logs, "check_failed"))
+        assert running.get("/readyz").status_code == 503
+        with SimulatorThread(sim, port=port):
+            running.wait_ready()
+            assert running.terminate() == 0
