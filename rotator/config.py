@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -138,16 +138,22 @@ class WindowSettings(_Strict):
     duration: Duration = Field(gt=0)
     timezone: str = "UTC"
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        # ValueError: a path such as "../x" or a file that is not a zone; OSError: a directory
+        # such as "Europe". Both escaped as a cron error or a traceback when left to _can_open.
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError("expected an IANA time zone name such as Europe/Berlin or UTC") from None
+        return value
+
     @model_validator(mode="after")
     def _can_open(self) -> WindowSettings:
         window = self.window()
         try:
             never = never_opens(window, datetime.now(UTC))
-        except ZoneInfoNotFoundError:
-            raise ValueError(
-                f"timezone: unknown timezone '{self.timezone}': expected an IANA name such as "
-                "Europe/Berlin or UTC"
-            ) from None
         except ValueError as exc:
             raise ValueError(
                 f"cron: {exc}: expected five fields (minute hour day month weekday), "
@@ -399,7 +405,7 @@ def _describe(path: Path, data: dict[str, Any], exc: ValidationError) -> str:
             name = raw[index].get("name") if index < len(raw) and isinstance(raw[index], dict) else None
             where = f"accounts[{index}]" + (f" ({name})" if isinstance(name, str) else "") + ": "
             loc = loc[2:]
-        field = ".".join(str(part) for part in loc)
+        field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
         lines.append(f"{path}: {where}{field + ': ' if field else ''}{_explain(error)}")
     return "\n".join(lines)
 
@@ -412,6 +418,8 @@ def _explain(error: Any) -> str:
         return "required, and missing"
     if kind in ("model_type", "model_attributes_type", "dict_type"):  # pydantic names its class here
         return "expected a mapping (indented key: value lines)"
+    if kind in ("list_type", "tuple_type"):  # "tuple" is Python's word; YAML has lists
+        return "expected a list (one '- ' item a line)"
     if kind == "value_error":
         return str(message).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and error["loc"][-1] == "account_id":
