@@ -1,0 +1,509 @@
+"""The config as a user meets it: what loads, with which values, and how every mistake is refused.
+
+Each refusal is one YAML fixture in ``tests/conffiles/`` (the file's comment says what is wrong
+with it). A refusal must name the file, the account by index and name, the field, and what was
+expected, and must never echo a secret. The same fixtures go through the real ``rotator validate``
+process: exit 2, one ``rotator: error:`` line per problem, no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from rotator.config import (
+    DEFAULT_CONFIG_PATH,
+    AccountSettings,
+    CloudflareSettings,
+    Config,
+    HTTPSettings,
+    LoggingSettings,
+    RotationSettings,
+    Schedule,
+    Settings,
+    WindowSettings,
+    load_config,
+)
+from rotator.credentials import CredentialSource
+from rotator.errors import ConfigError
+
+CONFFILES = Path(__file__).parent / "conffiles"
+EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"
+TOKEN_ENV = "CLOUDFLARE_API_TOKEN"
+LEAKED = "CLOUDFLARE-TOKEN-THAT-MUST-NOT-LEAK"  # the secrets pasted into the inline_secret fixtures
+
+ID_A = "023e105f4ecef8ad9ca31a8372d0c353"
+ID_B = "0123456789abcdef0123456789abcdef"
+INLINE_SECRET = (
+    "'api_token' holds a secret, and secrets are never read from the config file (it lives in a "
+    "ConfigMap): put it in an environment variable named by api_token_env"
+)
+
+# fixture -> the problems its message must report, one line each: (where and field, what was expected).
+REFUSALS: dict[str, list[tuple[str, str]]] = {
+    "unknown_key_top_level": [("schedul:", "unknown key")],
+    "unknown_key_in_section": [("schedule.interval:", "unknown key")],
+    "unknown_key_in_account": [("accounts[1] (staging): treshold_days:", "unknown key")],
+    "duplicate_names": [
+        (
+            "accounts[2] (production): name:",
+            "'production' is already used by accounts[0]; each account needs a unique name",
+        )
+    ],
+    "duplicate_account_ids": [
+        (
+            "accounts[1] (production-again): account_id:",
+            f"'{ID_A}' is already used by accounts[0]; each account needs a unique account_id",
+        )
+    ],
+    "account_id_not_hex": [("accounts[0] (production): account_id:", "expected 32 hexadecimal characters")],
+    "account_id_unquoted_number": [
+        (
+            "accounts[0] (production): account_id:",
+            "expected 32 hexadecimal characters in quotes; YAML read this id as a number because "
+            'it is not quoted: write account_id: "..."',
+        )
+    ],
+    "inline_secret_cloudflare": [("cloudflare:", INLINE_SECRET)],
+    "inline_secret_account": [("accounts[1] (staging):", INLINE_SECRET)],
+    "interval_minus_threshold_below_min_gap": [
+        (
+            "accounts[0] (production): key_rotation_interval_days:",
+            "an interval of 21 days minus threshold_days 15 leaves 6 days between rotations, fewer "
+            "than min_days_between_rotations 7: expected key_rotation_interval_days - threshold_days "
+            "to be more than 0 and at least min_days_between_rotations",
+        )
+    ],
+    "interval_below_21": [("rotation.key_rotation_interval_days:", "greater than or equal to 21")],
+    "interval_above_365": [
+        ("accounts[0] (production): key_rotation_interval_days:", "less than or equal to 365")
+    ],
+    "bad_duration": [
+        ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
+    ],
+    "infinite_duration": [("schedule.check_interval:", "finite number")],
+    "bad_listen": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
+    "listen_port_only": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
+    "empty_accounts": [("accounts:", "at least 1 item")],
+    "accounts_not_a_list": [("accounts:", "expected a list")],
+    "missing_accounts": [("accounts:", "required, and missing")],
+    "not_a_mapping": [("", "expected a mapping with at least an 'accounts' list")],
+    "empty_file": [("", "expected a mapping with at least an 'accounts' list")],
+    "section_not_a_mapping": [("cloudflare:", "expected a mapping (indented key: value lines)")],
+    "account_not_a_mapping": [("accounts[0]:", "expected a mapping (indented key: value lines)")],
+    "invalid_yaml": [("", "not valid YAML at line 5, column 4: did not find expected '-' indicator")],
+    "not_utf8": [("", "not valid YAML at line 3: expected UTF-8 text")],
+    "email_without_key": [
+        ("accounts[0] (production):", "api_email_env and api_key_env go together: set both or neither")
+    ],
+    "two_credentials": [
+        (
+            "accounts[0] (production):",
+            "set one credential: api_token_env, api_token_file, or api_email_env with api_key_env",
+        )
+    ],
+    "bad_log_level": [("logging.level:", "'debug', 'info', 'warning' or 'error'")],
+    "window_bad_cron": [
+        ("rotation.windows[0]: cron:", "expected five fields (minute hour day month weekday)")
+    ],
+    "window_never_opens": [
+        ("accounts[0] (production): windows[0]: cron:", "never matches a date, so this window can never open")
+    ],
+    "window_unknown_timezone": [
+        ("accounts[0] (production): windows[0].timezone:", "expected an IANA time zone name")
+    ],
+    "window_timezone_is_a_region": [("rotation.windows[0].timezone:", "expected an IANA time zone name")],
+    "windows_not_a_list": [("accounts[0] (production): windows:", "expected a list")],
+    "several_problems": [
+        ("schedule.jitter:", "expected a duration"),
+        ("accounts[0] (production): dry_run:", "valid boolean"),
+        ("accounts[1] (staging): account_id:", "expected 32 hexadecimal characters"),
+    ],
+}
+
+
+def fixture(name: str) -> Path:
+    return CONFFILES / f"{name}.yaml"
+
+
+def refusal(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return str(caught.value)
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, text: str) -> Config:
+    return load_config(write(tmp_path, text))
+
+
+def one_account(extra: str = "", *, before: str = "") -> str:
+    """A config with one account named production, ``extra`` lines indented into it."""
+    body = "".join(f"    {line}\n" for line in extra.strip().splitlines())
+    return f'{before}accounts:\n  - name: production\n    account_id: "{ID_A}"\n{body}'
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def test_every_fixture_is_in_the_table() -> None:
+    assert sorted(p.stem for p in CONFFILES.glob("*.yaml")) == sorted(REFUSALS)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_refusal_names_file_account_field_and_expectation(name: str) -> None:
+    path = fixture(name)
+    lines = refusal(path).splitlines()
+    assert len(lines) == len(REFUSALS[name]), lines
+    for line, (where, expected) in zip(lines, REFUSALS[name], strict=True):
+        assert line.startswith(f"{path}: {where}"), line
+        assert expected in line, line
+
+
+@pytest.mark.parametrize("name", ["inline_secret_cloudflare", "inline_secret_account"])
+def test_inline_secret_is_refused_without_repeating_it(name: str) -> None:
+    assert LEAKED in fixture(name).read_text()
+    assert LEAKED not in refusal(fixture(name))
+
+
+def test_duplicate_account_ids_differ_only_in_case() -> None:
+    # The fixture must really spell the two ids differently, or it proves nothing.
+    ids = [a["account_id"] for a in yaml.safe_load(fixture("duplicate_account_ids").read_text())["accounts"]]
+    assert ids[0] != ids[1]
+    assert ids[0].lower() == ids[1].lower()
+
+
+def test_missing_file_is_named_with_where_to_give_another(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.yaml"
+    assert refusal(path) == f"{path}: no such file (give one with -c or $ROTATOR_CONFIG)"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    assert refusal(tmp_path).startswith(f"{tmp_path}: cannot read: ")
+
+
+# --- what a valid config means ----------------------------------------------------------------
+
+
+def test_defaults_applied(tmp_path: Path) -> None:
+    config = load(tmp_path, one_account())
+    settings = config.settings
+    assert settings.schedule.check_interval == 3600
+    assert settings.schedule.jitter == 300
+    assert settings.cloudflare.base_url == "https://api.cloudflare.com/client/v4"
+    assert settings.cloudflare.timeout == 10
+    assert settings.cloudflare.max_concurrency == 4
+    assert (settings.cloudflare.rate_limit.requests, settings.cloudflare.rate_limit.per) == (1000, 300)
+    assert settings.http.listen == "0.0.0.0:9464"
+    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9464)
+    assert (settings.logging.level, settings.logging.format) == ("info", "auto")
+    assert settings.state_file is None
+    (account,) = config.accounts
+    assert (account.name, account.account_id) == ("production", ID_A)
+    assert account.rotation == RotationSettings(
+        threshold_days=3, min_days_between_rotations=7, key_rotation_interval_days=None, dry_run=False
+    )
+    assert account.credential == CredentialSource.token_env(TOKEN_ENV)
+    assert config.warnings == ()
+
+
+def test_every_rotation_key_overridden_per_account(tmp_path: Path) -> None:
+    window = {"cron": "0 3 * * sat", "duration": "6h", "timezone": "UTC"}
+    defaults = {
+        "threshold_days": 4,
+        "min_days_between_rotations": 8,
+        "key_rotation_interval_days": 60,
+        "dry_run": True,
+        "windows": [window],
+    }
+    own_window = {"cron": "0 2 * * tue,wed", "duration": "4h", "timezone": "Europe/Berlin"}
+    overrides = {
+        "threshold_days": 5.5,
+        "min_days_between_rotations": 10,
+        "key_rotation_interval_days": 30,
+        "dry_run": False,
+        "windows": [own_window],
+    }
+    # A rotation key added later must be added here too.
+    assert set(overrides) == set(RotationSettings.model_fields)
+    config = {
+        "rotation": defaults,
+        "accounts": [
+            {"name": "inherits", "account_id": ID_A},
+            {"name": "overrides", "account_id": ID_B, **overrides},
+        ],
+    }
+    inherits, overridden = load(tmp_path, yaml.safe_dump(config)).accounts
+    assert inherits.rotation == RotationSettings.model_validate(defaults)
+    assert overridden.rotation == RotationSettings.model_validate(overrides)
+    assert overridden.rotation.windows[0].timezone == "Europe/Berlin"
+    assert overridden.rotation.windows[0].duration == 4 * 3600
+    assert inherits.windows and overridden.windows
+
+
+def test_an_empty_list_of_windows_overrides_the_default_windows(tmp_path: Path) -> None:
+    text = one_account(
+        "windows: []",
+        before='rotation:\n  windows:\n    - cron: "0 3 * * sat"\n      duration: 6h\n',
+    )
+    (account,) = load(tmp_path, text).accounts
+    assert account.rotation.windows == ()
+    assert not account.windows
+
+
+def test_per_account_credential_overrides_the_default(tmp_path: Path) -> None:
+    text = f"""
+cloudflare:
+  api_token_env: CF_TOKEN_DEFAULT
+accounts:
+  - name: default
+    account_id: "{ID_A}"
+  - name: own-env
+    account_id: "{ID_B}"
+    api_token_env: CF_TOKEN_OWN
+  - name: own-file
+    account_id: "fedcba9876543210fedcba9876543210"
+    api_token_file: /run/secrets/token
+  - name: legacy
+    account_id: "00000000000000000000000000000001"
+    api_email_env: CF_EMAIL
+    api_key_env: CF_KEY
+"""
+    credentials = [a.credential for a in load(tmp_path, text).accounts]
+    assert credentials == [
+        CredentialSource.token_env("CF_TOKEN_DEFAULT"),
+        CredentialSource.token_env("CF_TOKEN_OWN"),
+        CredentialSource.token_file(Path("/run/secrets/token")),
+        CredentialSource.legacy("CF_EMAIL", "CF_KEY"),
+    ]
+
+
+def test_default_credential_may_be_a_file(tmp_path: Path) -> None:
+    config = load(tmp_path, one_account(before="cloudflare:\n  api_token_file: /run/secrets/token\n"))
+    assert config.accounts[0].credential == CredentialSource.token_file(Path("/run/secrets/token"))
+
+
+def test_account_id_in_upper_case_is_accepted_and_compared_in_lower_case(tmp_path: Path) -> None:
+    config = load(tmp_path, f'accounts:\n  - name: production\n    account_id: "{ID_A.upper()}"\n')
+    assert config.accounts[0].account_id == ID_A
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), ("250ms", 0.25), ("45", 45), ("1.5", 1.5)],
+)
+def test_durations(tmp_path: Path, written: str, seconds: float) -> None:
+    text = one_account(before=f"cloudflare:\n  timeout: {written}\n  rate_limit:\n    per: {written}\n")
+    cloudflare = load(tmp_path, text).settings.cloudflare
+    assert cloudflare.timeout == seconds
+    assert cloudflare.rate_limit.per == seconds
+
+
+def test_min_gap_below_key_overlap_loads_with_a_warning(tmp_path: Path) -> None:
+    config = load(tmp_path, one_account("min_days_between_rotations: 3"))
+    assert config.accounts[0].rotation.min_days_between_rotations == 3
+    (warning,) = config.warnings
+    assert warning.startswith("accounts[0] (production): min_days_between_rotations is 3: ")
+    assert "previous key valid for 7 days" in warning
+
+
+def test_min_gap_of_seven_days_gives_no_warning(tmp_path: Path) -> None:
+    assert load(tmp_path, one_account("min_days_between_rotations: 7")).warnings == ()
+
+
+def test_enforced_interval_that_leaves_exactly_the_min_gap_is_accepted(tmp_path: Path) -> None:
+    config = load(tmp_path, one_account("key_rotation_interval_days: 21\nthreshold_days: 14"))
+    assert config.accounts[0].rotation.key_rotation_interval_days == 21
+
+
+# --- config.example.yaml ----------------------------------------------------------------------
+
+
+def test_example_config_is_valid_without_warnings() -> None:
+    config = load_config(EXAMPLE)
+    assert config.warnings == ()
+    assert [a.name for a in config.accounts] == ["production", "staging", "partner", "legacy"]
+
+
+def test_example_config_shows_the_defaults() -> None:
+    """What the example says is the default is the default, for every key outside `accounts`."""
+    settings = load_config(EXAMPLE).settings
+    assert settings.cloudflare.model_copy(update={"api_token_env": None}) == CloudflareSettings()
+    assert settings.cloudflare.api_token_env == TOKEN_ENV
+    assert settings.schedule == Schedule()
+    assert settings.rotation == RotationSettings()
+    assert settings.http == HTTPSettings()
+    assert settings.logging == LoggingSettings()
+    assert settings.state_file is None
+
+
+def test_example_config_uses_every_key() -> None:
+    """A key added to the schema but missing from the example fails here."""
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    missing = _missing_keys(Settings, data, "")
+    account_keys = {key for account in data["accounts"] for key in account}
+    missing += [f"accounts[].{key}" for key in AccountSettings.model_fields if key not in account_keys]
+    # The default credential is one kind; the other kinds are shown on accounts.
+    missing = [key for key in missing if key.removeprefix("cloudflare.") not in account_keys]
+    window_keys = {
+        key for account in data["accounts"] for window in account.get("windows", []) for key in window
+    }
+    missing += [f"windows[].{key}" for key in WindowSettings.model_fields if key not in window_keys]
+    assert missing == []
+
+
+def _missing_keys(model: type[BaseModel], data: Mapping[str, Any], prefix: str) -> list[str]:
+    missing = []
+    for key, field in model.model_fields.items():
+        if key == "accounts":
+            continue
+        if key not in data:
+            missing.append(prefix + key)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            missing += _missing_keys(field.annotation, data[key], f"{prefix}{key}.")
+    return missing
+
+
+# --- the real process -------------------------------------------------------------------------
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the token and $ROTATOR_CONFIG, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, "ROTATOR_CONFIG")}
+    return env | extra
+
+
+def rotator(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rotator", *args],
+        env=dict(env if env is not None else environment()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *fragments: str) -> list[str]:
+    """Exit 2, nothing on stdout, every stderr line a `rotator: error:` line, no traceback."""
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines
+    assert all(line.startswith("rotator: error: ") for line in lines), lines
+    for fragment in fragments:
+        assert fragment in result.stderr
+    return lines
+
+
+def valid_config(tmp_path: Path, extra_account: str = "") -> Path:
+    # Nothing is listening on port 9 of localhost: a run that got past the checks could not
+    # reach anything, and an ephemeral listen port cannot clash with another test.
+    return write(
+        tmp_path,
+        one_account(
+            before="cloudflare:\n  base_url: http://127.0.0.1:9\n  timeout: 1s\n"
+            'http:\n  listen: "127.0.0.1:0"\nlogging:\n  format: json\n'
+        )
+        + extra_account,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_validate_refuses_each_fixture_with_one_line_per_problem(name: str) -> None:
+    path = fixture(name)
+    lines = assert_refused(rotator("validate", "-c", str(path)))
+    assert len(lines) == len(REFUSALS[name])
+    for line, (where, expected) in zip(lines, REFUSALS[name], strict=True):
+        assert line.startswith(f"rotator: error: {path}: {where}")
+        assert expected in line
+    assert LEAKED not in "\n".join(lines)
+
+
+def test_validate_missing_file() -> None:
+    path = CONFFILES / "does-not-exist.yaml"
+    assert_refused(rotator("validate", "-c", str(path)), f"{path}: no such file")
+
+
+def test_validate_without_the_token_warns_and_succeeds(tmp_path: Path) -> None:
+    path = valid_config(tmp_path)
+    result = rotator("validate", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1
+    assert f"environment variable {TOKEN_ENV} is not set" in warnings[0]
+    assert "production" in warnings[0]
+    assert result.stdout.splitlines()[-1] == f"{path}: valid, 1 account(s)"
+
+
+def test_validate_with_the_token_says_valid_and_nothing_else(tmp_path: Path) -> None:
+    path = valid_config(tmp_path)
+    result = rotator("validate", "-c", str(path), env=environment(**{TOKEN_ENV: "a-token"}))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{path}: valid, 1 account(s)\n"
+
+
+def test_validate_prints_load_warnings(tmp_path: Path) -> None:
+    path = write(tmp_path, one_account("min_days_between_rotations: 2"))
+    result = rotator("validate", "-c", str(path), env=environment(**{TOKEN_ENV: "a-token"}))
+    assert result.returncode == 0, result.stderr
+    assert "warning: accounts[0] (production): min_days_between_rotations is 2: " in result.stdout
+
+
+def test_validate_example_config() -> None:
+    result = rotator("validate", "-c", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"{EXAMPLE}: valid, 4 account(s)"
+
+
+def test_run_once_without_the_token_is_refused_naming_each_variable(tmp_path: Path) -> None:
+    second = f'  - name: staging\n    account_id: "{ID_B}"\n    api_token_env: CF_TOKEN_STAGING\n'
+    path = valid_config(tmp_path, second)
+    lines = assert_refused(rotator("run", "--once", "-c", str(path)))
+    assert len(lines) == 2
+    assert f"account production: environment variable {TOKEN_ENV} is not set" in lines[0]
+    assert "account staging: environment variable CF_TOKEN_STAGING is not set" in lines[1]
+
+
+def test_config_path_falls_back_to_rotator_config(tmp_path: Path) -> None:
+    path = valid_config(tmp_path)
+    result = rotator("validate", env=environment(ROTATOR_CONFIG=str(path), **{TOKEN_ENV: "a-token"}))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{path}: valid, 1 account(s)\n"
+    bad = fixture("unknown_key_top_level")
+    assert_refused(rotator("validate", env=environment(ROTATOR_CONFIG=str(bad))), f"{bad}: schedul:")
+
+
+def test_dash_c_wins_over_rotator_config(tmp_path: Path) -> None:
+    path = valid_config(tmp_path)
+    bad = fixture("unknown_key_top_level")
+    env = environment(ROTATOR_CONFIG=str(bad), **{TOKEN_ENV: "a-token"})
+    result = rotator("validate", "-c", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(DEFAULT_CONFIG_PATH.exists(), reason="this machine has a rotator config installed")
+def test_without_dash_c_or_rotator_config_the_default_path_is_read() -> None:
+    assert_refused(rotator("validate"), f"{DEFAULT_CONFIG_PATH}: no such file")
+
+
+def test_rotate_unknown_account(tmp_path: Path) -> None:
+    path = valid_config(tmp_path)
+    result = rotator("rotate", "-c", str(path), "prodution", env=environment(**{TOKEN_ENV: "a-token"}))
+    (line,) = assert_refused(result)
+    assert line == f"rotator: error: {path}: no account named 'prodution' (configured: production)"
