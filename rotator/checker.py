@@ -107,6 +107,7 @@ class Checker:
             account.rotation,
             now=now,
             remembered_rotation=self._memory.last_rotation(account.account_id),
+            confirmed_rotation=self._memory.last_confirmed_rotation(account.account_id),
             requested=requested,
             force=force,
             windows=account.windows,
@@ -179,7 +180,7 @@ class Checker:
         except CloudflareError as exc:
             if isinstance(exc, RotationUnconfirmed):
                 # It may have happened: hold the minimum gap from now, and let the next check judge.
-                self._memory.remember(account.account_id, before.observed_at)
+                self._memory.remember(account.account_id, before.observed_at, confirmed=False)
             log.error(
                 "rotation_failed",
                 error=str(exc),

@@ -43,6 +43,22 @@ USER_AGENT = f"rotator/{__version__} (+https://github.com/rotator/rotator)"
 READ_ATTEMPTS = 4
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between attempts: exponential from ``initial`` up to ``maximum``, with jitter."""
+
+    initial: float = BACKOFF_INITIAL
+    maximum: float = BACKOFF_MAX
+
+    @classmethod
+    def within(cls, check_interval: float) -> Backoff:
+        """Retrying past the next check is pointless (that check retries anyway), so a short
+        check interval shortens the backoff with it."""
+        return cls(min(BACKOFF_INITIAL, check_interval / 40), min(BACKOFF_MAX, check_interval / 8))
+
+
 # Rotate POSTs known not to have been applied may be sent again, this many in all, per check.
 ROTATE_ATTEMPTS = 3
 # Without a retry-after header, how long a 429 pauses the credential.
@@ -102,7 +118,9 @@ class CloudflareClient:
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backoff: Backoff = Backoff(),
     ) -> None:
+        self._backoff = backoff
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -164,7 +182,7 @@ class CloudflareClient:
             except (RateLimitedError, ConnectError) as exc:
                 last_error = exc  # not applied; the limiter holds the credential past a 429
                 if isinstance(exc, ConnectError):
-                    await self._sleep(BACKOFF_INITIAL)
+                    await self._sleep(self._backoff.initial)
                 continue
             except (TransportError, ServerError, ResponseError, APIError) as exc:
                 if isinstance(exc, APIError) and exc.status != 200:
@@ -203,8 +221,9 @@ class CloudflareClient:
             on=_retryable,
             attempts=READ_ATTEMPTS,
             timeout=None,  # a long retry-after is waited out by the limiter, not cut short
-            wait_initial=BACKOFF_INITIAL,
-            wait_max=BACKOFF_MAX,
+            wait_initial=self._backoff.initial,
+            wait_max=self._backoff.maximum,
+            wait_jitter=self._backoff.initial,
         ):
             with attempt:
                 return await self._send(method, endpoint, account_id, credential, body)
@@ -322,7 +341,8 @@ def _retryable(exc: Exception) -> bool:
 
 
 def _moved(before: datetime | None, after: datetime | None) -> bool:
-    return after is not None and (before is None or after > before)
+    # Any change counts, even backwards (a replica's clock): only "unchanged" licenses a resend.
+    return after is not None and after != before
 
 
 def _describe(exc: httpx.HTTPError) -> str:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 import rotator
 from rotator import __version__
 from rotator.checker import Checker, CheckResult
-from rotator.cloudflare import CloudflareClient
+from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config
 from rotator.credentials import Credential
 from rotator.errors import ConfigError, CredentialError
@@ -82,6 +82,7 @@ def build_client(
         ca_bundle=str(cloudflare.ca_bundle) if cloudflare.ca_bundle else None,
         transport=transport,
         observer=metrics,
+        backoff=Backoff.within(config.settings.schedule.check_interval),
     )
 
 

@@ -50,6 +50,7 @@ def decide(
     *,
     now: datetime,
     remembered_rotation: datetime | None = None,
+    confirmed_rotation: datetime | None = None,
     requested: bool = False,
     force: bool = False,
     windows: Windows | None = None,
@@ -58,12 +59,19 @@ def decide(
     """Decide whether to rotate an account's key now.
 
     ``remembered_rotation`` is the latest rotation this process made (or may have made): it holds
-    the minimum gap even when Cloudflare keeps answering with stale numbers. ``check_period`` is
+    the minimum gap even when Cloudflare keeps answering with stale numbers. ``confirmed_rotation``
+    is the latest one known to have happened: when Cloudflare's answer predates it, the answer is
+    stale, and the days left are judged from that rotation instead. ``check_period`` is
     the longest time until the next check (interval plus jitter): with maintenance windows, it
     tells whether this check is the last one before Cloudflare would rotate on its own. A person
     asking (``requested``, ``force``) picks the moment, so windows do not apply to them.
     """
-    days = days_until_rotation(key, now)
+    stale = _predates(key, confirmed_rotation)
+    if stale and confirmed_rotation is not None and key.key_rotation_interval_days is not None:
+        elapsed = (now - confirmed_rotation) / DAY
+        days: float | None = max(0.0, round(key.key_rotation_interval_days - elapsed, 3))
+    else:
+        days = days_until_rotation(key, now)
     set_interval = _interval_to_enforce(key, policy)
     window = windows.state(now) if windows else None
 
@@ -87,7 +95,13 @@ def decide(
                 False,
                 Reason.NOT_DUE,
                 f"{days:g} days until Cloudflare rotates on its own; rotating at "
-                f"{policy.threshold_days:g} or fewer",
+                f"{policy.threshold_days:g} or fewer"
+                + (
+                    f" (Cloudflare's answer predates the rotation rotator made at "
+                    f"{confirmed_rotation.isoformat()}: judged from that one)"
+                    if stale and confirmed_rotation is not None
+                    else ""
+                ),
             )
     last = _latest(key.last_key_rotation_at, remembered_rotation)
     min_gap = policy.min_days_between_rotations * DAY
@@ -163,6 +177,13 @@ def _interval_to_enforce(key: KeyConfig, policy: RotationSettings) -> int | None
     if wanted is None or policy.dry_run or key.key_rotation_interval_days == wanted:
         return None
     return wanted
+
+
+def _predates(key: KeyConfig, confirmed_rotation: datetime | None) -> bool:
+    """Whether Cloudflare's answer is older than a rotation known to have happened."""
+    if confirmed_rotation is None:
+        return False
+    return key.last_key_rotation_at is None or key.last_key_rotation_at < confirmed_rotation
 
 
 def _latest(*times: datetime | None) -> datetime | None:

@@ -117,3 +117,20 @@ def test_interval_enforcement(
 ) -> None:
     decision = decide(key(10, interval=cloudflare_interval), settings, now=NOW)
     assert decision.set_interval == expected
+
+
+def test_a_stale_answer_is_judged_from_the_rotation_rotator_made() -> None:
+    # Cloudflare still reports the key rotated 40 days ago and due; rotator rotated it 13 days ago.
+    stale = key(2, last_days_ago=40, interval=30)
+    ours = NOW - timedelta(days=13)
+    decision = decide(stale, policy(), now=NOW, remembered_rotation=ours, confirmed_rotation=ours)
+    assert (decision.rotate, decision.reason) == (False, Reason.NOT_DUE)
+    assert decision.days_until_next_rotation == 17
+    assert "predates the rotation rotator made" in decision.message
+
+
+def test_a_possible_rotation_holds_the_gap_but_does_not_make_answers_stale() -> None:
+    # A rotate POST whose answer was lost 8 days ago may not have happened: Cloudflare's word stands.
+    answer = key(2, last_days_ago=40, interval=30)
+    decision = decide(answer, policy(), now=NOW, remembered_rotation=NOW - timedelta(days=8))
+    assert (decision.rotate, decision.reason) == (True, Reason.DUE)
