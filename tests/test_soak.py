@@ -8,6 +8,7 @@ half simulated day. Cloudflare's own rotation must never be the one that happens
 from __future__ import annotations
 
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 
 from rotator.simulator import Fault, Simulator, SimulatorThread
@@ -73,7 +74,7 @@ def test_120_days_of_rotations_under_random_failures(tmp_path: Path) -> None:
         rotations = sim.rotations(account_id)
         assert [r.source for r in rotations if r.source != "api"] == [], f"Cloudflare rotated {account_id}"
         assert len(rotations) >= DAYS // INTERVAL_DAYS
-        gaps = [(b.at - a.at) / timedelta(days=1) for a, b in zip(rotations, rotations[1:], strict=False)]
+        gaps = [(b.at - a.at) / timedelta(days=1) for a, b in pairwise(rotations)]
         # Once per due period: not before the key is due, and never Cloudflare's own.
         assert all(INTERVAL_DAYS - THRESHOLD_DAYS - 0.01 <= gap < INTERVAL_DAYS for gap in gaps), gaps
     assert rss_late - rss_early < 8 * 1024, f"RSS grew from {rss_early} KiB to {rss_late} KiB"
