@@ -79,8 +79,12 @@ def test_a_configmap_update_takes_effect_without_losing_memory(
         )
         after = len(running.logs)
         running.wait_for(
-            "a stale check of account-0 after the reload",
-            lambda: events(running.logs[after:], "rotation_skipped", account="account-0", reason="too_soon"),
+            "a stale answer for account-0 recognised after the reload",
+            lambda: [
+                e
+                for e in events(running.logs[after:], "account_checked", account="account-0")
+                if "predates the rotation rotator made" in e["message"]
+            ],
         )
         samples = _samples(running)
         assert samples[("rotator_accounts", ())] == 2
@@ -159,7 +163,9 @@ def test_state_file_keeps_the_gap_across_restarts(make_simulator: MakeSimulator,
     again = rotator("run", "--once", "-c", config)
 
     assert again.returncode == 0
-    assert events(log_lines(again.stdout), "rotation_skipped", reason="too_soon")
+    (checked,) = events(log_lines(again.stdout), "account_checked")
+    assert checked["decision"] == "skip"
+    assert "predates the rotation rotator made" in checked["message"]
     assert len(simulator.sim.rotations(account_id)) == 1
 
 
