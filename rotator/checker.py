@@ -56,6 +56,7 @@ class CheckResult:
             "message": decision.message if decision else None,
             "rotated": self.rotated is not None,
             "new_last_key_rotation_at": _iso(self.rotated.last_key_rotation_at) if self.rotated else None,
+            "set_interval": decision.set_interval if decision else None,  # what a run would PUT
             "interval_set": self.interval_set,
             "error": str(self.error) if self.error else None,
         }
@@ -187,7 +188,8 @@ class Checker:
                 error_type=type(exc).__name__,
                 possibly_applied=isinstance(exc, RotationUnconfirmed),
             )
-            self._metrics.record_rotation(account, "error", self._clock())
+            # Cloudflare's clock, like a success's timestamp: alerts compare the two.
+            self._metrics.record_rotation(account, "error", before.observed_at)
             return replace(result, error=exc)
         rotated_at = after.last_key_rotation_at or after.observed_at
         self._memory.remember(account.account_id, rotated_at)

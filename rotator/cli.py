@@ -114,9 +114,9 @@ def _validate(args: argparse.Namespace) -> int:
     config = _load(args, stream=sys.stderr)
     for warning in config.warnings:
         print(f"warning: {warning}")
-    for problem in load_credentials(config.accounts).values():
-        if isinstance(problem, CredentialError):
-            print(f"warning: {problem} (needed by run, check and rotate)")
+    problems = {str(p) for p in load_credentials(config.accounts).values() if isinstance(p, CredentialError)}
+    for problem in sorted(problems):
+        print(f"warning: {problem} (needed by run, check and rotate)")
     print(f"{config.path}: valid, {len(config.accounts)} account(s)")
     return EXIT_OK
 

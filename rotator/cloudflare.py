@@ -278,7 +278,7 @@ class CloudflareClient:
             )
         if status in (401, 403):
             raise AuthError(
-                f"{what}: Cloudflare refused the credential ({status}: {detail}); the token needs "
+                f"{what}: Cloudflare refused the credential ({status}: {detail}); it needs "
                 f"the permission '{_PERMISSION[method]}' on this account",
                 status=status,
                 errors=errors,
@@ -289,7 +289,7 @@ class CloudflareClient:
                 status=status,
                 errors=errors,
             )
-        if status >= 400 or status < 200:
+        if not 200 <= status < 300:
             raise APIError(f"{what}: Cloudflare answered {status} ({detail})", status=status, errors=errors)
         try:
             data = response.json()

@@ -8,6 +8,7 @@ value the user wrote, because that value might be a secret pasted into the wrong
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -121,9 +122,32 @@ class CloudflareSettings(CredentialSettings):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+        match = re.match(r"^(https?)://(\[[^\]]+\]|[^/:\s]+)", value)
+        if not match:
             raise ValueError("expected an http(s) URL such as https://api.cloudflare.com/client/v4")
+        if match[1] == "http" and not _is_loopback(match[2].strip("[]")):
+            # The token travels in a header: plain HTTP is for local simulators and mocks only.
+            raise ValueError(
+                "expected https:// for a host that is not loopback: the API token would "
+                "otherwise cross the network in clear text"
+            )
         return value.rstrip("/")
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("expected the path of a PEM file of CA certificates that exists")
+        return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Schedule(_Strict):
@@ -203,6 +227,11 @@ class LoggingSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console", "auto"] = "auto"
 
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
 
 def _account_id(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -238,6 +267,11 @@ class Settings(_Strict):
     logging: LoggingSettings = LoggingSettings()
     state_file: Path | None = None
     accounts: list[AccountSettings] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        return _refuse_inline_secrets(data)
 
 
 @dataclass(frozen=True)
@@ -307,7 +341,21 @@ def parse_config(text: str, path: Path) -> Config:
 
 
 # libyaml's C loader where present: ten times faster on large account lists.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader that refuses a key given twice in one mapping (YAML keeps the last one
+    silently, so a forgotten duplicate would override what the user reads first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is given twice in the same mapping", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
 def _resolve(settings: Settings, account: AccountSettings) -> Account:

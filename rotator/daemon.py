@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import signal
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -29,7 +29,7 @@ from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config
 from rotator.credentials import Credential
-from rotator.errors import ConfigError, CredentialError
+from rotator.errors import ConfigError, CredentialError, HTTPStatusError
 from rotator.logs import configure_logging
 from rotator.memory import RotationMemory
 from rotator.metrics import Metrics
@@ -39,6 +39,8 @@ from rotator.server import StatusServer
 CredentialMap = dict[str, Credential | CredentialError]
 # How often the config file is compared with the running config, in seconds.
 CONFIG_POLL_SECONDS = 2.0
+# Until Cloudflare has answered once, a failed check is tried again this soon (at most).
+STARTUP_RETRY_SECONDS = 15.0
 
 
 def _fingerprint(path: Path) -> bytes | None:
@@ -270,10 +272,18 @@ class Daemon:
             # Shutdown cancels checks in flight: expected, not an error of the job.
             self._log.debug("check_cancelled", account=account.name, account_id=account_id)
             return
-        if result.key is not None:
-            self._answered = True
+        if result.key is not None or isinstance(result.error, HTTPStatusError):
+            self._answered = True  # any HTTP answer shows Cloudflare is reachable
         elif result.error is not None:
             self._last_api_problem = f"account {account.name}: {result.error}"
+            if not self._answered and self._scheduler.running:
+                # Not ready yet: try again soon rather than a whole check interval later.
+                retry_at = datetime.now(UTC) + timedelta(seconds=min(STARTUP_RETRY_SECONDS, self._interval))
+                self._scheduler.modify_job(account_id, next_run_time=retry_at)
+
+    @property
+    def _interval(self) -> float:
+        return self._config.settings.schedule.check_interval
 
     def _health_problem(self) -> str | None:
         return None if self._scheduler.running else "scheduler is not running"

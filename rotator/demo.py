@@ -65,7 +65,7 @@ async def run_demo(*, listen: str, duration: float | None) -> int:
         f"rotator demo: simulated Cloudflare at {base_url} (one day = {DAY_SECONDS:g} s), "
         f"5 accounts, checked every simulated half-day.\n"
         f"Metrics: http://{host}:{port}/metrics   Readiness: http://{host}:{port}/readyz\n"
-        f"Watch for key_rotated (the policy at work), rotation_skipped (too_soon, dry_run) and "
+        f"Watch for key_rotated (the policy at work), rotation_skipped (the dry-run account) and "
         f"interval_updated. Ctrl-C stops.\n",
         flush=True,
     )

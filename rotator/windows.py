@@ -6,6 +6,7 @@ means to the scheduler: five fields, names for days and months, evaluated in the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ class Window:
 
     def trigger(self) -> CronTrigger:
         """Raise ValueError (bad cron) or ZoneInfoNotFoundError (unknown timezone)."""
-        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+        return CronTrigger.from_crontab(_crontab_weekdays(self.cron), timezone=ZoneInfo(self.timezone))
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,23 @@ class Windows:
             if opening is not None and (next_opening is None or opening < next_opening):
                 next_opening = opening
         return WindowState(open_until, next_opening)
+
+
+# crontab numbers weekdays from Sunday (0 or 7); APScheduler from Monday (0). Users write crontab.
+_WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _crontab_weekdays(cron: str) -> str:
+    """Spell the weekday field's numbers as names, so they mean what crontab(5) says."""
+    fields = cron.split()
+    if len(fields) != 5:
+        return cron  # APScheduler names the problem
+    parts = []
+    for part in fields[4].split(","):
+        days, slash, step = part.partition("/")  # a step (*/2) is a count, not a day
+        days = re.sub(r"\d+", lambda m: _WEEKDAY_NAMES[int(m[0])] if int(m[0]) <= 7 else m[0], days)
+        parts.append(days + slash + step)
+    return " ".join([*fields[:4], ",".join(parts)])
 
 
 def never_opens(window: Window, now: datetime) -> bool:

@@ -89,3 +89,19 @@ def test_dry_run_at_the_deadline_changes_nothing() -> None:
     policy = RotationSettings(dry_run=True)
     decision = decide(due(0.5, FRIDAY_NOON), policy, now=FRIDAY_NOON, windows=WINDOWS, check_period=12 * HOUR)
     assert (decision.rotate, decision.reason) == (False, Reason.DRY_RUN)
+
+
+@pytest.mark.parametrize(
+    ("cron", "weekday"),
+    [
+        ("0 2 * * 0", "Sunday"),
+        ("0 2 * * 7", "Sunday"),
+        ("0 2 * * 2", "Tuesday"),
+        ("0 2 * * sun", "Sunday"),
+        ("0 2 * * 1-5", "Monday"),  # the first weekday after Friday noon
+    ],
+)
+def test_weekday_numbers_mean_what_crontab_says(cron: str, weekday: str) -> None:
+    opening = Windows([Window(cron, HOUR)]).state(FRIDAY_NOON).next_opening
+    assert opening is not None
+    assert opening.strftime("%A") == weekday

@@ -1,0 +1,140 @@
+"""The HTTP transport under the Cloudflare client: httpx's API, aiohttp's connection pool.
+
+Why not httpx's default transport (httpcore 1.0)? Its pool does work that grows with the pool's
+size on every request, so at rotator's concurrency the client is CPU-bound long before the network
+is: ``bench/RESULTS.md`` measures a bare httpx loop and this transport side by side (the profile is
+in the README's Performance section). aiohttp's pool hands out a connection in constant time and
+parses HTTP in C. ``CloudflareClient`` keeps httpx's API, and tests keep ``httpx.MockTransport``.
+
+What changes on the wire: nothing rotator relies on. One ``handle_async_request`` is one request
+sent at most once: aiohttp's silent second try of an idempotent request on a reused connection
+is turned off, so every retry is rotator's own (with backoff, logged and counted), and a POST is
+never sent twice by this layer. Environment proxies (``HTTPS_PROXY``, ``NO_PROXY``) and the CA
+bundle are honoured as httpx honours them.
+
+Errors are translated at this one boundary into httpx's, by *when* they happened, because that is
+what ``CloudflareClient`` decides on (is a rotate known not to have been applied?):
+
+    before the request could be sent           -> httpx.ConnectError, httpx.ConnectTimeout
+      (refused, DNS, TLS handshake, connect timeout)
+    after it may have been sent                -> httpx.ReadTimeout, httpx.ReadError,
+      (reset, disconnected, no or broken answer)   httpx.RemoteProtocolError
+    a URL aiohttp cannot send to               -> httpx.UnsupportedProtocol
+
+(httpx-aiohttp's transport maps every ``ClientConnectionError``, a dropped connection after the
+request was sent included, to ``httpx.ConnectTimeout``: a rotate whose answer was lost would read
+as one that never left, and be sent again. That is why this module exists rather than that one.)
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import httpx
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An ``httpx.AsyncBaseTransport`` over one ``aiohttp.ClientSession``, created on first use
+    (a session belongs to the event loop that runs it)."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        ca_bundle: str | None = None,
+        keepalive_expiry: float = 5.0,
+        trust_env: bool = True,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+    ) -> None:
+        self._max_connections = max_connections
+        self._ca_bundle = ca_bundle
+        self._keepalive_expiry = keepalive_expiry
+        self._trust_env = trust_env
+        self._session_factory = session_factory or self._new_session
+        self._session: aiohttp.ClientSession | None = None
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self._keepalive_expiry,
+            ssl=_ssl_context(self._ca_bundle),
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            trust_env=self._trust_env,
+            # httpx sets every header it wants (User-Agent, Accept-Encoding) and decodes bodies.
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session
+        if session is None:
+            session = self._session = self._session_factory()
+            # aiohttp sends a failed GET or PUT again, once, on a fresh connection; rotator
+            # retries on its own terms, so this layer sends each request once. (aiohttp's
+            # own test client turns it off the same way.)
+            session._retry_connection = False
+        timeout = request.extensions.get("timeout", {})
+        connect, pool = timeout.get("connect"), timeout.get("pool")
+        with _translated(request):
+            async with session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    # Waiting for a pooled connection and opening it: the request is not sent yet.
+                    connect=None if connect is None or pool is None else connect + pool,
+                    sock_connect=connect,
+                    sock_read=timeout.get("read"),
+                ),
+            ) as response:
+                # Cloudflare's answers are small JSON documents: read whole, the connection is
+                # back in the pool before httpx sees the response.
+                body = await response.read()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            content=body,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """httpx's own choice of CAs (certifi, or $SSL_CERT_FILE), or the configured bundle."""
+    if ca_bundle:
+        return ssl.create_default_context(cafile=ca_bundle)
+    return httpx.create_ssl_context()
+
+
+@contextmanager
+def _translated(request: httpx.Request) -> Iterator[None]:
+    """aiohttp's exceptions as httpx's: connect-phase errors apart from those after sending."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:  # connect or sock_connect: never sent
+        raise httpx.ConnectTimeout(str(exc) or "timed out connecting", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS handshake: never sent
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except TimeoutError as exc:  # sock_read (aiohttp.SocketTimeoutError) or any other wait
+        raise httpx.ReadTimeout(str(exc) or "timed out waiting for the answer", request=request) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+    except aiohttp.ClientError as exc:  # reset or broken while sending or reading: may have arrived
+        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
