@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test lint typecheck pytest bench clean
 
@@ -27,6 +28,16 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# A benchmark, not a test (it asserts nothing, so `make test` does not run it): about 10 minutes,
+# writes bench/RESULTS.md. Its extra packages (Cloudflare's SDK to compare with, a profiler) are
+# the `bench` extra, installed here only.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,567 @@
+"""rotator's benchmark: ``make bench`` (``.venv/bin/python bench/run.py``), writes bench/RESULTS.md.
+
+Everything runs on this machine against rotator's simulator, started as a process of its own on
+loopback with an added latency per request (20 ms by default), so the client under test and the
+fake Cloudflare never share a core's event loop. Four parts, each figure the best of ``--rounds``
+interleaved runs (one round of every contender, then the next round), every run in a fresh process:
+
+1. Throughput: one pass over 2,000 and 10,000 accounts with the budget lifted and 64 in flight,
+   against the ideal bound ``accounts x latency / concurrency``, a bare httpx loop, a bare aiohttp
+   loop and Cloudflare's official SDK at the same concurrency (``bench/loops.py`` runs each one).
+2. Rate-limit adherence: a budget of 300 requests per 10 s, a simulator that answers 429 past it,
+   2,000 accounts: the daemon runs for a bounded time; the rate is counted over whole windows.
+3. Footprint: the idle daemon with 10,000 accounts (RSS, CPU between checks), time from start to a
+   200 from /readyz, and CPU per check.
+4. Cost growth: pass time and peak memory at 100, 1,000 and 10,000 accounts.
+
+A benchmark, not a test: it asserts nothing and is not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TOKEN = "bench-token"  # noqa: S105 - the simulator's made-up token
+TOKEN_ENV = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - a variable name
+CONCURRENCY = 64
+COMMAND = "make bench  # = .venv/bin/python bench/run.py"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Simulator:
+    process: subprocess.Popen[str]
+    base_url: str
+    admin_url: str
+    account_ids: list[str]
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.process.pid)
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.admin_url + path, timeout=60) as response:  # noqa: S310 - loopback
+            return json.load(response)
+
+
+@contextlib.contextmanager
+def simulator(accounts: int, latency: float, rate_limit: str | None = None) -> Iterator[Simulator]:
+    command = [
+        sys.executable,
+        "-m",
+        "rotator.simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--accounts",
+        str(accounts),
+        "--token",
+        TOKEN,
+        "--latency",
+        str(latency),
+    ]
+    if rate_limit:
+        command += ["--rate-limit", rate_limit]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert process.stdout is not None
+        line = json.loads(process.stdout.readline())
+        yield Simulator(
+            process, line["base_url"], line["admin_url"], [a["account_id"] for a in line["accounts"]]
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, TOKEN_ENV: TOKEN, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def write_config(
+    path: Path,
+    sim: Simulator,
+    accounts: int,
+    *,
+    level: str = "warning",
+    rate_limit: tuple[int, str] = (10**9, "5m"),
+    listen: str = "127.0.0.1:0",
+) -> Path:
+    config = {
+        "cloudflare": {
+            "base_url": sim.base_url,
+            "max_concurrency": CONCURRENCY,
+            "rate_limit": {"requests": rate_limit[0], "per": rate_limit[1]},
+        },
+        "schedule": {"check_interval": "1h", "jitter": "5m"},
+        # No simulated account falls due (the nearest is 2 days out): one GET per account, no POST.
+        "rotation": {"threshold_days": 1},
+        "http": {"listen": listen},
+        "logging": {"level": level, "format": "json"},
+        "accounts": [
+            {"name": f"account-{i}", "account_id": a} for i, a in enumerate(sim.account_ids[:accounts])
+        ],
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- one measured run
+
+
+def run_loop(kind: str, sim: Simulator, work: Path, accounts: int, level: str = "warning") -> dict[str, Any]:
+    """One pass in a fresh process (bench/loops.py); adds the simulator's CPU share over it."""
+    if kind == "rotator":
+        config = write_config(work / f"pass-{accounts}-{level}.yaml", sim, accounts, level=level)
+        args = ["rotator", "--token", TOKEN, "--config", str(config)]
+    else:
+        ids = work / f"ids-{accounts}.json"
+        ids.write_text(json.dumps(sim.account_ids[:accounts]))
+        args = [kind, "--token", TOKEN, "--base-url", sim.base_url, "--accounts", str(ids)]
+    log = work / f"{kind}-{level}.log"
+    sim_cpu = sim.cpu_seconds()
+    with log.open("w") as stderr:
+        done = subprocess.run(
+            [sys.executable, str(HERE / "loops.py"), *args, "--concurrency", str(CONCURRENCY)],
+            capture_output=False,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=_environment(),
+            cwd=ROOT,
+            timeout=600,
+            check=True,
+        )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["sim_cpu_share"] = (sim.cpu_seconds() - sim_cpu) / result["seconds"]
+    if result["ok"] != accounts:
+        raise RuntimeError(f"{kind} at {accounts} accounts: {result['ok']} of {accounts} GETs succeeded")
+    return result
+
+
+def run_cli_once(sim: Simulator, work: Path, accounts: int) -> dict[str, Any]:
+    """``rotator run --once`` as a user types it: the whole process, start to exit."""
+    config = write_config(work / f"cli-{accounts}.yaml", sim, accounts)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rotator", "run", "--once", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_environment(),
+        cwd=ROOT,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"rotator run --once exited {process.returncode}")
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def best(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return min(runs, key=lambda r: r["seconds"])
+
+
+# --------------------------------------------------------------------------- the four parts
+
+
+def throughput(
+    sim: Simulator, work: Path, sizes: Sequence[int], rounds: int, latency: float
+) -> dict[str, Any]:
+    contenders = [
+        ("rotator", "warning"),
+        ("rotator", "info"),
+        ("httpx", "-"),
+        ("aiohttp", "-"),
+        ("sdk", "-"),
+    ]
+    out: dict[str, Any] = {}
+    for size in sizes:
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for round_ in range(rounds):
+            for kind, level in contenders:
+                key = kind if level == "-" else f"{kind}:{level}"
+                result = run_loop(kind, sim, work, size, level)
+                runs.setdefault(key, []).append(result)
+                _progress(f"throughput {size} round {round_ + 1}: {key} {result['seconds']:.2f}s")
+            result = run_cli_once(sim, work, size)
+            runs.setdefault("cli", []).append(result)
+            _progress(f"throughput {size} round {round_ + 1}: rotator run --once {result['seconds']:.2f}s")
+        out[str(size)] = {
+            "ideal": size * latency / CONCURRENCY,
+            **{key: best(values) for key, values in runs.items()},
+        }
+    return out
+
+
+def rate_limit_adherence(work: Path, latency: float, seconds: float) -> dict[str, Any]:
+    budget, window = 300, 10.0
+    with simulator(2000, latency, f"{budget}/{window:g}") as sim:
+        config = write_config(
+            work / "ratelimit.yaml",
+            sim,
+            2000,
+            level="info",
+            rate_limit=(budget, f"{window:g}s"),
+            listen=f"127.0.0.1:{free_port()}",
+        )
+        with (work / "ratelimit.log").open("w") as log:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "rotator", "run", "-c", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_environment(),
+                cwd=ROOT,
+            )
+            try:
+                time.sleep(seconds)
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(30)
+        requests = sim.get("/requests?op=get")
+        state = sim.get("/state")
+    # The rate achieved is what the simulator accepted (answered 200); a 429 is counted apart.
+    times = sorted(_parse_time(r["at"]) for r in requests if r["outcome"] == 200)
+    first = min(_parse_time(r["at"]) for r in requests)
+    whole = math.floor((times[-1] - first) / window) * window  # whole windows only
+    counted = sum(1 for t in times if t < first + whole)
+    # The server's own view: the most requests it saw in any window of `window` seconds.
+    most, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        most = max(most, i - j + 1)
+    return {
+        "budget": budget,
+        "window": window,
+        "ran_seconds": seconds,
+        "measured_seconds": whole,
+        "requests": counted,
+        "rate": counted / whole,
+        "budget_rate": budget / window,
+        "ratio": counted / whole / (budget / window),
+        "max_in_window": most,
+        "answered_429": state["requests"]["rate_limited"],
+        "outcomes": sorted({str(r["outcome"]) for r in requests}),
+    }
+
+
+def footprint(sim: Simulator, work: Path, idle_seconds: float) -> dict[str, Any]:
+    accounts = len(sim.account_ids)
+    port = free_port()
+    config = write_config(work / "footprint.yaml", sim, accounts, level="info", listen=f"127.0.0.1:{port}")
+    with (work / "footprint.log").open("w") as log:
+        started = time.perf_counter()
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "rotator", "run", "-c", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_environment(),
+            cwd=ROOT,
+        )
+        try:
+            ready = _wait_ready(port, started, daemon)
+            served = _wait_pass(port, accounts, daemon)
+            pass_done = time.perf_counter() - started
+            time.sleep(2.0)  # let the last responses and the garbage settle
+            cpu, wall = _cpu_seconds(daemon.pid), time.perf_counter()
+            time.sleep(idle_seconds)
+            idle_cpu = (_cpu_seconds(daemon.pid) - cpu) / (time.perf_counter() - wall)
+            rss = _rss_mb(daemon.pid)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+    return {
+        "accounts": accounts,
+        "ready_seconds": ready,
+        "first_pass_seconds": pass_done,
+        "checks": served,
+        "idle_rss_mb": rss,
+        "idle_cpu_share": idle_cpu,
+        "idle_seconds": idle_seconds,
+    }
+
+
+def _wait_ready(port: int, started: float, daemon: subprocess.Popen[bytes]) -> float:
+    while daemon.poll() is None:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5),
+        ):
+            return time.perf_counter() - started
+        time.sleep(0.01)
+    raise RuntimeError(f"the daemon exited {daemon.returncode} before /readyz answered 200")
+
+
+def _wait_pass(port: int, accounts: int, daemon: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and daemon.poll() is None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        done = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("rotator_checks_total{")
+        )
+        if done >= accounts:
+            return int(done)
+        time.sleep(1.0)
+    raise RuntimeError("the daemon's first pass did not finish")
+
+
+def growth(
+    sim: Simulator, work: Path, sizes: Sequence[int], rounds: int, known: dict[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for size in sizes:
+        if str(size) in known:
+            out[str(size)] = known[str(size)]["rotator:warning"]
+            continue
+        runs = []
+        for round_ in range(rounds):
+            runs.append(run_loop("rotator", sim, work, size, "warning"))
+            _progress(f"growth {size} round {round_ + 1}: {runs[-1]['seconds']:.2f}s")
+        out[str(size)] = best(runs)
+    return out
+
+
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    versions = {}
+    for package in ("httpx", "httpcore", "aiohttp", "httpx-aiohttp", "cloudflare", "sniffio"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
+    }
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    m = results["machine"]
+    lines = [
+        "# rotator benchmark results",
+        "",
+        f"Command: `{COMMAND}` ({results['duration_seconds']:.0f} s for this run, {results['finished']}).",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, {m['os']}.  ",
+        f"Packages: {m['packages']}.",
+        "",
+        f"The simulator (`python -m rotator.simulator`) runs in its own process on loopback and adds "
+        f"{args.latency * 1000:g} ms to every request. Every figure is the best of {args.rounds} "
+        "interleaved runs, each run a fresh process. rotator's pass is `Daemon.run(once=True)` as "
+        "`rotator run --once` runs it, timed after the config is loaded; the `rotator run --once` row "
+        "is the whole command, start to exit. The bare loops are timed from their first request.",
+        "",
+        "## 1. Throughput: one pass, 64 in flight, rate limit lifted",
+        "",
+    ]
+    names = {
+        "rotator:warning": "rotator pass (`logging.level: warning`)",
+        "rotator:info": "rotator pass (`logging.level: info`, a JSON line per check)",
+        "cli": "`rotator run --once` (whole process: start-up, config, pass)",
+        "httpx": "bare httpx loop (`httpx.AsyncClient()` defaults)",
+        "aiohttp": "bare aiohttp loop (`aiohttp.ClientSession()`)",
+        "sdk": "Cloudflare SDK (`AsyncCloudflare`, `zero_trust.access.keys.get`)",
+    }
+    for size, row in results["throughput"].items():
+        ideal, rot = row["ideal"], row["rotator:warning"]["seconds"]
+        lines += [
+            f"### {int(size):,} accounts (ideal bound {int(size):,} x {args.latency:g} s / {CONCURRENCY} "
+            f"= {ideal:.3f} s)",
+            "",
+            "| contender | time (s) | x ideal | x rotator's pass | client CPU (s) | CPU per GET (µs) "
+            "| simulator CPU share |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, name in names.items():
+            r = row[key]
+            share = f"{r['sim_cpu_share']:.0%}" if "sim_cpu_share" in r else "-"
+            faster = "-" if key.startswith("rotator") or key == "cli" else f"{r['seconds'] / rot:.2f}x"
+            lines.append(
+                f"| {name} | {r['seconds']:.2f} | {r['seconds'] / ideal:.2f} | {faster} | "
+                f"{r['cpu_seconds']:.2f} | {r['cpu_seconds'] / int(size) * 1e6:.0f} | {share} |"
+            )
+        lines.append("")
+    rl = results["rate_limit"]
+    lines += [
+        f"## 2. Rate-limit adherence: budget {rl['budget']} per {rl['window']:g} s, 2,000 accounts",
+        "",
+        f"The simulator answers 429 past {rl['budget']} requests in any {rl['window']:g} s; the daemon "
+        f"(`rotator run`, `rate_limit: {{requests: {rl['budget']}, per: {rl['window']:g}s}}`, 64 in "
+        f"flight) ran {rl['ran_seconds']:g} s and was stopped; the rate is counted over the first "
+        f"{rl['measured_seconds']:g} s (whole windows) from its first request, on the simulator's clock.",
+        "",
+        "| requests | rate (req/s) | budget (req/s) | x budget | most in any window (server's view) "
+        "| 429 answers |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {rl['requests']} | {rl['rate']:.1f} | {rl['budget_rate']:.1f} | {rl['ratio']:.1%} | "
+        f"{rl['max_in_window']} of {rl['budget']} | {rl['answered_429']} |",
+        "",
+    ]
+    fp = results["footprint"]
+    per_check = results["throughput"][str(fp["accounts"])]
+    lines += [
+        f"## 3. Footprint: the daemon (`rotator run`) with {fp['accounts']:,} accounts",
+        "",
+        "| measure | value | goal |",
+        "| --- | ---: | --- |",
+        f"| time from start to /readyz answering 200 | {fp['ready_seconds']:.2f} s | under 2 s |",
+        f"| first pass over every account done (from start) | {fp['first_pass_seconds']:.2f} s | |",
+        f"| resident memory (RSS), idle after the first pass | {fp['idle_rss_mb']:.1f} MB | under 100 MB |",
+        f"| CPU while idle between checks (over {fp['idle_seconds']:g} s) | {fp['idle_cpu_share']:.2%} "
+        "of a core | under 1% |",
+        f"| CPU per check, `logging.level: warning` | "
+        f"{per_check['rotator:warning']['cpu_seconds'] / fp['accounts'] * 1e6:.0f} µs | |",
+        f"| CPU per check, `logging.level: info` | "
+        f"{per_check['rotator:info']['cpu_seconds'] / fp['accounts'] * 1e6:.0f} µs | |",
+        "",
+        "## 4. Cost growth: rotator's pass (`logging.level: warning`)",
+        "",
+        "| accounts | pass (s) | ideal (s) | x ideal | pass per account (ms) | CPU per check (µs) "
+        "| peak RSS (MB) | config load (s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size, r in results["growth"].items():
+        n = int(size)
+        ideal = math.ceil(n / CONCURRENCY) * args.latency
+        lines.append(
+            f"| {n:,} | {r['seconds']:.3f} | {ideal:.3f} | {r['seconds'] / ideal:.2f} | "
+            f"{r['seconds'] / n * 1000:.3f} | {r['cpu_seconds'] / n * 1e6:.0f} | {r['peak_rss_mb']:.1f} | "
+            f"{r['load_seconds'] - r['import_seconds']:.2f} |"
+        )
+    sizes = sorted(int(s) for s in results["growth"])
+    small, large = results["growth"][str(sizes[1])], results["growth"][str(sizes[-1])]
+    lines += [
+        "",
+        f"From {sizes[1]:,} to {sizes[-1]:,} accounts ({sizes[-1] / sizes[1]:g}x): the pass takes "
+        f"{large['seconds'] / small['seconds']:.1f}x as long, CPU per check changes "
+        f"{large['cpu_seconds'] / sizes[-1] / (small['cpu_seconds'] / sizes[1]):.2f}x, and peak RSS "
+        f"grows by {(large['peak_rss_mb'] - small['peak_rss_mb']) / (sizes[-1] - sizes[1]) * 1024:.1f} kB "
+        "per account. "
+        f"(Ideal here is ceil(accounts / {CONCURRENCY}) x latency: at 100 accounts a pass is two round "
+        "trips.)",
+        "",
+        "Raw figures: `bench/RESULTS.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per figure (best kept)")
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds the simulator adds per request")
+    parser.add_argument("--sizes", default="2000,10000", help="accounts for the throughput part")
+    parser.add_argument("--growth", default="100,1000,10000", help="accounts for the growth part")
+    parser.add_argument("--rate-seconds", type=float, default=35.0, help="how long the rate-limit run lasts")
+    parser.add_argument("--idle-seconds", type=float, default=15.0, help="how long idle CPU is measured")
+    parser.add_argument("--only", default="1,2,3,4", help="parts to run (a quick look: --only 1)")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    growth_sizes = [int(s) for s in args.growth.split(",")]
+    started = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine()}
+    with (
+        tempfile.TemporaryDirectory(prefix="rotator-bench-") as tmp,
+        simulator(max(sizes + growth_sizes), args.latency) as sim,
+    ):
+        work = Path(tmp)
+        if "1" in parts:
+            results["throughput"] = throughput(sim, work, sizes, args.rounds, args.latency)
+        if "2" in parts:
+            _progress(f"rate limit: running the daemon {args.rate_seconds:g} s")
+            results["rate_limit"] = rate_limit_adherence(work, args.latency, args.rate_seconds)
+        if "3" in parts:
+            _progress("footprint: the daemon with every account")
+            results["footprint"] = footprint(sim, work, args.idle_seconds)
+        if "4" in parts:
+            results["growth"] = growth(sim, work, growth_sizes, args.rounds, results.get("throughput", {}))
+    results["duration_seconds"] = time.perf_counter() - started
+    results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(json.dumps(results, indent=2))
+    if parts == {"1", "2", "3", "4"}:
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        args.out.write_text(report(results, args))
+        _progress(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
