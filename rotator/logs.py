@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+
+from rotator.credentials import redact
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -38,6 +41,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         processors=[
             *shared,
             structlog.processors.format_exc_info,
+            _redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -51,6 +55,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _redact_secrets,
                 renderer,
             ],
         )
@@ -59,3 +64,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     root.handlers[:] = [handler]
     # Library chatter below a warning is not the operator's business.
     root.setLevel(max(_LEVELS[level], logging.WARNING))
+
+
+def _redact_secrets(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """Blank out any credential this process has read, wherever a library might have put it."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}

@@ -224,3 +224,17 @@ def test_demo_shows_rotations(tmp_path: Path) -> None:
     assert events(logs, "key_rotated")
     assert events(logs, "rotation_skipped", reason="dry_run")
     assert "/metrics" in done.stdout.split("\n\n", 1)[0]
+
+
+def test_a_secret_is_blanked_out_of_logs_even_where_a_message_would_carry_it(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    """Defence in depth: the simulator echoes the rejected token in its error message."""
+    simulator.sim.add_fault(Fault(kind="status", status=400, op="get", message=f"bad request from {TOKEN}"))
+    config = write_config(tmp_path / "config.yaml", simulator)
+
+    done = rotator("run", "--once", "-c", str(config))
+
+    assert done.returncode == 1
+    assert events(log_lines(done.stdout), "check_failed")[0]["error"].count("[REDACTED]") == 1
+    assert TOKEN not in done.stdout + done.stderr
