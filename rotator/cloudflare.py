@@ -23,6 +23,7 @@ import structlog
 from rotator import __version__
 from rotator.credentials import Credential
 from rotator.errors import (
+    Abandoned,
     APIError,
     AuthError,
     CloudflareError,
@@ -37,6 +38,7 @@ from rotator.errors import (
     TransportError,
 )
 from rotator.ratelimit import SlidingWindowLimiter
+from rotator.transport import AiohttpTransport
 
 USER_AGENT = f"rotator/{__version__} (+https://github.com/rotator/rotator)"
 # GET and PUT: attempts in all, and the backoff between them (exponential, with jitter).
@@ -61,6 +63,9 @@ class Backoff:
 
 # Rotate POSTs known not to have been applied may be sent again, this many in all, per check.
 ROTATE_ATTEMPTS = 3
+# Reads that must all show last_key_rotation_at unchanged before a lost rotate answer is taken as
+# "not applied": a single stale read must not license a second rotation.
+CONFIRMING_READS = 2
 # Without a retry-after header, how long a 429 pauses the credential.
 DEFAULT_RETRY_AFTER = 60.0
 
@@ -121,14 +126,15 @@ class CloudflareClient:
         backoff: Backoff = Backoff(),
     ) -> None:
         self._backoff = backoff
+        self._stopping = asyncio.Event()
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            transport=transport,
-            # A custom CA for a TLS-inspecting proxy; verification itself is never turned off.
-            verify=ca_bundle if ca_bundle else True,
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            # aiohttp's pool under httpx's API: httpcore's costs CPU per request in proportion to
+            # the pool's size (rotator/transport.py, bench/RESULTS.md). A custom CA is for a
+            # TLS-inspecting proxy; verification itself is never turned off.
+            transport=transport or AiohttpTransport(max_connections=max_concurrency, ca_bundle=ca_bundle),
         )
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._rate_limit = rate_limit
@@ -170,24 +176,53 @@ class CloudflareClient:
 
         ``before`` is the configuration read just before deciding. When the answer is lost (no
         response, 5xx, a 200 whose body cannot be read) the rotation may have been applied, so the
-        configuration is read again: a ``last_key_rotation_at`` that moved means it was. Only a
-        rotation known not to have happened (429, no connection, a re-read showing no change) is
-        sent again, at most ``ROTATE_ATTEMPTS`` POSTs in all. When the re-read fails too, nothing
-        more is sent: RotationUnconfirmed, and the next check decides.
+        configuration is read again, twice, a backoff apart: a ``last_key_rotation_at`` that
+        changed in either read means it was applied (one stale read must not license a second
+        rotation). Only a rotation known not to have happened (429, no connection, both re-reads
+        showing no change) is sent again, at most ``ROTATE_ATTEMPTS`` POSTs in all, and not once
+        ``stop_waiting`` was called. When a re-read fails, nothing more is sent:
+        RotationUnconfirmed, and the next check decides.
         """
         last_error: CloudflareError | None = None
-        for _ in range(ROTATE_ATTEMPTS):
+        for attempt in range(ROTATE_ATTEMPTS):
+            if last_error is not None and self._stopping.is_set():
+                raise last_error  # known not applied; a shutdown does not send it again
             try:
                 return await self._send("POST", "rotate", account_id, credential)
             except (RateLimitedError, ConnectError) as exc:
                 last_error = exc  # not applied; the limiter holds the credential past a 429
+                _log.warning("rotate_not_applied", error=str(exc), error_type=type(exc).__name__)
                 if isinstance(exc, ConnectError):
-                    await self._sleep(self._backoff.initial)
+                    await self._unless_stopping(self._sleep(self._backoff.initial))
                 continue
             except (TransportError, ServerError, ResponseError, APIError) as exc:
                 if isinstance(exc, APIError) and exc.status != 200:
                     raise  # a 4xx refusal: nothing was applied, and sending again will not help
                 outcome = exc
+            _log.warning("rotate_answer_lost", error=str(outcome), error_type=type(outcome).__name__)
+            applied = await self._confirm(account_id, credential, before, outcome)
+            if applied is not None:
+                _log.info("rotation_confirmed", last_key_rotation_at=str(applied.last_key_rotation_at))
+                return applied
+            if isinstance(outcome, APIError):
+                raise outcome  # a 200 saying success: false, confirmed not applied
+            last_error = outcome
+            _log.warning(
+                "rotate_not_applied",
+                error=str(outcome),
+                error_type=type(outcome).__name__,
+                attempt=attempt + 1,
+            )
+        assert last_error is not None
+        raise last_error
+
+    async def _confirm(
+        self, account_id: str, credential: Credential, before: KeyConfig, outcome: CloudflareError
+    ) -> KeyConfig | None:
+        """After a lost answer: the configuration if the rotation shows, None if it surely did not."""
+        for read in range(CONFIRMING_READS):
+            if read:
+                await self._sleep(self._backoff.initial)
             try:
                 after = await self.get_keys(account_id, credential)
             except CloudflareError as read_error:
@@ -203,11 +238,25 @@ class CloudflareClient:
                 ) from outcome
             if _moved(before.last_key_rotation_at, after.last_key_rotation_at):
                 return after
-            if isinstance(outcome, APIError):
-                raise outcome  # a 200 saying success: false, confirmed not applied
-            last_error = outcome
-        assert last_error is not None
-        raise last_error
+        return None
+
+    def stop_waiting(self) -> None:
+        """Shutdown: requests still waiting for their budget or a backoff are not sent."""
+        self._stopping.set()
+
+    async def _unless_stopping(self, waiting: Awaitable[None]) -> None:
+        """Wait, unless ``stop_waiting`` is called first: then raise Abandoned."""
+        task = asyncio.ensure_future(waiting)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+        if task.cancelled():
+            raise Abandoned("not sent: rotator is shutting down")
+        task.result()
 
     async def _retrying(
         self,
@@ -243,7 +292,8 @@ class CloudflareClient:
         limiter = self.limiter(credential)
         # The budget first, then a slot: a request waiting out its credential's 429 pause or spent
         # window is not in flight, and must not hold a slot that other credentials' requests need.
-        await limiter.acquire()
+        if not limiter.try_acquire():
+            await self._unless_stopping(limiter.acquire())
         async with self._in_flight:
             started = self._monotonic()
             try:

@@ -299,6 +299,7 @@ class Daemon:
         if self._scheduler.running:
             # Cancels the checks in flight; a rotation inside one is shielded and drained below.
             self._scheduler.shutdown(wait=False)
+        self._client.stop_waiting()  # a rotation waiting to send again gives up at once
         await asyncio.sleep(0)
         # A POST and one confirming read; bounded so the pod exits within Kubernetes' 30 s grace.
         await self._checker.drain(within=min(25.0, self._config.settings.cloudflare.timeout * 2 + 1))

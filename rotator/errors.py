@@ -16,7 +16,8 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
         │   ├── AuthError            401/403: the token is wrong or lacks the permission
         │   └── NotFoundError        404: no such account (or the token cannot see it)
         ├── ResponseError            a 200 whose body is not the JSON Cloudflare promises
-        └── RotationUnconfirmed      a rotate POST may have been applied and could not be confirmed
+        ├── RotationUnconfirmed      a rotate POST may have been applied and could not be confirmed
+        └── Abandoned                a request was not sent: rotator is shutting down
 
 No message built here ever contains a token or key: messages are made from the account, the
 operation and Cloudflare's own error texts only.
@@ -109,3 +110,7 @@ class RotationUnconfirmed(CloudflareError):
     Nothing is sent again: the attempt is remembered as a possible rotation so the minimum
     gap holds, and the next check decides from what Cloudflare then reports.
     """
+
+
+class Abandoned(CloudflareError):
+    """A request waiting for its credential's budget (or a backoff) was not sent: shutdown."""

@@ -46,6 +46,20 @@ class SlidingWindowLimiter:
                     return
                 await self._sleep(self._sent[0] + self._per - now)
 
+    def try_acquire(self) -> bool:
+        """Count one more request if it fits the budget now, without waiting; else False."""
+        if self._lock.locked():
+            return False  # others are waiting: first come, first served
+        now = self._monotonic()
+        if now < self._paused_until:
+            return False
+        while self._sent and self._sent[0] <= now - self._per:
+            self._sent.popleft()
+        if len(self._sent) >= self._requests:
+            return False
+        self._sent.append(now)
+        return True
+
     def pause(self, seconds: float) -> None:
         """Hold every request on this credential for ``seconds`` (Cloudflare's retry-after)."""
         self._paused_until = max(self._paused_until, self._monotonic() + seconds)

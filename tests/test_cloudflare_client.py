@@ -596,7 +596,7 @@ async def test_a_rotation_known_not_applied_is_sent_again(api: Callable[..., Api
     a = api(POST=[html(502), ok(keys(last=AFTER))], GET=[ok(keys(last=BEFORE))])
     after = await a.client.rotate(ACCOUNT, token(), before_rotation())
     assert after.last_key_rotation_at == datetime.fromisoformat(AFTER)
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "POST"]
+    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "GET", "POST"]
 
 
 async def test_a_rotation_that_never_applies_is_tried_a_bounded_number_of_times(
@@ -605,7 +605,7 @@ async def test_a_rotation_that_never_applies_is_tried_a_bounded_number_of_times(
     a = api(POST=[html(502)], GET=[ok(keys(last=BEFORE))])
     with pytest.raises(ServerError):
         await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET"] * ROTATE_ATTEMPTS
+    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "GET"] * ROTATE_ATTEMPTS
 
 
 async def test_a_rate_limited_rotation_is_sent_again_after_the_pause(api: Callable[..., Api]) -> None:
@@ -676,4 +676,22 @@ async def test_a_200_saying_success_false_on_rotate_is_confirmed_before_failing(
     a = api(POST=[refusal, ok(keys(last=AFTER))], GET=[ok(keys(last=BEFORE))])
     with pytest.raises(APIError, match=r"nope \(code 1001\)"):
         await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET"]
+    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "GET"]
+
+
+async def test_one_stale_confirming_read_does_not_license_a_second_post(api: Callable[..., Api]) -> None:
+    """A lagging replica answers the first re-read with the old key; the second shows the rotation."""
+    a = api(POST=[html(502), ok(keys(last=AFTER))], GET=[ok(keys(last=BEFORE)), ok(keys(last=AFTER))])
+    after = await a.client.rotate(ACCOUNT, token(), before_rotation())
+    assert after.last_key_rotation_at == datetime.fromisoformat(AFTER)
+    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "GET"]
+
+
+async def test_after_stop_waiting_a_rotation_known_not_applied_is_not_sent_again(
+    api: Callable[..., Api],
+) -> None:
+    a = api(POST=[rate_limited("120"), ok(keys(last=AFTER))])
+    a.client.stop_waiting()
+    with pytest.raises(RateLimitedError):
+        await a.client.rotate(ACCOUNT, token(), before_rotation())
+    assert len(a.cloudflare.sent("POST")) == 1
