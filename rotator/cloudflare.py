@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import stamina
@@ -40,6 +40,7 @@ from rotator.errors import (
 from rotator.ratelimit import SlidingWindowLimiter
 from rotator.transport import AiohttpTransport
 
+_T = TypeVar("_T")
 USER_AGENT = f"rotator/{__version__} (+https://github.com/rotator/rotator)"
 # GET and PUT: attempts in all, and the backoff between them (exponential, with jitter).
 READ_ATTEMPTS = 4
@@ -244,7 +245,7 @@ class CloudflareClient:
         """Shutdown: requests still waiting for their budget or a backoff are not sent."""
         self._stopping.set()
 
-    async def _unless_stopping(self, waiting: Awaitable[None]) -> None:
+    async def _unless_stopping(self, waiting: Awaitable[_T]) -> _T:
         """Wait, unless ``stop_waiting`` is called first: then raise Abandoned."""
         task = asyncio.ensure_future(waiting)
         stop = asyncio.ensure_future(self._stopping.wait())
@@ -256,7 +257,7 @@ class CloudflareClient:
                 task.cancel()
         if task.cancelled():
             raise Abandoned("not sent: rotator is shutting down")
-        task.result()
+        return task.result()
 
     async def _retrying(
         self,
@@ -292,12 +293,14 @@ class CloudflareClient:
         limiter = self.limiter(credential)
         # The budget first, then a slot: a request waiting out its credential's 429 pause or spent
         # window is not in flight, and must not hold a slot that other credentials' requests need.
-        if not limiter.try_acquire():
-            await self._unless_stopping(limiter.acquire())
+        if limiter.try_acquire():
+            acquired_at = self._monotonic()
+        else:
+            acquired_at = await self._unless_stopping(limiter.acquire())
         async with self._in_flight:
             started = self._monotonic()
             try:
-                response = await self._http.request(method, path, json=body, headers=dict(credential.headers))
+                response = await self._http.request(method, path, json=body, headers=credential.headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 self._observe(method, endpoint, "error", started)
                 raise ConnectError(f"{what}: could not connect to Cloudflare ({_describe(exc)})") from exc
@@ -307,6 +310,9 @@ class CloudflareClient:
             except httpx.TransportError as exc:
                 self._observe(method, endpoint, "error", started)
                 raise TransportError(f"{what}: connection failed ({_describe(exc)})") from exc
+            finally:
+                # Cloudflare counts a request when it arrives: the budget counts it from the answer.
+                limiter.answered(acquired_at)
             self._observe(method, endpoint, str(response.status_code), started)
         if response.status_code == 429:
             retry_after = _retry_after(response)

@@ -8,6 +8,7 @@ inside one window; a log of send times cannot. The log holds at most ``requests`
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,8 +32,8 @@ class SlidingWindowLimiter:
         # asyncio.Lock wakes waiters first come, first served: no request starves.
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits the budget, and count it as sent."""
+    async def acquire(self) -> float:
+        """Wait until one more request fits the budget, count it as sent, and return when."""
         async with self._lock:
             while True:
                 now = self._monotonic()
@@ -43,7 +44,7 @@ class SlidingWindowLimiter:
                     self._sent.popleft()
                 if len(self._sent) < self._requests:
                     self._sent.append(now)
-                    return
+                    return now
                 await self._sleep(self._sent[0] + self._per - now)
 
     def try_acquire(self) -> bool:
@@ -59,6 +60,23 @@ class SlidingWindowLimiter:
             return False
         self._sent.append(now)
         return True
+
+    def answered(self, acquired_at: float) -> None:
+        """Count the request admitted at ``acquired_at`` (what ``acquire`` returned, or this
+        limiter's clock read as ``try_acquire`` returned True) from now, when its answer came.
+
+        Cloudflare counts a request when it arrives, which can be well after ``acquire``: the wait
+        for a connection slot, a busy event loop, the way there. Counted from ``acquire``, the
+        window could end here while Cloudflare's still holds the request, and the next window's
+        burst would meet a 429. Counted from the answer, no request is counted here earlier than
+        there; it costs the window one round trip.
+        """
+        sent = self._sent
+        # Its own entry: the latest one not after acquired_at (none left if it already expired).
+        index = bisect.bisect_right(sent, acquired_at) - 1
+        if index >= 0:
+            del sent[index]
+        sent.append(self._monotonic())
 
     def pause(self, seconds: float) -> None:
         """Hold every request on this credential for ``seconds`` (Cloudflare's retry-after)."""

@@ -203,3 +203,32 @@ async def test_a_shorter_pause_does_not_cut_a_longer_one(second: float) -> None:
     assert limiter.paused_for == 120
     await limiter.acquire()
     assert clock.now == 120
+
+
+async def test_a_request_is_counted_from_its_answer_so_the_window_never_ends_before_cloudflares() -> None:
+    """Cloudflare counts a request when it arrives, which can be long after the budget let it go
+    (a wait for a connection, a busy loop): counted from the answer, the next window cannot start
+    while Cloudflare's still holds it. Each answer moves its own request, whatever the order."""
+    clock = FakeClock(auto=True)
+    limiter = SlidingWindowLimiter(3, 10.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    first = await limiter.acquire()
+    clock.now = 1.0
+    assert limiter.try_acquire()
+    second = clock.monotonic()
+    clock.now = 2.0
+    third = await limiter.acquire()
+    assert (first, second, third) == (0.0, 1.0, 2.0)
+    clock.now = 4.0
+    limiter.answered(second)  # answered out of order: the others are still on their way
+    clock.now = 6.0
+    limiter.answered(first)
+    clock.now = 10.5  # the first went out 10.5 s ago, but was answered only 4.5 s ago
+    assert not limiter.try_acquire()
+    clock.now = 12.0  # the third was never answered: it counts from its send, and it expired
+    assert limiter.try_acquire()
+    assert not limiter.try_acquire()
+    clock.now = 14.0  # the second's answer is 10 s old
+    assert limiter.try_acquire()
+    assert not limiter.try_acquire()
+    clock.now = 16.0
+    assert limiter.try_acquire()
