@@ -20,6 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from rotator import __version__
+from rotator.capacity import capacity_warnings
 from rotator.checker import Checker, CheckResult
 from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rotator.credentials import Credential
@@ -124,6 +125,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     config = _load(args, stream=sys.stderr)
     credentials = require_credentials(config)
+    for warning in capacity_warnings(config, credentials):
+        print(f"rotator: warning: {warning}", file=sys.stderr)
     results = asyncio.run(_check_all(config, credentials))
     if args.json:
         print(json.dumps({"accounts": [r.as_dict() for r in results]}, indent=2))

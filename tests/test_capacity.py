@@ -1,0 +1,73 @@
+"""Can a credential's budget check all its accounts within check_interval? The arithmetic, as a table,
+and the warning ``rotator check`` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rotator.capacity import Shortfall, capacity_warnings, shortest_interval, shortfalls
+from rotator.config import Config, parse_config
+from rotator.credentials import Credential
+from rotator.durations import parse_duration
+
+
+@pytest.mark.parametrize(
+    ("accounts", "requests", "per", "expected"),
+    [
+        (1000, 1000, 300.0, 300.0),  # Cloudflare-like budget: 1000 accounts need 5 minutes
+        (12_000, 1000, 300.0, 3600.0),  # ... and 12,000 need the default hour exactly
+        (12_001, 1000, 300.0, 3660.0),  # one more: rounded up to the next whole minute
+        (10, 300, 10.0, 1.0),  # a third of a second: rounded up to a whole second
+        (1801, 300, 10.0, 61.0),
+        (3000, 300, 10.0, 100.0),  # below ten minutes, whole seconds: 100s
+    ],
+)
+def test_shortest_interval(accounts: int, requests: int, per: float, expected: float) -> None:
+    assert shortest_interval(accounts, requests, per) == expected
+
+
+def test_only_credentials_whose_cycle_cannot_finish_fall_short() -> None:
+    found = shortfalls({"big": 12_001, "exact": 12_000, "small": 5}, 3600.0, 1000, 300.0)
+    assert found == [Shortfall("big", 12_001, 3600.0, 3660.0)]
+
+
+def test_the_shortest_interval_can_be_written_in_the_config_as_said() -> None:
+    shortfall = shortfalls({"token": 12_001}, 3600.0, 1000, 300.0)[0]
+    message = shortfall.message(1000, 300.0)
+    assert "schedule.check_interval is 1h" in message
+    assert "Set schedule.check_interval to at least 61m" in message
+    assert parse_duration("61m") == shortfall.shortest_interval
+
+
+def _config(accounts: int, token_envs: list[str]) -> str:
+    lines = [
+        "cloudflare: {rate_limit: {requests: 100, per: 1m}}",
+        "schedule: {check_interval: 10m, jitter: 0s}",
+        "accounts:",
+    ]
+    for i in range(accounts):
+        env = token_envs[i % len(token_envs)]
+        lines.append(f'  - {{name: a{i}, account_id: "{i:032x}", api_token_env: {env}}}')
+    return "\n".join(lines) + "\n"
+
+
+def _credentials(text: str, tmp_path: Path, env: dict[str, str]) -> tuple[Config, dict[str, Credential]]:
+    config = parse_config(text, tmp_path / "config.yaml")
+    return config, {a.account_id: a.credential.load(env) for a in config.accounts}
+
+
+def test_accounts_whose_variables_hold_the_same_token_share_one_budget(tmp_path: Path) -> None:
+    """1,200 accounts at 100 per minute need 12 minutes; split over two tokens, 6 each."""
+    text = _config(1200, ["TOKEN_A", "TOKEN_B"])
+    config, same = _credentials(text, tmp_path, {"TOKEN_A": "secret-one", "TOKEN_B": "secret-one"})
+    (warning,) = capacity_warnings(config, same)
+    assert warning.startswith("1200 accounts share one credential (API token from environment variable")
+    assert "TOKEN_A" in warning
+    assert "TOKEN_B" in warning
+    assert "schedule.check_interval is 10m" in warning
+    assert "at least 12m" in warning
+
+    config, apart = _credentials(text, tmp_path, {"TOKEN_A": "secret-one", "TOKEN_B": "secret-two"})
+    assert capacity_warnings(config, apart) == []
