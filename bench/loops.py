@@ -89,6 +89,50 @@ async def sdk(args: argparse.Namespace, account_ids: list[str]) -> tuple[float, 
         return await _loop(account_ids, args.concurrency, get)
 
 
+class ShardedTransport:
+    """httpcore kept to small pools: requests spread over several, each to the least busy."""
+
+    def __init__(self, connections: int, shards: int) -> None:
+        import httpx
+
+        per_shard = max(1, connections // shards)
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        self._shards = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards)]
+        self._busy = [0] * shards
+
+    async def handle_async_request(self, request: Any) -> Any:
+        shard = self._busy.index(min(self._busy))
+        self._busy[shard] += 1
+        try:
+            response = await self._shards[shard].handle_async_request(request)
+            await response.aread()
+            return response
+        finally:
+            self._busy[shard] -= 1
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
+
+
+def transport(name: str, connections: int) -> Any:
+    """The transport under rotator's httpx client, for part 1's comparison of transports."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    if name == "rotator":
+        return None  # rotator's own choice (rotator/transport.py)
+    if name == "httpcore":
+        return httpx.AsyncHTTPTransport(limits=limits)
+    if name == "httpcore-sharded":
+        return ShardedTransport(connections, shards=8)
+    if name == "httpx-aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        return AiohttpTransport(limits=limits)
+    raise ValueError(f"unknown transport {name}")
+
+
 def rotator_pass(args: argparse.Namespace) -> dict[str, Any]:
     """rotator's pass as ``rotator.cli._run`` does it, with the config load and the pass timed apart."""
     os.environ[TOKEN_ENV] = args.token
@@ -102,8 +146,20 @@ def rotator_pass(args: argparse.Namespace) -> dict[str, Any]:
     config = load_config(Path(args.config))
     configure_logging(config.settings.logging.level, config.settings.logging.format, sys.stderr)
     credentials = {k: v for k, v in load_credentials(config.accounts).items() if isinstance(v, Credential)}
-    daemon = Daemon(config, credentials)
+    daemon = Daemon(config, credentials, transport=transport(args.transport, args.concurrency))
     loaded = time.perf_counter() - wall
+    if args.gc == "freeze":
+        import gc
+
+        gc.freeze()
+    elif args.gc.startswith("t"):
+        import gc
+
+        gc.set_threshold(*(int(x) for x in args.gc[1:].split(",")))
+    elif args.gc == "off":
+        import gc
+
+        gc.disable()
     pass_wall, pass_cpu = time.perf_counter(), time.process_time()
     code = asyncio.run(daemon.run(once=True))
     return {
@@ -127,6 +183,8 @@ def main() -> None:
     parser.add_argument("--accounts", type=Path, help="JSON list of account ids (bare loops)")
     parser.add_argument("--config", type=Path, help="rotator config (kind rotator)")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--gc", default="on", help="on, off, freeze, or tN,N,N: thresholds (kind rotator)")
+    parser.add_argument("--transport", default="rotator", help="under rotator's pass (kind rotator)")
     args = parser.parse_args()
     if args.kind == "rotator":
         result = rotator_pass(args)

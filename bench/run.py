@@ -157,11 +157,13 @@ def write_config(
 # --------------------------------------------------------------------------- one measured run
 
 
-def run_loop(kind: str, sim: Simulator, work: Path, accounts: int, level: str = "warning") -> dict[str, Any]:
+def run_loop(
+    kind: str, sim: Simulator, work: Path, accounts: int, level: str = "warning", transport: str = "rotator"
+) -> dict[str, Any]:
     """One pass in a fresh process (bench/loops.py); adds the simulator's CPU share over it."""
     if kind == "rotator":
         config = write_config(work / f"pass-{accounts}-{level}.yaml", sim, accounts, level=level)
-        args = ["rotator", "--token", TOKEN, "--config", str(config)]
+        args = ["rotator", "--token", TOKEN, "--config", str(config), "--transport", transport]
     else:
         ids = work / f"ids-{accounts}.json"
         ids.write_text(json.dumps(sim.account_ids[:accounts]))
@@ -243,6 +245,20 @@ def throughput(
             **{key: best(values) for key, values in runs.items()},
         }
     return out
+
+
+TRANSPORTS = ("rotator", "httpx-aiohttp", "httpcore-sharded", "httpcore")
+
+
+def transports(sim: Simulator, work: Path, size: int, rounds: int, latency: float) -> dict[str, Any]:
+    """rotator's own pass over each transport under its httpx client: how the transport was chosen."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for round_ in range(rounds):
+        for name in TRANSPORTS:
+            result = run_loop("rotator", sim, work, size, "warning", transport=name)
+            runs.setdefault(name, []).append(result)
+            _progress(f"transports {size} round {round_ + 1}: {name} {result['seconds']:.2f}s")
+    return {"accounts": size, "ideal": size * latency / CONCURRENCY, **{k: best(v) for k, v in runs.items()}}
 
 
 def rate_limit_adherence(work: Path, latency: float, seconds: float) -> dict[str, Any]:
@@ -457,6 +473,29 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{r['cpu_seconds']:.2f} | {r['cpu_seconds'] / int(size) * 1e6:.0f} | {share} |"
             )
         lines.append("")
+    tr = results["transports"]
+    lines += [
+        f"### Which transport under rotator's httpx client ({tr['accounts']:,} accounts, ideal "
+        f"{tr['ideal']:.3f} s)",
+        "",
+        "rotator's pass (`logging.level: warning`) with each transport given to `Daemon(transport=...)`.",
+        "",
+        "| transport | time (s) | x ideal | CPU per check (µs) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    transport_names = {
+        "rotator": "`rotator.transport.AiohttpTransport` (the default)",
+        "httpx-aiohttp": "`httpx_aiohttp.AiohttpTransport`",
+        "httpcore-sharded": "httpcore, 8 pools of 8 connections, each request to the least busy",
+        "httpcore": "httpcore (`httpx.AsyncHTTPTransport`), one pool of 64",
+    }
+    for name, label in transport_names.items():
+        r = tr[name]
+        lines.append(
+            f"| {label} | {r['seconds']:.2f} | {r['seconds'] / tr['ideal']:.2f} | "
+            f"{r['cpu_seconds'] / tr['accounts'] * 1e6:.0f} |"
+        )
+    lines.append("")
     rl = results["rate_limit"]
     lines += [
         f"## 2. Rate-limit adherence: budget {rl['budget']} per {rl['window']:g} s, 2,000 accounts",
@@ -545,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         if "1" in parts:
             results["throughput"] = throughput(sim, work, sizes, args.rounds, args.latency)
+            results["transports"] = transports(sim, work, sizes[0], args.rounds, args.latency)
         if "2" in parts:
             _progress(f"rate limit: running the daemon {args.rate_seconds:g} s")
             results["rate_limit"] = rate_limit_adherence(work, args.latency, args.rate_seconds)
