@@ -4,8 +4,9 @@ Cloudflare's ``last_key_rotation_at`` is the record of rotations; this memory ex
 record lags (stale reads) or could not be read after a rotate POST whose answer was lost. Two kinds
 are kept: *confirmed* rotations (Cloudflare answered, or a re-read showed the change), which also
 tell a stale answer from a true one, and *possible* ones (the answer was lost and could not be
-confirmed), which only hold the minimum gap. With ``state_file`` the memory survives restarts;
-without it, a restart forgets, and Cloudflare's record is all there is.
+confirmed), which hold the minimum gap until a later read settles them (rotator.policy). With
+``state_file`` the memory survives restarts; without it, a restart forgets, and Cloudflare's record
+is all there is.
 """
 
 from __future__ import annotations
@@ -28,13 +29,11 @@ class RotationMemory:
         if state_file is not None:
             self._rotations.update(_load(state_file))
 
-    def last_rotation(self, account_id: str) -> datetime | None:
-        """The latest rotation made or possibly made: what the minimum gap counts from."""
-        known = [r[account_id] for r in self._rotations.values() if account_id in r]
-        return max(known) if known else None
-
     def last_confirmed_rotation(self, account_id: str) -> datetime | None:
         return self._rotations["confirmed"].get(account_id)
+
+    def last_possible_rotation(self, account_id: str) -> datetime | None:
+        return self._rotations["possible"].get(account_id)
 
     def remember(self, account_id: str, at: datetime, *, confirmed: bool = True) -> None:
         kind = self._rotations["confirmed" if confirmed else "possible"]

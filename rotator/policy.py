@@ -17,6 +17,9 @@ from rotator.config import RotationSettings
 from rotator.windows import Windows, WindowState
 
 DAY = timedelta(days=1)
+# How long after an unconfirmed rotate POST a read of Cloudflare's configuration is trusted to show
+# whether it happened: far longer than a replica lags, far shorter than a check interval.
+POSSIBLE_SETTLED_AFTER = timedelta(minutes=10)
 
 
 class Reason(StrEnum):
@@ -49,8 +52,8 @@ def decide(
     policy: RotationSettings,
     *,
     now: datetime,
-    remembered_rotation: datetime | None = None,
     confirmed_rotation: datetime | None = None,
+    possible_rotation: datetime | None = None,
     requested: bool = False,
     force: bool = False,
     windows: Windows | None = None,
@@ -58,10 +61,11 @@ def decide(
 ) -> Decision:
     """Decide whether to rotate an account's key now.
 
-    ``remembered_rotation`` is the latest rotation this process made (or may have made): it holds
-    the minimum gap even when Cloudflare keeps answering with stale numbers. ``confirmed_rotation``
-    is the latest one known to have happened: when Cloudflare's answer predates it, the answer is
-    stale, and the days left are judged from that rotation instead. ``check_period`` is
+    ``confirmed_rotation`` is the latest rotation this process made and saw confirmed: it holds the
+    minimum gap, and when Cloudflare's answer predates it the answer is stale, so the days left are
+    judged from that rotation instead. ``possible_rotation`` is a rotate POST whose outcome could
+    not be confirmed: it holds the gap until a read taken ``POSSIBLE_SETTLED_AFTER`` later settles
+    it (the rotation shows in ``last_key_rotation_at``, or it never happened). ``check_period`` is
     the longest time until the next check (interval plus jitter): with maintenance windows, it
     tells whether this check is the last one before Cloudflare would rotate on its own. A person
     asking (``requested``, ``force``) picks the moment, so windows do not apply to them.
@@ -103,7 +107,9 @@ def decide(
                     else ""
                 ),
             )
-    last = _latest(key.last_key_rotation_at, remembered_rotation)
+    if possible_rotation is not None and _settles(key, possible_rotation):
+        possible_rotation = None
+    last = _latest(key.last_key_rotation_at, confirmed_rotation, possible_rotation)
     min_gap = policy.min_days_between_rotations * DAY
     if last is not None and now - last < min_gap:
         allowed_at = last + min_gap
@@ -177,6 +183,17 @@ def _interval_to_enforce(key: KeyConfig, policy: RotationSettings) -> int | None
     if wanted is None or policy.dry_run or key.key_rotation_interval_days == wanted:
         return None
     return wanted
+
+
+def _settles(key: KeyConfig, possible_rotation: datetime) -> bool:
+    """Whether this answer, read well after an unconfirmed rotate POST, tells what became of it.
+
+    The POST either shows as a later ``last_key_rotation_at`` (then Cloudflare's record holds the
+    gap) or did not happen. A read right after it may lag, so only a later one settles it.
+    """
+    return (
+        key.last_key_rotation_at is not None and key.observed_at - possible_rotation >= POSSIBLE_SETTLED_AFTER
+    )
 
 
 def _predates(key: KeyConfig, confirmed_rotation: datetime | None) -> bool:

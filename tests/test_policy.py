@@ -39,8 +39,11 @@ def policy(**changes: object) -> RotationSettings:
             id="cloudflare rotated 6 days ago",
         ),
         pytest.param(key(2, last_days_ago=7), policy(), None, True, Reason.DUE, id="exactly the minimum gap"),
-        pytest.param(key(2), policy(), 1, False, Reason.TOO_SOON, id="stale read after our own rotation"),
-        pytest.param(key(2), policy(), 8, True, Reason.DUE, id="our rotation long ago"),
+        pytest.param(key(2), policy(), 1, False, Reason.NOT_DUE, id="stale read after our own rotation"),
+        pytest.param(key(2), policy(), 8, False, Reason.NOT_DUE, id="stale read 8 days after ours"),
+        pytest.param(
+            key(2, last_days_ago=8), policy(), 8, True, Reason.DUE, id="ours, and cloudflare agrees"
+        ),
         pytest.param(
             key(2, last_days_ago=3),
             policy(min_days_between_rotations=2),
@@ -74,7 +77,7 @@ def test_scheduled_decision(
     reason: Reason,
 ) -> None:
     remembered = None if remembered_days_ago is None else NOW - timedelta(days=remembered_days_ago)
-    decision = decide(observed, settings, now=NOW, remembered_rotation=remembered)
+    decision = decide(observed, settings, now=NOW, confirmed_rotation=remembered)
     assert (decision.rotate, decision.reason) == (rotate, reason)
     assert decision.message
 
@@ -123,14 +126,24 @@ def test_a_stale_answer_is_judged_from_the_rotation_rotator_made() -> None:
     # Cloudflare still reports the key rotated 40 days ago and due; rotator rotated it 13 days ago.
     stale = key(2, last_days_ago=40, interval=30)
     ours = NOW - timedelta(days=13)
-    decision = decide(stale, policy(), now=NOW, remembered_rotation=ours, confirmed_rotation=ours)
+    decision = decide(stale, policy(), now=NOW, confirmed_rotation=ours)
     assert (decision.rotate, decision.reason) == (False, Reason.NOT_DUE)
     assert decision.days_until_next_rotation == 17
     assert "predates the rotation rotator made" in decision.message
 
 
-def test_a_possible_rotation_holds_the_gap_but_does_not_make_answers_stale() -> None:
-    # A rotate POST whose answer was lost 8 days ago may not have happened: Cloudflare's word stands.
+def test_a_possible_rotation_holds_the_gap_until_a_later_read_settles_it() -> None:
+    # A rotate POST whose answer was lost, and whose re-read failed, 5 minutes ago: it may have
+    # happened, and a read this soon may lag, so the gap holds.
     answer = key(2, last_days_ago=40, interval=30)
-    decision = decide(answer, policy(), now=NOW, remembered_rotation=NOW - timedelta(days=8))
-    assert (decision.rotate, decision.reason) == (True, Reason.DUE)
+    soon = decide(answer, policy(), now=NOW, possible_rotation=NOW - timedelta(minutes=5))
+    assert (soon.rotate, soon.reason) == (False, Reason.TOO_SOON)
+    # An hour later Cloudflare still shows the old key: the POST never happened. Rotate.
+    later = decide(answer, policy(), now=NOW, possible_rotation=NOW - timedelta(hours=1))
+    assert (later.rotate, later.reason) == (True, Reason.DUE)
+
+
+def test_a_possible_rotation_is_not_settled_by_an_answer_without_a_last_rotation() -> None:
+    answer = key(2, last_days_ago=None, interval=30)
+    decision = decide(answer, policy(), now=NOW, possible_rotation=NOW - timedelta(hours=1))
+    assert decision.reason is Reason.TOO_SOON

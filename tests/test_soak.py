@@ -57,7 +57,7 @@ def test_120_days_of_rotations_under_random_failures(tmp_path: Path) -> None:
             },
             schedule={"check_interval": f"{DAY_SECONDS / 2}s", "jitter": "0s"},
             rotation={"threshold_days": THRESHOLD_DAYS, "min_days_between_rotations": MIN_GAP_DAYS},
-            logging={"level": "warning"},
+            logging={"level": "info"},
         )
         with daemon(config) as running:
             running.wait_for("30 simulated days", lambda: sim.now() - start > timedelta(days=30), timeout=60)
@@ -72,7 +72,10 @@ def test_120_days_of_rotations_under_random_failures(tmp_path: Path) -> None:
     assert len(failed) / len(sim.requests()) > 0.05, "the soak must really inject failures"
     for account_id in sim.account_ids:
         rotations = sim.rotations(account_id)
-        assert [r.source for r in rotations if r.source != "api"] == [], f"Cloudflare rotated {account_id}"
+        history = [line for line in running.output if account_id in line and "account_checked" not in line]
+        assert [r.source for r in rotations if r.source != "api"] == [], (
+            f"Cloudflare rotated {account_id}: {rotations}\n" + "".join(history[-40:])
+        )
         assert len(rotations) >= DAYS // INTERVAL_DAYS
         gaps = [(b.at - a.at) / timedelta(days=1) for a, b in pairwise(rotations)]
         # Once per due period: not before the key is due, and never Cloudflare's own.
