@@ -8,6 +8,7 @@ enforced, so every kind of decision shows up in the logs.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 
@@ -46,6 +47,7 @@ accounts:
 
 
 async def run_demo(*, listen: str, duration: float | None) -> int:
+    listen = _with_free_port(listen)
     simulator = Simulator.with_accounts(5, token=DEMO_TOKEN, day_seconds=DAY_SECONDS, interval_days=21)
     base_url = await simulator.start("127.0.0.1", 0)
     log_format = "console" if sys.stdout.isatty() else "json"
@@ -76,3 +78,13 @@ async def run_demo(*, listen: str, duration: float | None) -> int:
         return await daemon.run()
     finally:
         await simulator.stop()
+
+
+def _with_free_port(listen: str) -> str:
+    """``HOST:0`` becomes a free port now, so the banner can say where /metrics is."""
+    host, _, port = listen.rpartition(":")
+    if port != "0":
+        return listen
+    with socket.socket() as probe:
+        probe.bind((host.strip("[]"), 0))
+        return f"{host}:{probe.getsockname()[1]}"
