@@ -29,7 +29,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-# A benchmark, not a test (it asserts nothing, so `make test` does not run it): about 10 minutes,
+# A benchmark, not a test (it asserts nothing, so `make test` does not run it): about 6 minutes,
 # writes bench/RESULTS.md. Its extra packages (Cloudflare's SDK to compare with, a profiler) are
 # the `bench` extra, installed here only.
 bench: $(BENCH_STAMP)

@@ -31,6 +31,10 @@ TOKEN_ENV = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - a variable name
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak (VmHWM): ru_maxrss would carry the parent's over fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
