@@ -160,6 +160,9 @@ class Checker:
     def rotating(self) -> int:
         return len(self._rotations)
 
+    def credential_for(self, account: Account) -> Credential | CredentialError:
+        return self._credentials[account.account_id]
+
     def _credential(self, account: Account) -> Credential:
         credential = self._credentials[account.account_id]
         if isinstance(credential, CredentialError):

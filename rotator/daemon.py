@@ -39,6 +39,8 @@ from rotator.server import StatusServer
 CredentialMap = dict[str, Credential | CredentialError]
 # How often the config file is compared with the running config, in seconds.
 CONFIG_POLL_SECONDS = 2.0
+# Checks admitted at once per credential, per request slot (cloudflare.max_concurrency).
+ADMITTED_PER_SLOT = 4
 # Until Cloudflare has answered once, a failed check is tried again this soon (at most).
 STARTUP_RETRY_SECONDS = 15.0
 
@@ -119,6 +121,8 @@ class Daemon:
         self._log_stream = log_stream
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._max_concurrency = config.settings.cloudflare.max_concurrency
 
     def stop(self, reason: str = "requested") -> None:
         self._stop_reason = reason
@@ -152,7 +156,7 @@ class Daemon:
 
     async def _run_once(self) -> int:
         checks: asyncio.Future[list[CheckResult]] = asyncio.ensure_future(
-            asyncio.gather(*(self._checker.check(a) for a in self._config.accounts))
+            asyncio.gather(*(self._admitted_check(a) for a in self._config.accounts))
         )
         stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait(
@@ -267,7 +271,7 @@ class Daemon:
         if account is None:
             return
         try:
-            result = await self._checker.check(account)
+            result = await self._admitted_check(account)
         except asyncio.CancelledError:
             # Shutdown cancels checks in flight: expected, not an error of the job.
             self._log.debug("check_cancelled", account=account.name, account_id=account_id)
@@ -284,6 +288,22 @@ class Daemon:
     @property
     def _interval(self) -> float:
         return self._config.settings.schedule.check_interval
+
+    async def _admitted_check(self, account: Account) -> CheckResult:
+        """Check, once fewer than a few rounds of requests are ahead on the same credential.
+
+        Thousands of checks fall due together at start-up. Waiting here costs a coroutine frame;
+        waiting inside the client costs a retry context, a log context and a request each, and
+        delays the first answer until every check has started. The gate is per credential, so a
+        credential paused by a 429 never holds back another's checks.
+        """
+        credential = self._checker.credential_for(account)
+        key = credential.fingerprint if isinstance(credential, Credential) else account.account_id
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = asyncio.Semaphore(ADMITTED_PER_SLOT * self._max_concurrency)
+        async with gate:
+            return await self._checker.check(account)
 
     def _health_problem(self) -> str | None:
         return None if self._scheduler.running else "scheduler is not running"
