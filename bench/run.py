@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -270,13 +270,7 @@ def rate_limit_adherence(work: Path, latency: float, seconds: float) -> dict[str
             listen=f"127.0.0.1:{free_port()}",
         )
         with (work / "ratelimit.log").open("w") as log:
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "rotator", "run", "-c", str(config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_environment(),
-                cwd=ROOT,
-            )
+            daemon = _rotator_run(config, log)
             try:
                 time.sleep(seconds)
             finally:
@@ -310,19 +304,24 @@ def rate_limit_adherence(work: Path, latency: float, seconds: float) -> dict[str
     }
 
 
+def _rotator_run(config: Path, log: IO[str]) -> subprocess.Popen[bytes]:
+    """The daemon as users run it, its output (logs) into ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rotator", "run", "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_environment(),
+        cwd=ROOT,
+    )
+
+
 def footprint(sim: Simulator, work: Path, idle_seconds: float) -> dict[str, Any]:
     accounts = len(sim.account_ids)
     port = free_port()
     config = write_config(work / "footprint.yaml", sim, accounts, level="info", listen=f"127.0.0.1:{port}")
     with (work / "footprint.log").open("w") as log:
         started = time.perf_counter()
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "rotator", "run", "-c", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_environment(),
-            cwd=ROOT,
-        )
+        daemon = _rotator_run(config, log)
         try:
             ready = _wait_ready(port, started, daemon)
             served = _wait_pass(work / "footprint.log", accounts, daemon)
