@@ -1,8 +1,17 @@
-"""One check of one account: gather what Cloudflare reports, decide with the policy, act, record.
+"""One check of one account: gather, decide, act, record.
 
-Everything an operator sees about a check comes from here: the log events and the metrics. A
-rotation, once begun, runs to its end even when the check is cancelled (shutdown): it is shielded,
-and ``drain`` waits for it, so nothing is ever left half-done.
+- **Gather**: read the key configuration from Cloudflare, and take what it shows into the ledger
+  (which may settle a rotation left unconfirmed).
+- **Decide**: the policy, a pure function of the read, the ledger's record and the account's settings.
+- **Act**: rotate through the one rotation protocol (rotator.rotation), and enforce the interval.
+  Both look up the account's config again right before they send: a reload that removed the
+  account or set ``dry_run`` while the check waited is obeyed.
+- **Record**: one ``CheckResult``, turned into metrics once, at the end, and only while the account is
+  still configured (a removed account's series stay gone).
+
+A rotation, once begun, runs to its end even when the check is cancelled (shutdown): it is shielded,
+and ``drain`` waits for it. ``check`` never raises for a failure of an account: every failure is a
+logged, counted result.
 """
 
 from __future__ import annotations
@@ -10,18 +19,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from rotator.cloudflare import CloudflareClient, KeyConfig
+from rotator.cloudflare import CloudflareClient
 from rotator.config import Account
 from rotator.credentials import Credential
-from rotator.errors import CloudflareError, CredentialError, RotationUnconfirmed, RotatorError
-from rotator.memory import RotationMemory
+from rotator.errors import CloudflareError, CredentialError, InternalError, RotatorError
+from rotator.keys import KeyConfig, cloudflare_rotates_at
+from rotator.ledger import AccountRecord, Ledger, Rotation, State, iso
 from rotator.metrics import Metrics
 from rotator.policy import Decision, Reason, decide
+from rotator.rotation import Outcome, RotationProtocol
+
+# Decisions that hold a due rotation back, each logged as `rotation_skipped`.
+_HELD = (Reason.DRY_RUN, Reason.TOO_SOON, Reason.UNKNOWN, Reason.OUTSIDE_WINDOW, Reason.UNSETTLED)
 
 
 @dataclass(frozen=True)
@@ -31,7 +45,8 @@ class CheckResult:
     account: Account
     key: KeyConfig | None = None
     decision: Decision | None = None
-    rotated: KeyConfig | None = None
+    record: AccountRecord | None = None  # the ledger's record at the end of the check
+    rotation: Outcome | None = None  # set when the check tried to rotate
     interval_set: int | None = None
     error: RotatorError | None = None
 
@@ -39,25 +54,40 @@ class CheckResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def rotated(self) -> bool:
+        return self.rotation is not None and self.rotation.applied
+
+    @property
+    def seen(self) -> KeyConfig | None:
+        """The configuration as rotator judges it: a stale read corrected by the ledger."""
+        if self.key is None:
+            return None
+        return self.key.as_of(self.record.anchor if self.record else None)
+
     def as_dict(self) -> dict[str, Any]:
-        key, decision = self.key, self.decision
+        key, decision, seen = self.key, self.decision, self.seen
+        rotation = self.record.rotation if self.record else None
         return {
             "account": self.account.name,
             "account_id": self.account.account_id,
             "ok": self.ok,
             "days_until_next_rotation": decision.days_until_next_rotation if decision else None,
             "key_rotation_interval_days": key.key_rotation_interval_days if key else None,
-            "last_key_rotation_at": _iso(key.last_key_rotation_at) if key else None,
-            "dry_run": self.account.rotation.dry_run,
+            "last_key_rotation_at": iso(key.last_key_rotation_at) if key else None,
+            "cloudflare_rotates_at": iso(cloudflare_rotates_at(seen)) if seen else None,
+            "dry_run": self.account.policy.dry_run,
             "action": _action(decision),
-            "window_open_until": _iso(decision.window.open_until) if decision and decision.window else None,
-            "next_window_at": _iso(decision.window.next_opening) if decision and decision.window else None,
+            "window_open_until": iso(decision.window.open_until) if decision and decision.window else None,
+            "next_window_at": iso(decision.window.next_opening) if decision and decision.window else None,
             "reason": decision.reason.value if decision else None,
             "message": decision.message if decision else None,
-            "rotated": self.rotated is not None,
-            "new_last_key_rotation_at": _iso(self.rotated.last_key_rotation_at) if self.rotated else None,
+            "rotated": self.rotated,
+            "new_last_key_rotation_at": iso(_rotated_at(self.rotation)) if self.rotated else None,
             "set_interval": decision.set_interval if decision else None,  # what a run would PUT
             "interval_set": self.interval_set,
+            # The ledger's latest rotation of this account: its state shows one left unconfirmed.
+            "rotation": rotation.to_json() if rotation else None,
             "error": str(self.error) if self.error else None,
         }
 
@@ -67,19 +97,21 @@ class Checker:
         self,
         client: CloudflareClient,
         metrics: Metrics,
-        memory: RotationMemory,
+        ledger: Ledger,
         credentials: Mapping[str, Credential | CredentialError],
         *,
+        accounts: Callable[[str], Account | None] | None = None,
         check_period: timedelta = timedelta(0),
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """``check_period``: the longest time until an account's next check (interval + jitter)."""
-        self._check_period = check_period
+        """``accounts`` looks an account up in the config in force (None: no longer configured);
+        ``check_period``: the longest time until an account's next check (interval + jitter)."""
         self._client = client
         self._metrics = metrics
-        self._memory = memory
+        self._ledger = ledger
         self._credentials = credentials
-        self._clock = clock
+        self._accounts = accounts
+        self._check_period = check_period
+        self._protocol = RotationProtocol(client, ledger, client.backoff)
         self._rotations: set[asyncio.Task[CheckResult]] = set()
         self._log = structlog.get_logger("rotator")
 
@@ -87,69 +119,29 @@ class Checker:
         self, account: Account, *, act: bool = True, requested: bool = False, force: bool = False
     ) -> CheckResult:
         """Check one account; never raises for a failure of that account (it is logged and counted)."""
-        # Bound for everything logged below, the client's retries included.
+        # Bound for everything logged below, the client's retries and the ledger's transitions too.
         with structlog.contextvars.bound_contextvars(account=account.name, account_id=account.account_id):
-            return await self._check(account, act=act, requested=requested, force=force)
-
-    async def _check(self, account: Account, *, act: bool, requested: bool, force: bool) -> CheckResult:
-        log = self._log
-        try:
-            credential = self._credential(account)
-            key = await self._client.get_keys(account.account_id, credential)
-        except RotatorError as exc:
-            log.error("check_failed", error=str(exc), error_type=type(exc).__name__)
-            self._metrics.record_check(account, ok=False, at=self._clock())
-            return CheckResult(account, error=exc)
-
-        now = key.observed_at
-        self._metrics.record_key(account, key)
-        decision = decide(
-            key,
-            account.rotation,
-            now=now,
-            confirmed_rotation=self._memory.last_confirmed_rotation(account.account_id),
-            possible_rotation=self._memory.last_possible_rotation(account.account_id),
-            requested=requested,
-            force=force,
-            windows=account.windows,
-            check_period=self._check_period,
-        )
-        log.info(
-            "account_checked",
-            days_until_next_rotation=decision.days_until_next_rotation,
-            key_rotation_interval_days=key.key_rotation_interval_days,
-            last_key_rotation_at=_iso(key.last_key_rotation_at),
-            decision=_action(decision),
-            reason=decision.reason.value,
-            message=decision.message,
-        )
-        if not act:
-            self._metrics.record_check(account, ok=True, at=now)
-            return CheckResult(account, key, decision)
-
-        result = CheckResult(account, key, decision)
-        if decision.reason in (Reason.DRY_RUN, Reason.TOO_SOON, Reason.UNKNOWN, Reason.OUTSIDE_WINDOW):
-            level = log.warning if decision.reason is Reason.UNKNOWN else log.info
-            level("rotation_skipped", reason=decision.reason.value, message=decision.message)
-            if decision.reason is Reason.DRY_RUN:
-                self._metrics.record_rotation(account, "dry_run", now)
-        if decision.rotate:
-            # Shielded: a shutdown that cancels this check lets the rotation finish and be recorded.
-            task = asyncio.create_task(self._rotate(account, credential, key, decision, result))
-            self._rotations.add(task)
-            task.add_done_callback(self._rotations.discard)
-            result = await asyncio.shield(task)
-        if decision.set_interval is not None and result.ok:
-            result = await self._set_interval(account, credential, key, decision.set_interval, result)
-        self._metrics.record_check(account, ok=result.ok, at=now)
-        return result
+            try:
+                result = await self._check(account, act=act, requested=requested, force=force)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not stop the other accounts, nor the daemon
+                self._log.error("check_crashed", error=f"{type(exc).__name__}: {exc}")
+                result = CheckResult(account, error=InternalError(f"{type(exc).__name__}: {exc}"))
+            self._record(result)
+            return result
 
     def update(
-        self, credentials: Mapping[str, Credential | CredentialError], *, check_period: timedelta
+        self,
+        credentials: Mapping[str, Credential | CredentialError],
+        *,
+        check_period: timedelta,
+        settle_time: timedelta,
     ) -> None:
-        """Take a reloaded config's credentials and schedule; the memory of rotations stays."""
+        """Take a reloaded config's credentials, schedule and settle time; the ledger stays."""
         self._credentials = credentials
         self._check_period = check_period
+        self._ledger.settle_time = settle_time
 
     async def drain(self, within: float) -> None:
         """Wait (at most ``within`` seconds) for rotations already begun to finish and be recorded."""
@@ -161,80 +153,215 @@ class Checker:
         return len(self._rotations)
 
     def credential_for(self, account: Account) -> Credential | CredentialError:
-        return self._credentials[account.account_id]
-
-    def _credential(self, account: Account) -> Credential:
-        credential = self._credentials[account.account_id]
-        if isinstance(credential, CredentialError):
-            raise credential
+        credential = self._credentials.get(account.account_id)
+        if credential is None:
+            return CredentialError(f"account {account.name} is no longer configured")
         return credential
+
+    # ----------------------------------------------------------------------- the four steps
+
+    async def _check(self, account: Account, *, act: bool, requested: bool, force: bool) -> CheckResult:
+        log = self._log
+        account_id = account.account_id
+        # Gather.
+        try:
+            credential = self._credential(account)
+            key = await self._client.get_keys(account_id, credential)
+            before = self._ledger.record(account_id).rotation
+            record = self._ledger.observe(account_id, key)
+        except RotatorError as exc:
+            log.error("check_failed", error=str(exc), error_type=type(exc).__name__)
+            return CheckResult(account, error=exc)
+        confirmed = _settled_by_read(before, record.rotation)
+        if confirmed is not None:
+            log.info(
+                "key_rotated",
+                reason="confirmed",
+                rotated_at=iso(confirmed.settled_at),
+                last_key_rotation_at=iso(key.last_key_rotation_at),
+                message=f"a rotation left unconfirmed is settled: {confirmed.why}",
+            )
+        # Decide.
+        decision = self._decide(account, key, record, requested=requested, force=force)
+        log.info(
+            "account_checked",
+            days_until_next_rotation=decision.days_until_next_rotation,
+            key_rotation_interval_days=key.key_rotation_interval_days,
+            last_key_rotation_at=iso(key.last_key_rotation_at),
+            decision=_action(decision),
+            reason=decision.reason.value,
+            message=decision.message,
+        )
+        result = CheckResult(account, key, decision, record)
+        if confirmed is not None:
+            result = replace(result, rotation=Outcome(confirmed, answer=key))
+        if not act:
+            return result
+        # Act.
+        if decision.reason in _HELD:
+            level = log.warning if decision.reason in (Reason.UNKNOWN, Reason.UNSETTLED) else log.info
+            level("rotation_skipped", reason=decision.reason.value, message=decision.message)
+        if decision.rotate:
+            # Shielded: a shutdown that cancels this check lets the rotation finish and be recorded.
+            task = asyncio.create_task(self._rotate(account, key, decision, result, requested, force))
+            self._rotations.add(task)
+            task.add_done_callback(self._rotations.discard)
+            result = await asyncio.shield(task)
+        if result.decision is not None and result.decision.set_interval is not None and result.ok:
+            result = await self._set_interval(account, key, result)
+        return replace(result, record=self._ledger.record(account_id))
+
+    def _decide(
+        self, account: Account, key: KeyConfig, record: AccountRecord, *, requested: bool, force: bool
+    ) -> Decision:
+        return decide(
+            key,
+            account.policy,
+            now=key.observed_at,
+            record=record,
+            requested=requested,
+            force=force,
+            windows=account.windows,
+            check_period=self._check_period,
+        )
 
     async def _rotate(
         self,
         account: Account,
-        credential: Credential,
-        before: KeyConfig,
+        key: KeyConfig,
         decision: Decision,
         result: CheckResult,
+        requested: bool,
+        force: bool,
     ) -> CheckResult:
         log = self._log
         log.info("rotation_started", reason=decision.reason.value, message=decision.message)
-        try:
-            after = await self._client.rotate(account.account_id, credential, before)
-        except CloudflareError as exc:
-            if isinstance(exc, RotationUnconfirmed):
-                # It may have happened: hold the minimum gap from now, and let the next check judge.
-                self._memory.remember(account.account_id, before.observed_at, confirmed=False)
+
+        def redecide(record: AccountRecord) -> tuple[Decision, Credential] | None:
+            current = self._current(account)
+            if current is None:
+                return None
+            again = self._decide(current, key, record, requested=requested, force=force)
+            return again, self._credential(current)
+
+        outcome = await self._protocol.rotate(account.account_id, key, redecide)
+        result = replace(result, rotation=outcome)
+        if outcome.removed:
+            log.info("rotation_skipped", reason="removed", message="the account was removed from the config")
+            return result
+        if outcome.redecided is not None:
+            again = outcome.redecided
+            log.info(
+                "rotation_skipped",
+                reason=again.reason.value,
+                message=f"decided again right before sending: {again.message}",
+            )
+            return replace(result, decision=again)
+        if outcome.error is not None:
             log.error(
                 "rotation_failed",
-                error=str(exc),
-                error_type=type(exc).__name__,
-                possibly_applied=isinstance(exc, RotationUnconfirmed),
+                error=str(outcome.error),
+                error_type=type(outcome.error).__name__,
+                possibly_applied=outcome.possibly_applied,
             )
-            # Cloudflare's clock, like a success's timestamp: alerts compare the two.
-            self._metrics.record_rotation(account, "error", before.observed_at)
-            return replace(result, error=exc)
-        rotated_at = after.last_key_rotation_at or after.observed_at
-        self._memory.remember(account.account_id, rotated_at)
-        self._metrics.record_rotation(account, "success", after.observed_at)
-        self._metrics.record_key(account, after)
+            return replace(result, error=outcome.error)
+        answer = outcome.answer
+        assert answer is not None
+        assert outcome.rotation is not None
         log.info(
             "key_rotated",
             reason=decision.reason.value,
-            previous_last_key_rotation_at=_iso(before.last_key_rotation_at),
-            last_key_rotation_at=_iso(after.last_key_rotation_at),
-            days_until_next_rotation=after.days_until_next_rotation,
+            rotated_at=iso(outcome.rotation.settled_at),
+            previous_last_key_rotation_at=iso(key.last_key_rotation_at),
+            last_key_rotation_at=iso(_rotated_at(outcome)),
+            # A 200 whose body still shows the old rotation: a lagging replica's echo, not a failure.
+            answer_stale=answer.predates(outcome.rotation.settled_at),
         )
-        return replace(result, rotated=after)
+        return result
 
-    async def _set_interval(
-        self,
-        account: Account,
-        credential: Credential,
-        key: KeyConfig,
-        days: int,
-        result: CheckResult,
-    ) -> CheckResult:
+    async def _set_interval(self, account: Account, key: KeyConfig, result: CheckResult) -> CheckResult:
         log = self._log
+        current = self._current(account)
+        wanted = current.policy.key_rotation_interval_days if current else None
+        if (
+            current is None
+            or current.policy.dry_run
+            or wanted is None
+            or wanted == key.key_rotation_interval_days
+        ):
+            return result  # the config in force now wants no PUT
         try:
-            after = await self._client.set_interval(account.account_id, credential, days)
-        except CloudflareError as exc:
-            log.error("interval_update_failed", error=str(exc), error_type=type(exc).__name__, wanted=days)
+            after = await self._client.set_interval(account.account_id, self._credential(current), wanted)
+        except (CloudflareError, CredentialError) as exc:
+            log.error("interval_update_failed", error=str(exc), error_type=type(exc).__name__, wanted=wanted)
             return replace(result, error=exc)
-        self._metrics.record_key(account, after)
         log.info(
             "interval_updated",
             previous_key_rotation_interval_days=key.key_rotation_interval_days,
-            key_rotation_interval_days=days,
+            key_rotation_interval_days=wanted,
         )
-        return replace(result, interval_set=days)
+        return replace(
+            result,
+            key=replace(key, key_rotation_interval_days=after.key_rotation_interval_days or wanted),
+            interval_set=wanted,
+        )
+
+    def _record(self, result: CheckResult) -> None:
+        """Metrics, once per check, from its result; not for an account no longer configured."""
+        account = result.account
+        if self._current(account) is None:
+            return
+        at = result.key.observed_at if result.key else self._client.server_now()
+        seen = result.seen
+        if seen is not None:
+            self._metrics.record_key(account, seen)
+        self._metrics.record_check(account, ok=result.key is not None and result.ok, at=at)
+        outcome = result.rotation
+        if outcome is not None and outcome.applied and outcome.rotation is not None:
+            self._metrics.record_rotation(account, "success", outcome.rotation.settled_at or at)
+        elif outcome is not None and outcome.error is not None:
+            self._metrics.record_rotation(account, "error", at)
+        elif (
+            result.decision is not None
+            and result.decision.reason is Reason.DRY_RUN
+            and result.rotation is None
+        ):
+            self._metrics.record_rotation(account, "dry_run", at)
+        if result.record is not None:
+            self._metrics.record_unconfirmed(account, result.record.open is not None)
+
+    def _current(self, account: Account) -> Account | None:
+        """The account as the config in force now has it; None once it was removed."""
+        if self._accounts is None:
+            return account
+        current = self._accounts(account.account_id)
+        return current if current is not None and current.name == account.name else None
+
+    def _credential(self, account: Account) -> Credential:
+        credential = self.credential_for(account)
+        if isinstance(credential, CredentialError):
+            raise credential
+        return credential
+
+
+def _settled_by_read(before: Rotation | None, after: Rotation | None) -> Rotation | None:
+    """The rotation a read just showed applied, when it had been left unconfirmed."""
+    if before is None or after is None or before.id != after.id or not before.state.open:
+        return None
+    return after if after.state is State.DONE else None
+
+
+def _rotated_at(outcome: Outcome | None) -> datetime | None:
+    """When the rotation happened: Cloudflare's own time if its answer shows it, else ours."""
+    if outcome is None or outcome.rotation is None:
+        return None
+    settled, answer = outcome.rotation.settled_at, outcome.answer
+    if answer is not None and answer.last_key_rotation_at is not None and not answer.predates(settled):
+        return answer.last_key_rotation_at
+    return settled
 
 
 def _action(decision: Decision | None) -> str | None:
     if decision is None:
         return None
     return "rotate" if decision.rotate else "skip"
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None

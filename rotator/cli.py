@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ from rotator.checker import Checker, CheckResult
 from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rotator.credentials import Credential
 from rotator.daemon import Daemon, build_client, load_credentials, require_credentials
-from rotator.errors import ConfigError, CredentialError
+from rotator.errors import ConfigError, CredentialError, StateFileError
+from rotator.ledger import Ledger
 from rotator.logs import configure_logging
-from rotator.memory import RotationMemory
 from rotator.metrics import Metrics
 
 EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, CredentialError) as exc:
+    except (ConfigError, CredentialError, StateFileError) as exc:
         _say_error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -149,14 +150,14 @@ def _rotate(args: argparse.Namespace) -> int:
     credentials = require_credentials(config)
 
     async def rotate_one() -> CheckResult:
-        checker, close = _one_shot_checker(config, credentials)
+        checker, close = _one_shot_checker(config, credentials, read_only=False)
         try:
             return await checker.check(account, requested=True, force=args.force)
         finally:
             await close()
 
     result = asyncio.run(rotate_one())
-    if result.rotated is not None:
+    if result.rotated:
         new_last = result.as_dict()["new_last_key_rotation_at"]
         print(f"{account.name}: rotated (last_key_rotation_at is now {new_last})")
         return EXIT_OK
@@ -175,19 +176,34 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 async def _check_all(config: Config, credentials: dict[str, Credential]) -> list[CheckResult]:
-    checker, close = _one_shot_checker(config, credentials)
+    checker, close = _one_shot_checker(config, credentials, read_only=True)
     try:
         return list(await asyncio.gather(*(checker.check(a, act=False) for a in config.accounts)))
     finally:
         await close()
 
 
-def _one_shot_checker(config: Config, credentials: dict[str, Credential]) -> tuple[Checker, Any]:
+def _one_shot_checker(
+    config: Config, credentials: dict[str, Credential], *, read_only: bool
+) -> tuple[Checker, Any]:
+    """A checker for one command; ``check`` reads the ledger and never writes it."""
     metrics = Metrics(CollectorRegistry())
+    ledger = Ledger(
+        config.settings.state_file,
+        settle_time=timedelta(seconds=config.settings.settle_time),
+        read_only=read_only,
+    )
     client = build_client(config, metrics)
-    memory = RotationMemory(config.settings.state_file)
-    checker = Checker(client, metrics, memory, dict(credentials), check_period=config.check_period)
-    return checker, client.aclose
+    accounts = {a.account_id: a for a in config.accounts}
+    checker = Checker(
+        client, metrics, ledger, dict(credentials), accounts=accounts.get, check_period=config.check_period
+    )
+
+    async def close() -> None:
+        await client.aclose()
+        ledger.flush()
+
+    return checker, close
 
 
 def _table(results: list[CheckResult]) -> str:

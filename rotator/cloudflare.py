@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
@@ -26,17 +26,16 @@ from rotator.errors import (
     Abandoned,
     APIError,
     AuthError,
-    CloudflareError,
     CloudflareMessage,
     ConnectError,
     HTTPStatusError,
     NotFoundError,
     RateLimitedError,
     ResponseError,
-    RotationUnconfirmed,
     ServerError,
     TransportError,
 )
+from rotator.keys import KeyConfig
 from rotator.ratelimit import SlidingWindowLimiter
 from rotator.transport import AiohttpTransport
 
@@ -62,11 +61,6 @@ class Backoff:
         return cls(min(BACKOFF_INITIAL, check_interval / 40), min(BACKOFF_MAX, check_interval / 8))
 
 
-# Rotate POSTs known not to have been applied may be sent again, this many in all, per check.
-ROTATE_ATTEMPTS = 3
-# Reads that must all show last_key_rotation_at unchanged before a lost rotate answer is taken as
-# "not applied": a single stale read must not license a second rotation.
-CONFIRMING_READS = 2
 # Without a retry-after header, how long a 429 pauses the credential.
 DEFAULT_RETRY_AFTER = 60.0
 
@@ -75,24 +69,6 @@ _PERMISSION = {
     "PUT": "Access: Organizations, Identity Providers, and Groups Write",
     "POST": "Access: Organizations, Identity Providers, and Groups Write",
 }
-
-
-@dataclass(frozen=True)
-class KeyConfig:
-    """An account's key configuration as Cloudflare reported it, and when (by its clock)."""
-
-    days_until_next_rotation: float | None
-    key_rotation_interval_days: float | None
-    last_key_rotation_at: datetime | None
-    observed_at: datetime
-
-    @property
-    def is_empty(self) -> bool:
-        return (
-            self.days_until_next_rotation is None
-            and self.key_rotation_interval_days is None
-            and self.last_key_rotation_at is None
-        )
 
 
 class RequestObserver(Protocol):
@@ -145,6 +121,7 @@ class CloudflareClient:
         # The clock of request durations and of every credential's rate budget, and how waits wait.
         self._monotonic = monotonic
         self._sleep = sleep
+        self._server_seen: tuple[datetime, float] | None = None  # the latest Date, and when
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -172,74 +149,37 @@ class CloudflareClient:
             "PUT", "keys", account_id, credential, {"key_rotation_interval_days": days}
         )
 
-    async def rotate(self, account_id: str, credential: Credential, before: KeyConfig) -> KeyConfig:
-        """Rotate the key: one POST on the wire whenever Cloudflare applied it.
+    async def rotate(self, account_id: str, credential: Credential) -> KeyConfig:
+        """Rotate the key: one POST, never retried here (a rotation is not idempotent).
 
-        ``before`` is the configuration read just before deciding. When the answer is lost (no
-        response, 5xx, a 200 whose body cannot be read) the rotation may have been applied, so the
-        configuration is read again, twice, a backoff apart: a ``last_key_rotation_at`` that
-        changed in either read means it was applied (one stale read must not license a second
-        rotation). Only a rotation known not to have happened (429, no connection, both re-reads
-        showing no change) is sent again, at most ``ROTATE_ATTEMPTS`` POSTs in all, and not once
-        ``stop_waiting`` was called. When a re-read fails, nothing more is sent:
-        RotationUnconfirmed, and the next check decides.
+        What a failure means for the rotation is the caller's to judge (rotator.rotation): a
+        RateLimitedError, a ConnectError or an Abandoned was never applied; an APIError is
+        Cloudflare's refusal; any other error lost the answer, and the rotation may have happened.
         """
-        last_error: CloudflareError | None = None
-        for attempt in range(ROTATE_ATTEMPTS):
-            if last_error is not None and self._stopping.is_set():
-                raise last_error  # known not applied; a shutdown does not send it again
-            try:
-                return await self._send("POST", "rotate", account_id, credential)
-            except (RateLimitedError, ConnectError) as exc:
-                last_error = exc  # not applied; the limiter holds the credential past a 429
-                _log.warning("rotate_not_applied", error=str(exc), error_type=type(exc).__name__)
-                if isinstance(exc, ConnectError):
-                    await self._unless_stopping(self._sleep(self._backoff.initial))
-                continue
-            except (TransportError, ServerError, ResponseError, APIError) as exc:
-                if isinstance(exc, APIError) and exc.status != 200:
-                    raise  # a 4xx refusal: nothing was applied, and sending again will not help
-                outcome = exc
-            _log.warning("rotate_answer_lost", error=str(outcome), error_type=type(outcome).__name__)
-            applied = await self._confirm(account_id, credential, before, outcome)
-            if applied is not None:
-                _log.info("rotation_confirmed", last_key_rotation_at=str(applied.last_key_rotation_at))
-                return applied
-            if isinstance(outcome, APIError):
-                raise outcome  # a 200 saying success: false, confirmed not applied
-            last_error = outcome
-            _log.warning(
-                "rotate_not_applied",
-                error=str(outcome),
-                error_type=type(outcome).__name__,
-                attempt=attempt + 1,
-            )
-        assert last_error is not None
-        raise last_error
+        return await self._send("POST", "rotate", account_id, credential)
 
-    async def _confirm(
-        self, account_id: str, credential: Credential, before: KeyConfig, outcome: CloudflareError
-    ) -> KeyConfig | None:
-        """After a lost answer: the configuration if the rotation shows, None if it surely did not."""
-        for read in range(CONFIRMING_READS):
-            if read:
-                await self._sleep(self._backoff.initial)
-            try:
-                after = await self.get_keys(account_id, credential)
-            except CloudflareError as read_error:
-                raise RotationUnconfirmed(
-                    f"rotate POST failed ({outcome}) and re-reading the key configuration to "
-                    f"confirm also failed ({read_error}); the rotation may have been applied"
-                ) from outcome
-            if after.last_key_rotation_at is None:
-                # Every field is optional: without it the re-read cannot tell, so it proves nothing.
-                raise RotationUnconfirmed(
-                    f"rotate POST failed ({outcome}) and the key configuration re-read to confirm it "
-                    "has no last_key_rotation_at; the rotation may have been applied"
-                ) from outcome
-            if _moved(before.last_key_rotation_at, after.last_key_rotation_at):
-                return after
-        return None
+    def server_now(self) -> datetime:
+        """Cloudflare's clock as last seen (its ``Date``), advanced by the time since then."""
+        if self._server_seen is None:
+            return self._clock()
+        date, at = self._server_seen
+        return date + timedelta(seconds=max(0.0, self._monotonic() - at))
+
+    @property
+    def backoff(self) -> Backoff:
+        return self._backoff
+
+    def paused_for(self, credential: Credential) -> float:
+        """Seconds left of the credential's pause after a 429 (0: not paused)."""
+        return self.limiter(credential).paused_for
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def pause(self, seconds: float) -> None:
+        """Wait, unless rotator is shutting down: then raise Abandoned at once."""
+        await self._unless_stopping(self._sleep(seconds))
 
     def stop_waiting(self) -> None:
         """Shutdown: requests still waiting for their budget or a backoff are not sent."""
@@ -366,9 +306,12 @@ class CloudflareClient:
         header = response.headers.get("date")
         if header:
             try:
-                return parsedate_to_datetime(header).astimezone(UTC)
+                date = parsedate_to_datetime(header).astimezone(UTC)
             except (TypeError, ValueError):
                 pass
+            else:
+                self._server_seen = (date, self._monotonic())
+                return date
         return self._clock()
 
     def _observe(self, method: str, endpoint: str, code: str, started: float) -> None:
@@ -394,11 +337,6 @@ _log = structlog.get_logger("rotator")
 
 def _retryable(exc: Exception) -> bool:
     return isinstance(exc, TransportError | RateLimitedError | ServerError)
-
-
-def _moved(before: datetime | None, after: datetime | None) -> bool:
-    # Any change counts, even backwards (a replica's clock): only "unchanged" licenses a resend.
-    return after is not None and after != before
 
 
 def _describe(exc: httpx.HTTPError) -> str:
@@ -468,4 +406,4 @@ def _timestamp(what: str, value: Any) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-__all__ = ["CloudflareClient", "HTTPStatusError", "KeyConfig"]
+__all__ = ["CloudflareClient", "HTTPStatusError"]

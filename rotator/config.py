@@ -31,6 +31,7 @@ from pydantic import (
 from rotator.credentials import CredentialSource
 from rotator.durations import parse_duration
 from rotator.errors import ConfigError
+from rotator.policy import PolicySettings
 from rotator.windows import Window, Windows, never_opens
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
@@ -267,6 +268,9 @@ class Settings(_Strict):
     http: HTTPSettings = HTTPSettings()
     logging: LoggingSettings = LoggingSettings()
     state_file: Path | None = None
+    # How long reads must keep showing an unconfirmed rotation's key unchanged before it is taken
+    # as not applied (rotator.ledger). Far longer than a replica lags; at least 10 minutes.
+    settle_time: Duration = Field(3600.0, ge=600.0)
     accounts: list[AccountSettings] = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -284,6 +288,8 @@ class Account:
     rotation: RotationSettings
     credential: CredentialSource
     windows: Windows = field(default_factory=lambda: Windows(()), compare=False)
+    # The rotation settings as the policy takes them (derived from ``rotation``).
+    policy: PolicySettings = field(default_factory=PolicySettings, compare=False)
 
 
 @dataclass(frozen=True)
@@ -374,6 +380,17 @@ def _resolve(settings: Settings, account: AccountSettings) -> Account:
         rotation=rotation,
         credential=account.credential_source() or _default_source(settings.cloudflare),
         windows=_windows(rotation.windows),
+        policy=_policy(rotation),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(rotation: RotationSettings) -> PolicySettings:
+    return PolicySettings(
+        threshold_days=rotation.threshold_days,
+        min_days_between_rotations=rotation.min_days_between_rotations,
+        key_rotation_interval_days=rotation.key_rotation_interval_days,
+        dry_run=rotation.dry_run,
     )
 
 

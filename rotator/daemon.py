@@ -30,8 +30,8 @@ from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config
 from rotator.credentials import Credential
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError
+from rotator.ledger import Ledger
 from rotator.logs import configure_logging
-from rotator.memory import RotationMemory
 from rotator.metrics import Metrics
 from rotator.reload import ConfigChange, compare
 from rotator.server import StatusServer
@@ -104,14 +104,19 @@ class Daemon:
         self._registry = registry or CollectorRegistry()
         self._metrics = Metrics(self._registry)
         self._client = build_client(config, self._metrics, transport)
+        self._ledger = Ledger(
+            config.settings.state_file, settle_time=timedelta(seconds=config.settings.settle_time)
+        )
+        self._accounts = {a.account_id: a for a in config.accounts}
         self._checker = Checker(
             self._client,
             self._metrics,
-            RotationMemory(config.settings.state_file),
+            self._ledger,
             credentials,
+            # The config in force when a check acts, not when it began: a reload may come between.
+            accounts=lambda account_id: self._accounts.get(account_id),
             check_period=config.check_period,
         )
-        self._accounts = {a.account_id: a for a in config.accounts}
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._stop = asyncio.Event()
         self._stop_reason = "finished"
@@ -232,7 +237,11 @@ class Daemon:
         # Settings that need a restart keep their running value until then.
         self._config = new
         self._accounts = {a.account_id: a for a in new.accounts}
-        self._checker.update(credentials, check_period=new.check_period)
+        self._checker.update(
+            credentials,
+            check_period=new.check_period,
+            settle_time=timedelta(seconds=new.settings.settle_time),
+        )
         configure_logging(new.settings.logging.level, new.settings.logging.format, self._log_stream)
         for account in change.removed:
             self._scheduler.remove_job(account.account_id)
@@ -321,7 +330,9 @@ class Daemon:
             self._scheduler.shutdown(wait=False)
         self._client.stop_waiting()  # a rotation waiting to send again gives up at once
         await asyncio.sleep(0)
-        # A POST and one confirming read; bounded so the pod exits within Kubernetes' 30 s grace.
-        await self._checker.drain(within=min(25.0, self._config.settings.cloudflare.timeout * 2 + 1))
+        # A POST already on the wire, up to its deadline (its intent is on record either way);
+        # bounded so the pod exits within Kubernetes' 30 s grace.
+        await self._checker.drain(within=min(25.0, self._config.settings.cloudflare.timeout + 1))
         await self._client.aclose()
+        self._ledger.flush()
         self._log.info("shutdown", reason=self._stop_reason, rotations_unfinished=self._checker.rotating)

@@ -6,7 +6,8 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
     RotatorError
     ├── ConfigError                  the config file cannot be used (names file, account, field)
     ├── CredentialError              a credential's env var is unset or its file is absent/empty
-    ├── UnknownAccountError          a command named an account the config does not have
+    ├── StateFileError               the state file cannot be read or written
+    ├── InternalError                a check failed in a way rotator did not foresee (a bug)
     └── CloudflareError              talking to Cloudflare failed
         ├── TransportError           no response arrived (timeout, connection refused/reset)
         │   └── ConnectError         the connection was never made: nothing was sent
@@ -17,6 +18,7 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
         │   └── NotFoundError        404: no such account (or the token cannot see it)
         ├── ResponseError            a 200 whose body is not the JSON Cloudflare promises
         ├── RotationUnconfirmed      a rotate POST may have been applied and could not be confirmed
+        ├── RotationRefused          Cloudflare refused a rotate POST (4xx, success: false): not applied
         └── Abandoned                a request was not sent: rotator is shutting down
 
 No message built here ever contains a token or key: messages are made from the account, the
@@ -40,8 +42,12 @@ class CredentialError(RotatorError):
     """A configured credential cannot be read (env var unset, file absent or empty)."""
 
 
-class UnknownAccountError(RotatorError):
-    """A command named an account that is not in the config."""
+class StateFileError(RotatorError):
+    """The state file (the rotation ledger) cannot be read or written; the message says which."""
+
+
+class InternalError(RotatorError):
+    """A check failed in a way rotator did not foresee: logged with its type, never raised on."""
 
 
 class CloudflareError(RotatorError):
@@ -107,9 +113,13 @@ class ResponseError(CloudflareError):
 class RotationUnconfirmed(CloudflareError):
     """A rotate POST may have been applied, and re-reading the configuration failed.
 
-    Nothing is sent again: the attempt is remembered as a possible rotation so the minimum
-    gap holds, and the next check decides from what Cloudflare then reports.
+    Nothing is sent again: the ledger keeps the attempt open (UNCONFIRMED), which holds the
+    minimum gap until a later read settles it (rotator.ledger).
     """
+
+
+class RotationRefused(CloudflareError):
+    """Cloudflare refused the rotate POST, or the rotation was not applied: wraps the cause."""
 
 
 class Abandoned(CloudflareError):

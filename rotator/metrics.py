@@ -24,8 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from rotator import __version__
-from rotator.cloudflare import KeyConfig
 from rotator.config import Account
+from rotator.keys import KeyConfig, cloudflare_rotates_at
 
 ENDPOINTS = (("GET", "keys"), ("PUT", "keys"), ("POST", "rotate"))
 DAY_SECONDS = 86400.0
@@ -109,18 +109,18 @@ class Metrics:
             values[_KEY_LAST_ROTATION] = last.timestamp()
         if interval is not None:
             values[_KEY_INTERVAL] = interval * DAY_SECONDS
-        if last is not None and interval is not None:
-            values[_KEY_NEXT_ROTATION] = last.timestamp() + interval * DAY_SECONDS
-        elif key.days_until_next_rotation is not None:
-            values[_KEY_NEXT_ROTATION] = (
-                key.observed_at.timestamp() + key.days_until_next_rotation * DAY_SECONDS
-            )
+        rotates_at = cloudflare_rotates_at(key)
+        if rotates_at is not None:
+            values[_KEY_NEXT_ROTATION] = rotates_at.timestamp()
 
     def record_check(self, account: Account, ok: bool, at: datetime) -> None:
         values = self._accounts.row(account).values
         values[_CHECKS_SUCCESS if ok else _CHECKS_ERROR] += 1
         if ok:
             values[_LAST_CHECK] = at.timestamp()
+
+    def record_unconfirmed(self, account: Account, unconfirmed: bool) -> None:
+        self._accounts.row(account).values[_UNCONFIRMED] = 1.0 if unconfirmed else 0.0
 
     def record_rotation(self, account: Account, result: str, at: datetime) -> None:
         values = self._accounts.row(account).values
@@ -147,10 +147,11 @@ class Metrics:
     _ROTATIONS_SUCCESS,
     _ROTATIONS_ERROR,
     _ROTATIONS_DRY_RUN,
-) = range(13)
+    _UNCONFIRMED,
+) = range(14)
 _ROTATIONS = {"success": _ROTATIONS_SUCCESS, "error": _ROTATIONS_ERROR, "dry_run": _ROTATIONS_DRY_RUN}
 _ABSENT = math.nan
-_NEW_ROW = (_ABSENT, _ABSENT, _ABSENT) + (0.0,) * 10
+_NEW_ROW = (_ABSENT, _ABSENT, _ABSENT) + (0.0,) * 11
 
 # name, help, label names, column; labels are (account, account_id) unless named otherwise.
 _GAUGES = (
@@ -183,6 +184,11 @@ _GAUGES = (
         "rotator_last_failed_rotation_timestamp_seconds",
         "When a rotation of the account's key by this process last failed (0: never).",
         _LAST_FAILED_ROTATION,
+    ),
+    (
+        "rotator_rotation_unconfirmed",
+        "1 while a rotation of the account may have been applied and is not settled yet, else 0.",
+        _UNCONFIRMED,
     ),
 )
 _NAME_GAUGES = (

@@ -12,14 +12,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from rotator.cloudflare import KeyConfig
-from rotator.config import RotationSettings
+from rotator.keys import KeyConfig, days_until_rotation
+from rotator.ledger import AccountRecord, iso
 from rotator.windows import Windows, WindowState
 
 DAY = timedelta(days=1)
-# How long after an unconfirmed rotate POST a read of Cloudflare's configuration is trusted to show
-# whether it happened: far longer than a replica lags, far shorter than a check interval.
-POSSIBLE_SETTLED_AFTER = timedelta(minutes=10)
+NOTHING_RECORDED = AccountRecord()
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The policy's knobs for one account, as plain values (the config builds them)."""
+
+    threshold_days: float = 3.0
+    min_days_between_rotations: float = 7.0
+    key_rotation_interval_days: int | None = None  # enforced with PUT when set
+    dry_run: bool = False
 
 
 class Reason(StrEnum):
@@ -30,6 +38,8 @@ class Reason(StrEnum):
     TOO_SOON = "too_soon"  # the previous key may still sign tokens in flight
     DRY_RUN = "dry_run"
     UNKNOWN = "unknown"  # Cloudflare did not say enough to judge
+    # A rotation that may have happened is not settled yet (rotator.ledger): it holds the gap.
+    UNSETTLED = "unsettled"
     OUTSIDE_WINDOW = "outside_window"  # due, waiting for a maintenance window
     # Due, no window opens before Cloudflare would rotate on its own, and this is the last check
     # before that: rotate now rather than let Cloudflare pick the moment.
@@ -49,11 +59,10 @@ class Decision:
 
 def decide(
     key: KeyConfig,
-    policy: RotationSettings,
+    policy: PolicySettings,
     *,
     now: datetime,
-    confirmed_rotation: datetime | None = None,
-    possible_rotation: datetime | None = None,
+    record: AccountRecord = NOTHING_RECORDED,
     requested: bool = False,
     force: bool = False,
     windows: Windows | None = None,
@@ -61,21 +70,19 @@ def decide(
 ) -> Decision:
     """Decide whether to rotate an account's key now.
 
-    ``confirmed_rotation`` is the latest rotation this process made and saw confirmed: it holds the
-    minimum gap, and when Cloudflare's answer predates it the answer is stale, so the days left are
-    judged from that rotation instead. ``possible_rotation`` is a rotate POST whose outcome could
-    not be confirmed: it holds the gap until a read taken ``POSSIBLE_SETTLED_AFTER`` later settles
-    it (the rotation shows in ``last_key_rotation_at``, or it never happened). ``check_period`` is
-    the longest time until the next check (interval plus jitter): with maintenance windows, it
-    tells whether this check is the last one before Cloudflare would rotate on its own. A person
-    asking (``requested``, ``force``) picks the moment, so windows do not apply to them.
+    ``record`` is the ledger's record of the account. Its anchor (the latest rotation known to have
+    happened: one rotator saw applied, or the latest Cloudflare ever showed) holds the minimum gap,
+    and an answer older than it is stale, so the days left are judged from the anchor instead. A
+    rotation still open in the ledger (it may have happened) holds the gap until a read settles it.
+    ``check_period`` is the longest time until the next check (interval plus jitter): with
+    maintenance windows, it tells whether this check is the last one before Cloudflare would rotate
+    on its own. A person asking (``requested``, ``force``) picks the moment, so windows do not apply
+    to them; only ``force`` overrides the gap, an open rotation included.
     """
-    stale = _predates(key, confirmed_rotation)
-    if stale and confirmed_rotation is not None and key.key_rotation_interval_days is not None:
-        elapsed = (now - confirmed_rotation) / DAY
-        days: float | None = max(0.0, round(key.key_rotation_interval_days - elapsed, 3))
-    else:
-        days = days_until_rotation(key, now)
+    anchor = record.anchor
+    stale = key.predates(anchor)
+    seen = key.as_of(anchor)
+    days = days_until_rotation(seen, now)
     set_interval = _interval_to_enforce(key, policy)
     window = windows.state(now) if windows else None
 
@@ -101,24 +108,27 @@ def decide(
                 f"{days:g} days until Cloudflare rotates on its own; rotating at "
                 f"{policy.threshold_days:g} or fewer"
                 + (
-                    f" (Cloudflare's answer predates the rotation rotator made at "
-                    f"{confirmed_rotation.isoformat()}: judged from that one)"
-                    if stale and confirmed_rotation is not None
+                    f" (Cloudflare's answer predates the rotation at {iso(anchor)}: judged from that one)"
+                    if stale
                     else ""
                 ),
             )
-    if possible_rotation is not None and _settles(key, possible_rotation):
-        possible_rotation = None
-    last = _latest(key.last_key_rotation_at, confirmed_rotation, possible_rotation)
+    if (open_rotation := record.open) is not None:
+        return outcome(
+            False,
+            Reason.UNSETTLED,
+            f"a rotation begun at {iso(open_rotation.intended_at)} may have been applied and is "
+            f"{open_rotation.state.value}: it holds the gap until a read of Cloudflare settles it",
+        )
+    last = _latest(seen.last_key_rotation_at, anchor)
     min_gap = policy.min_days_between_rotations * DAY
     if last is not None and now - last < min_gap:
-        allowed_at = last + min_gap
         return outcome(
             False,
             Reason.TOO_SOON,
-            f"the last rotation was at {last.isoformat()}, less than "
+            f"the last rotation was at {iso(last)}, less than "
             f"{policy.min_days_between_rotations:g} days ago; the previous key may still sign "
-            f"tokens in flight, so the next rotation waits until {allowed_at.isoformat()}",
+            f"tokens in flight, so the next rotation waits until {iso(last + min_gap)}",
         )
     if requested:
         return _dry_run_or(outcome, policy, Reason.REQUESTED, "rotation requested")
@@ -131,21 +141,21 @@ def decide(
                 False,
                 Reason.OUTSIDE_WINDOW,
                 f"due ({days:g} days until Cloudflare rotates on its own), waiting for the "
-                f"maintenance window that opens at {opening.isoformat()}",
+                f"maintenance window that opens at {iso(opening)}",
             )
         if now + check_period < cloudflare_rotates_at:
             return outcome(
                 False,
                 Reason.OUTSIDE_WINDOW,
                 f"due, and no maintenance window opens before Cloudflare rotates on its own at "
-                f"{cloudflare_rotates_at.isoformat()}: rotating at the last check before then",
+                f"{iso(cloudflare_rotates_at)}: rotating at the last check before then",
             )
         return _dry_run_or(
             outcome,
             policy,
             Reason.WINDOW_DEADLINE,
             f"no maintenance window opens before Cloudflare rotates on its own at "
-            f"{cloudflare_rotates_at.isoformat()}, and this is the last check before then: "
+            f"{iso(cloudflare_rotates_at)}, and this is the last check before then: "
             "rotating now rather than letting Cloudflare pick the moment",
         )
     return _dry_run_or(
@@ -157,19 +167,9 @@ def decide(
     )
 
 
-def days_until_rotation(key: KeyConfig, now: datetime) -> float | None:
-    """Cloudflare's figure, or, when it left it out, what its last rotation and interval imply."""
-    if key.days_until_next_rotation is not None:
-        return key.days_until_next_rotation
-    if key.last_key_rotation_at is not None and key.key_rotation_interval_days is not None:
-        elapsed = (now - key.last_key_rotation_at) / DAY
-        return max(0.0, round(key.key_rotation_interval_days - elapsed, 3))
-    return None
-
-
 def _dry_run_or(
     outcome: Callable[[bool, Reason, str], Decision],
-    policy: RotationSettings,
+    policy: PolicySettings,
     reason: Reason,
     message: str,
 ) -> Decision:
@@ -178,29 +178,11 @@ def _dry_run_or(
     return outcome(True, reason, message)
 
 
-def _interval_to_enforce(key: KeyConfig, policy: RotationSettings) -> int | None:
+def _interval_to_enforce(key: KeyConfig, policy: PolicySettings) -> int | None:
     wanted = policy.key_rotation_interval_days
     if wanted is None or policy.dry_run or key.key_rotation_interval_days == wanted:
         return None
     return wanted
-
-
-def _settles(key: KeyConfig, possible_rotation: datetime) -> bool:
-    """Whether this answer, read well after an unconfirmed rotate POST, tells what became of it.
-
-    The POST either shows as a later ``last_key_rotation_at`` (then Cloudflare's record holds the
-    gap) or did not happen. A read right after it may lag, so only a later one settles it.
-    """
-    return (
-        key.last_key_rotation_at is not None and key.observed_at - possible_rotation >= POSSIBLE_SETTLED_AFTER
-    )
-
-
-def _predates(key: KeyConfig, confirmed_rotation: datetime | None) -> bool:
-    """Whether Cloudflare's answer is older than a rotation known to have happened."""
-    if confirmed_rotation is None:
-        return False
-    return key.last_key_rotation_at is None or key.last_key_rotation_at < confirmed_rotation
 
 
 def _latest(*times: datetime | None) -> datetime | None:

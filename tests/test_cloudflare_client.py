@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,9 +21,7 @@ from rotator import __version__
 from rotator.cloudflare import (
     DEFAULT_RETRY_AFTER,
     READ_ATTEMPTS,
-    ROTATE_ATTEMPTS,
     CloudflareClient,
-    KeyConfig,
 )
 from rotator.credentials import Credential, CredentialSource
 from rotator.errors import (
@@ -35,10 +33,10 @@ from rotator.errors import (
     NotFoundError,
     RateLimitedError,
     ResponseError,
-    RotationUnconfirmed,
     ServerError,
     TransportError,
 )
+from rotator.keys import KeyConfig
 from tests.test_ratelimit import FakeClock, settle
 
 BASE_URL = "https://api.cloudflare.test/client/v4"
@@ -171,7 +169,7 @@ def operation(client: CloudflareClient, method: str, credential: Credential) -> 
         return client.get_keys(ACCOUNT, credential)
     if method == "PUT":
         return client.set_interval(ACCOUNT, credential, 30)
-    return client.rotate(ACCOUNT, credential, before_rotation())
+    return client.rotate(ACCOUNT, credential)
 
 
 def text_of(exc: BaseException) -> str:
@@ -311,7 +309,7 @@ async def test_every_request_names_rotator_and_its_version(api: Callable[..., Ap
     a = api(GET=[ok()], PUT=[ok()], POST=[ok(keys(last=AFTER))])
     await a.client.get_keys(ACCOUNT, token())
     await a.client.set_interval(ACCOUNT, token(), 30)
-    await a.client.rotate(ACCOUNT, token(), before_rotation())
+    await a.client.rotate(ACCOUNT, token())
     agents = {r.headers["user-agent"] for r in a.cloudflare.requests}
     assert len(agents) == 1
     assert agents.pop().startswith(f"rotator/{__version__} ")
@@ -330,7 +328,7 @@ async def test_put_sends_exactly_the_interval(api: Callable[..., Api]) -> None:
 async def test_get_and_rotate_send_no_body(api: Callable[..., Api]) -> None:
     a = api(GET=[ok()], POST=[ok(keys(last=AFTER))])
     await a.client.get_keys(ACCOUNT, token())
-    await a.client.rotate(ACCOUNT, token(), before_rotation())
+    await a.client.rotate(ACCOUNT, token())
     get, post = a.cloudflare.requests
     assert (get.method, get.url.path, get.content) == ("GET", KEYS_PATH, b"")
     assert (post.method, post.url.path, post.content) == ("POST", f"{KEYS_PATH}/rotate", b"")
@@ -562,136 +560,47 @@ async def test_a_paused_credential_does_not_take_the_slots_of_others(api: Callab
 
 
 # --- rotate -------------------------------------------------------------------------------------
+# The client sends one POST and says what came back; what that means for the rotation (and whether
+# it may be sent again) is the rotation protocol's to judge: tests/test_rotation.py.
 
 
 async def test_rotate_sends_one_post_and_returns_the_new_configuration(api: Callable[..., Api]) -> None:
     a = api(POST=[ok(keys(last=AFTER, days=42))])
-    after = await a.client.rotate(ACCOUNT, token(), before_rotation())
+    after = await a.client.rotate(ACCOUNT, token())
     assert after.last_key_rotation_at == datetime.fromisoformat(AFTER)
+    assert after.observed_at == DATE_AS_DATETIME
     assert [r.method for r in a.cloudflare.requests] == ["POST"]
 
 
 @pytest.mark.parametrize(
-    "lost",
+    ("reply", "error"),
     [
-        pytest.param(html(502), id="502"),
-        pytest.param(html(500), id="500"),
-        pytest.param(httpx.ReadTimeout("timed out"), id="timeout"),
-        pytest.param(httpx.RemoteProtocolError("Server disconnected"), id="dropped"),
-        pytest.param(httpx.Response(200, text="<html>"), id="unreadable-200"),
+        pytest.param(html(502), ServerError, id="502"),
+        pytest.param(httpx.ReadTimeout("timed out"), TransportError, id="timeout"),
+        pytest.param(httpx.RemoteProtocolError("Server disconnected"), TransportError, id="dropped"),
+        pytest.param(httpx.Response(200, text="<html>"), ResponseError, id="unreadable-200"),
+        pytest.param(rate_limited("120"), RateLimitedError, id="429"),
+        pytest.param(httpx.ConnectError("[Errno 111] Connection refused"), ConnectError, id="refused"),
+        pytest.param(failure(403, 10000, "Authentication error"), AuthError, id="403"),
+        pytest.param(
+            httpx.Response(200, json={"success": False, "errors": [{"code": 1001, "message": "nope"}]}),
+            APIError,
+            id="success-false",
+        ),
     ],
 )
-async def test_a_rotation_applied_but_answered_badly_is_one_post(
-    api: Callable[..., Api], lost: Reply
+async def test_a_failed_rotate_is_never_sent_again_by_the_client(
+    api: Callable[..., Api], reply: Reply, error: type[Exception]
 ) -> None:
-    """The server rotated, the answer was lost: the re-read shows it, and nothing is sent again."""
-    a = api(POST=[lost, ok(keys(last=AFTER))], GET=[ok(keys(last=AFTER, days=42))])
-    after = await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert after.last_key_rotation_at == datetime.fromisoformat(AFTER)
-    assert after.days_until_next_rotation == 42.0
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET"]
-
-
-async def test_a_rotation_known_not_applied_is_sent_again(api: Callable[..., Api]) -> None:
-    a = api(POST=[html(502), ok(keys(last=AFTER))], GET=[ok(keys(last=BEFORE))])
-    after = await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert after.last_key_rotation_at == datetime.fromisoformat(AFTER)
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "GET", "POST"]
-
-
-async def test_a_rotation_that_never_applies_is_tried_a_bounded_number_of_times(
-    api: Callable[..., Api],
-) -> None:
-    a = api(POST=[html(502)], GET=[ok(keys(last=BEFORE))])
-    with pytest.raises(ServerError):
-        await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "GET"] * ROTATE_ATTEMPTS
-
-
-async def test_a_rate_limited_rotation_is_sent_again_after_the_pause(api: Callable[..., Api]) -> None:
-    a = api(POST=[rate_limited("120"), ok(keys(last=AFTER))])
-    after = await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert after.last_key_rotation_at == datetime.fromisoformat(AFTER)
-    assert a.cloudflare.times_of("POST") == [1000.0, 1120.0]
-    assert not a.cloudflare.sent("GET")  # a 429 was not applied: no need to re-read
-
-
-async def test_a_rotation_that_could_not_connect_is_sent_again(api: Callable[..., Api]) -> None:
-    a = api(POST=[httpx.ConnectError("[Errno 111] Connection refused"), ok(keys(last=AFTER))])
-    after = await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert after.last_key_rotation_at == datetime.fromisoformat(AFTER)
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "POST"]
-    assert a.cloudflare.times_of("POST")[1] > a.cloudflare.times_of("POST")[0]  # after a backoff
-
-
-async def test_rate_limited_rotations_give_up_after_the_bound(api: Callable[..., Api]) -> None:
-    a = api(POST=[rate_limited("1")])
-    with pytest.raises(RateLimitedError):
-        await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert len(a.cloudflare.sent("POST")) == ROTATE_ATTEMPTS
-
-
-@pytest.mark.parametrize(
-    "reread",
-    [
-        pytest.param([html(500)], id="re-read-5xx"),
-        pytest.param([httpx.ReadTimeout("timed out")], id="re-read-timeout"),
-        pytest.param([failure(403, 10000, "Authentication error")], id="re-read-403"),
-        pytest.param([httpx.Response(200, json={"success": True, "result": None})], id="re-read-empty"),
-    ],
-)
-async def test_when_the_re_read_fails_nothing_is_sent_again(
-    api: Callable[..., Api], reread: list[Reply]
-) -> None:
-    a = api(POST=[html(502), ok(keys(last=AFTER))], GET=reread)
-    with pytest.raises(RotationUnconfirmed, match="may have been applied") as caught:
-        await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert len(a.cloudflare.sent("POST")) == 1
-    assert isinstance(caught.value.__cause__, ServerError)  # the POST's own failure is kept
-
-
-@pytest.mark.parametrize("before_last", [BEFORE, None], ids=["known-before", "unknown-before"])
-async def test_a_re_read_without_last_rotation_cannot_confirm_and_sends_nothing_more(
-    api: Callable[..., Api], before_last: str | None
-) -> None:
-    """Every field of result is optional: a re-read without last_key_rotation_at cannot tell
-    whether the rotation happened, so it must not count as "known not applied"."""
-    a = api(POST=[html(502), ok(keys(last=AFTER))], GET=[ok(keys(last=None))])
-    with pytest.raises(RotationUnconfirmed):
-        await a.client.rotate(ACCOUNT, token(), before_rotation(before_last))
-    assert len(a.cloudflare.sent("POST")) == 1
-
-
-async def test_a_refused_rotation_fails_at_once(api: Callable[..., Api]) -> None:
-    a = api(POST=[failure(403, 10000, "Authentication error"), ok(keys(last=AFTER))])
-    with pytest.raises(AuthError, match=WRITE_PERMISSION):
-        await a.client.rotate(ACCOUNT, token(), before_rotation())
+    a = api(POST=[reply, ok(keys(last=AFTER))], GET=[ok(keys(last=AFTER))])
+    with pytest.raises(error):
+        await a.client.rotate(ACCOUNT, token())
     assert [r.method for r in a.cloudflare.requests] == ["POST"]
 
 
-async def test_a_200_saying_success_false_on_rotate_is_confirmed_before_failing(
-    api: Callable[..., Api],
-) -> None:
-    refusal = httpx.Response(200, json={"success": False, "errors": [{"code": 1001, "message": "nope"}]})
-    a = api(POST=[refusal, ok(keys(last=AFTER))], GET=[ok(keys(last=BEFORE))])
-    with pytest.raises(APIError, match=r"nope \(code 1001\)"):
-        await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "GET"]
-
-
-async def test_one_stale_confirming_read_does_not_license_a_second_post(api: Callable[..., Api]) -> None:
-    """A lagging replica answers the first re-read with the old key; the second shows the rotation."""
-    a = api(POST=[html(502), ok(keys(last=AFTER))], GET=[ok(keys(last=BEFORE)), ok(keys(last=AFTER))])
-    after = await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert after.last_key_rotation_at == datetime.fromisoformat(AFTER)
-    assert [r.method for r in a.cloudflare.requests] == ["POST", "GET", "GET"]
-
-
-async def test_after_stop_waiting_a_rotation_known_not_applied_is_not_sent_again(
-    api: Callable[..., Api],
-) -> None:
-    a = api(POST=[rate_limited("120"), ok(keys(last=AFTER))])
-    a.client.stop_waiting()
-    with pytest.raises(RateLimitedError):
-        await a.client.rotate(ACCOUNT, token(), before_rotation())
-    assert len(a.cloudflare.sent("POST")) == 1
+async def test_server_now_follows_cloudflares_date_not_the_local_clock(api: Callable[..., Api]) -> None:
+    a = api(GET=[ok()])
+    assert a.client.server_now() == LOCAL_NOW  # nothing heard from Cloudflare yet
+    await a.client.get_keys(ACCOUNT, token())
+    await a.clock.advance(30)
+    assert a.client.server_now() == DATE_AS_DATETIME + timedelta(seconds=30)

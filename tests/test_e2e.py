@@ -194,20 +194,32 @@ def test_not_ready_until_cloudflare_answers(tmp_path: Path) -> None:
         assert running.terminate() == 0
 
 
-def test_sigterm_during_a_rotation_lets_it_finish(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+def test_sigterm_during_a_rotation_lets_it_finish_and_the_next_process_settles_it(
+    make_simulator: MakeSimulator, tmp_path: Path
+) -> None:
     simulator = make_simulator(1)
     (account_id,) = simulator.sim.account_ids
-    # The rotation is applied and its answer never comes: the daemon must confirm it before exiting.
+    # The rotation is applied and its answer never comes: the POST runs to its deadline, and the
+    # ledger keeps it unconfirmed (on disk), so the next process settles it from a read.
     simulator.sim.add_fault(Fault(kind="apply_then_hang", op="rotate", times=1))
-    config = write_config(tmp_path / "config.yaml", simulator)
+    config = write_config(tmp_path / "config.yaml", simulator, state_file=str(tmp_path / "state.json"))
     with daemon(config) as running:
         running.wait_for("the rotate POST", lambda: simulator.sim.requests(op="rotate"))
         code = running.terminate()
 
     assert code == 0
-    assert len(simulator.sim.requests(op="rotate")) == 1
     names = [e["event"] for e in running.logs]
-    assert names.index("key_rotated") < names.index("shutdown")
+    assert names.index("rotation_unconfirmed") < names.index("shutdown")
+    (shutdown,) = events(running.logs, "shutdown")
+    assert shutdown["rotations_unfinished"] == 0
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["accounts"][account_id]["rotation"]["state"] == "unconfirmed"
+
+    after = rotator("run", "--once", "-c", str(config))
+    assert after.returncode == 0, after.stdout
+    (confirmed,) = events(log_lines(after.stdout), "key_rotated")
+    assert confirmed["reason"] == "confirmed"
+    assert len(simulator.sim.requests(op="rotate")) == 1
     assert len(simulator.sim.rotations(account_id)) == 1
 
 

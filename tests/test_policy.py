@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotator.cloudflare import KeyConfig
-from rotator.config import RotationSettings
-from rotator.policy import Reason, decide
+from rotator.keys import KeyConfig
+from rotator.ledger import AccountRecord, Rotation, State
+from rotator.policy import PolicySettings, Reason, decide
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -18,8 +18,19 @@ def key(days: float | None, last_days_ago: float | None = 30, interval: float | 
     return KeyConfig(days, interval, last, observed_at=NOW)
 
 
-def policy(**changes: object) -> RotationSettings:
-    return RotationSettings().model_copy(update=changes)
+def policy(**changes: object) -> PolicySettings:
+    return PolicySettings(**changes)  # type: ignore[arg-type]
+
+
+def done(days_ago: float) -> AccountRecord:
+    """The ledger's record of a rotation rotator saw applied ``days_ago``."""
+    return AccountRecord(last_done=NOW - timedelta(days=days_ago))
+
+
+def open_rotation(state: State, minutes_ago: float = 5) -> AccountRecord:
+    at = NOW - timedelta(minutes=minutes_ago)
+    rotation = Rotation("r1", state, at, NOW - timedelta(days=40), owner="host:1")
+    return AccountRecord(rotation=rotation)
 
 
 @pytest.mark.parametrize(
@@ -71,20 +82,20 @@ def policy(**changes: object) -> RotationSettings:
 )
 def test_scheduled_decision(
     observed: KeyConfig,
-    settings: RotationSettings,
+    settings: PolicySettings,
     remembered_days_ago: float | None,
     rotate: bool,
     reason: Reason,
 ) -> None:
-    remembered = None if remembered_days_ago is None else NOW - timedelta(days=remembered_days_ago)
-    decision = decide(observed, settings, now=NOW, confirmed_rotation=remembered)
+    record = AccountRecord() if remembered_days_ago is None else done(remembered_days_ago)
+    decision = decide(observed, settings, now=NOW, record=record)
     assert (decision.rotate, decision.reason) == (rotate, reason)
     assert decision.message
 
 
 def test_too_soon_says_when_the_next_rotation_is_allowed() -> None:
     decision = decide(key(1, last_days_ago=2), policy(), now=NOW)
-    allowed = (NOW + timedelta(days=5)).isoformat()
+    allowed = (NOW + timedelta(days=5)).isoformat().replace("+00:00", "Z")
     assert allowed in decision.message
 
 
@@ -100,7 +111,7 @@ def test_too_soon_says_when_the_next_rotation_is_allowed() -> None:
     ],
 )
 def test_requested_decision(
-    observed: KeyConfig, settings: RotationSettings, force: bool, rotate: bool, reason: Reason
+    observed: KeyConfig, settings: PolicySettings, force: bool, rotate: bool, reason: Reason
 ) -> None:
     decision = decide(observed, settings, now=NOW, requested=True, force=force)
     assert (decision.rotate, decision.reason) == (rotate, reason)
@@ -116,7 +127,7 @@ def test_requested_decision(
     ],
 )
 def test_interval_enforcement(
-    cloudflare_interval: float, settings: RotationSettings, expected: int | None
+    cloudflare_interval: float, settings: PolicySettings, expected: int | None
 ) -> None:
     decision = decide(key(10, interval=cloudflare_interval), settings, now=NOW)
     assert decision.set_interval == expected
@@ -125,25 +136,40 @@ def test_interval_enforcement(
 def test_a_stale_answer_is_judged_from_the_rotation_rotator_made() -> None:
     # Cloudflare still reports the key rotated 40 days ago and due; rotator rotated it 13 days ago.
     stale = key(2, last_days_ago=40, interval=30)
-    ours = NOW - timedelta(days=13)
-    decision = decide(stale, policy(), now=NOW, confirmed_rotation=ours)
+    decision = decide(stale, policy(), now=NOW, record=done(13))
     assert (decision.rotate, decision.reason) == (False, Reason.NOT_DUE)
     assert decision.days_until_next_rotation == 17
-    assert "predates the rotation rotator made" in decision.message
+    assert "predates the rotation at" in decision.message
 
 
-def test_a_possible_rotation_holds_the_gap_until_a_later_read_settles_it() -> None:
-    # A rotate POST whose answer was lost, and whose re-read failed, 5 minutes ago: it may have
-    # happened, and a read this soon may lag, so the gap holds.
+def test_a_read_that_went_backwards_is_judged_from_the_latest_one_seen() -> None:
+    # A replica answers with a rotation from 40 days ago; Cloudflare had shown one 2 days ago.
+    backwards = key(2, last_days_ago=40, interval=30)
+    seen = AccountRecord(observed=NOW - timedelta(days=2))
+    decision = decide(backwards, policy(), now=NOW, record=seen)
+    assert (decision.rotate, decision.reason) == (False, Reason.NOT_DUE)
+    assert decision.days_until_next_rotation == 28
+    requested = decide(backwards, policy(), now=NOW, record=seen, requested=True)
+    assert requested.reason is Reason.TOO_SOON
+
+
+@pytest.mark.parametrize("state", [State.INTENT, State.SENT, State.UNCONFIRMED])
+@pytest.mark.parametrize("minutes_ago", [5, 60 * 24 * 30])
+def test_an_open_rotation_holds_the_gap_however_old(state: State, minutes_ago: float) -> None:
+    # It may have happened; only a read settles it (rotator.ledger), never the passing of time here.
     answer = key(2, last_days_ago=40, interval=30)
-    soon = decide(answer, policy(), now=NOW, possible_rotation=NOW - timedelta(minutes=5))
-    assert (soon.rotate, soon.reason) == (False, Reason.TOO_SOON)
-    # An hour later Cloudflare still shows the old key: the POST never happened. Rotate.
-    later = decide(answer, policy(), now=NOW, possible_rotation=NOW - timedelta(hours=1))
-    assert (later.rotate, later.reason) == (True, Reason.DUE)
+    decision = decide(answer, policy(), now=NOW, record=open_rotation(state, minutes_ago))
+    assert (decision.rotate, decision.reason) == (False, Reason.UNSETTLED)
+    assert state.value in decision.message
+    requested = decide(answer, policy(), now=NOW, record=open_rotation(state), requested=True)
+    assert (requested.rotate, requested.reason) == (False, Reason.UNSETTLED)
+    forced = decide(answer, policy(), now=NOW, record=open_rotation(state), requested=True, force=True)
+    assert (forced.rotate, forced.reason) == (True, Reason.FORCED)
 
 
-def test_a_possible_rotation_is_not_settled_by_an_answer_without_a_last_rotation() -> None:
-    answer = key(2, last_days_ago=None, interval=30)
-    decision = decide(answer, policy(), now=NOW, possible_rotation=NOW - timedelta(hours=1))
-    assert decision.reason is Reason.TOO_SOON
+@pytest.mark.parametrize("state", [State.DONE, State.NOT_APPLIED])
+def test_a_settled_rotation_holds_nothing_of_its_own(state: State) -> None:
+    answer = key(2, last_days_ago=40, interval=30)
+    settled = AccountRecord(rotation=Rotation("r1", state, NOW - timedelta(days=9), None, owner="host:1"))
+    decision = decide(answer, policy(), now=NOW, record=settled)
+    assert (decision.rotate, decision.reason) == (True, Reason.DUE)

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotator.cloudflare import KeyConfig
 from rotator.config import RotationSettings
+from rotator.keys import KeyConfig
 from rotator.policy import Reason, decide
 from rotator.windows import Window, Windows
 
