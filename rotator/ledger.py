@@ -208,7 +208,8 @@ def settle(record: AccountRecord, key: KeyConfig, settle_time: timedelta) -> Acc
             last_done=_latest(record.last_done, at),
             rotation=_settled(rotation, State.DONE, at, f"a read shows last_key_rotation_at {iso(last)}"),
         )
-    if last == rotation.rotates_from and key.observed_at - rotation.unknown_since >= settle_time:
+    # Not moved: the same rotation as before the POST, or one older still (a lagging replica).
+    if key.observed_at - rotation.unknown_since >= settle_time:
         return replace(
             record,
             rotation=_settled(
@@ -219,7 +220,7 @@ def settle(record: AccountRecord, key: KeyConfig, settle_time: timedelta) -> Acc
                 "after the answer was lost",
             ),
         )
-    return record  # unchanged for less than settle_time, or a read that went backwards
+    return record  # unchanged for less than settle_time
 
 
 class Ledger:

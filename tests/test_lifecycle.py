@@ -83,7 +83,7 @@ def test_a_configmap_update_takes_effect_without_losing_memory(
             lambda: [
                 e
                 for e in events(running.logs[after:], "account_checked", account="account-0")
-                if "predates the rotation rotator made" in e["message"]
+                if "predates the rotation at" in e["message"]
             ],
         )
         samples = _samples(running)
@@ -165,7 +165,7 @@ def test_state_file_keeps_the_gap_across_restarts(make_simulator: MakeSimulator,
     assert again.returncode == 0
     (checked,) = events(log_lines(again.stdout), "account_checked")
     assert checked["decision"] == "skip"
-    assert "predates the rotation rotator made" in checked["message"]
+    assert "predates the rotation at" in checked["message"]
     assert len(simulator.sim.rotations(account_id)) == 1
 
 

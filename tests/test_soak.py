@@ -21,9 +21,9 @@ INTERVAL_DAYS = 30
 THRESHOLD_DAYS = 8  # generous: a simulated day is a quarter second, and CI machines stall
 MIN_GAP_DAYS = 7
 RANDOM_FAULTS = [
-    # Stale reads are not in the mix: right after a lost rotate answer, a stale re-read is
-    # indistinguishable from "not applied", and the rule is then to send again (see README,
-    # Safety). tests/test_faults.py covers stale reads on their own.
+    # Stale reads are not in the mix: a read that is still stale settle_time after a lost rotate
+    # answer (an hour, here a few milliseconds) is indistinguishable from "not applied" (README,
+    # Safety). tests/test_faults.py and tests/test_exactly_once.py cover stale reads on their own.
     Fault(kind="status", status=500, html=True, ratio=0.04),
     Fault(kind="drop", ratio=0.02),
     Fault(kind="not_json", ratio=0.01),
