@@ -198,7 +198,8 @@ class Fault:
       envelope): the operation IS performed, then reported in that shape.
     - ``apply_then_status`` / ``apply_then_hang`` / ``apply_then_drop``: perform the operation,
       then answer like ``status`` / ``hang`` / ``drop``: the lost-answer cases.
-    - ``stale``: GET only; reports the state from before the latest API rotation.
+    - ``stale``: GET: reports the state from before the latest API rotation; rotate: performs it,
+      then answers 200 with the state from before it (a lagging replica's echo).
     """
 
     kind: FaultKind
@@ -238,7 +239,7 @@ class Fault:
     def matches(self, op: Op, account_id: str) -> bool:
         if self.op not in ("any", op) or self.account_id not in (None, account_id):
             return False
-        return self.kind != "stale" or op == "get"
+        return self.kind != "stale" or op in ("get", "rotate")
 
 
 @dataclass(frozen=True)
