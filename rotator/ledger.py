@@ -411,8 +411,8 @@ class _Store:
         self._seen: tuple[int, int, int] | None = None
 
     def read(self) -> dict[str, AccountRecord]:
-        with self._file_lock(shared=True):
-            return self._read()
+        # No lock: the file is only ever replaced whole (rename), so a read sees one version.
+        return self._read()
 
     def read_if_changed(self) -> dict[str, AccountRecord] | None:
         if self._stat() == self._seen:
@@ -425,7 +425,7 @@ class _Store:
         change: Callable[[dict[str, AccountRecord]], dict[str, AccountRecord]],
     ) -> dict[str, AccountRecord]:
         """Merge the file with ``mine``, apply ``change``, write it; return what was written."""
-        with self._file_lock(shared=False):
+        with self._file_lock():
             records = change(_merge(mine, self._read()))
             self._write(records)
             return records
@@ -443,9 +443,9 @@ class _Store:
         fcntl.lockf(self._fd(), fcntl.LOCK_UN, 1, _offset(account_id))
 
     @contextlib.contextmanager
-    def _file_lock(self, *, shared: bool) -> Iterator[None]:
-        # Byte 0 guards the file's content; held for one read or one write, milliseconds.
-        fcntl.lockf(self._fd(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX, 1, 0)
+    def _file_lock(self) -> Iterator[None]:
+        # Byte 0 serialises writers (read, merge, write: milliseconds), so none loses another's.
+        fcntl.lockf(self._fd(), fcntl.LOCK_EX, 1, 0)
         try:
             yield
         finally:

@@ -88,11 +88,12 @@ def events(lines: list[dict[str, Any]], name: str, **fields: Any) -> list[dict[s
 class Daemon:
     """A running ``rotator run``: its stdout collected line by line, its HTTP endpoints at hand."""
 
-    def __init__(self, config: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, config: Path, env: Mapping[str, str], prefix: Sequence[str] = ()) -> None:
+        """``prefix``: a command the daemon runs under (strace, in tests/test_exactly_once.py)."""
         listen = yaml.safe_load(config.read_text())["http"]["listen"]
         self.url = f"http://{listen}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rotator", "run", "-c", str(config)],
+            [*prefix, sys.executable, "-m", "rotator", "run", "-c", str(config)],
             env=dict(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -153,8 +154,10 @@ class Daemon:
 
 
 @contextmanager
-def daemon(config: Path, env: Mapping[str, str] | None = None) -> Iterator[Daemon]:
-    running = Daemon(config, env if env is not None else environment())
+def daemon(
+    config: Path, env: Mapping[str, str] | None = None, prefix: Sequence[str] = ()
+) -> Iterator[Daemon]:
+    running = Daemon(config, env if env is not None else environment(), prefix)
     try:
         yield running
     finally:

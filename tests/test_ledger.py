@@ -128,9 +128,9 @@ def test_a_failed_write_raises_naming_the_file_and_leaves_nothing_behind(tmp_pat
     directory = tmp_path / "volume"
     directory.mkdir()
     ledger = Ledger(directory / "state.json")
-    (directory / "state.json.lock").unlink()
+    (directory / "state.json.lock").unlink(missing_ok=True)
     directory.rmdir()  # the volume went away under a running process
-    with pytest.raises(StateFileError, match=r"state\.json: cannot write in .*volume"):
+    with pytest.raises(StateFileError, match=r"volume/state\.json\.lock: cannot open the lock file"):
         ledger.begin(ACCOUNT, at=NOW, rotates_from=BEFORE)
     assert list(tmp_path.iterdir()) == []
 
