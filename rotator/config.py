@@ -350,12 +350,24 @@ def parse_config(text: str, path: Path) -> Config:
 # libyaml's C loader where present: ten times faster on large account lists.
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """A safe loader that refuses a key given twice in one mapping (YAML keeps the last one
-    silently, so a forgotten duplicate would override what the user reads first)."""
+    silently, so a forgotten duplicate would override what the user reads first), and a key that
+    is not a string: every key of the config is a name, and a list or mapping as key (YAML's
+    ``? [a, b]``) cannot even be held in a dict (it escaped as a TypeError)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
+        seen: set[str] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            # A list or mapping is refused before it is built: building it is what failed.
+            scalar = isinstance(key_node, yaml.ScalarNode)
+            key = self.construct_object(key_node, deep=deep) if scalar else None
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    "expected a string as mapping key (a name such as accounts or base_url), "
+                    f"found {_kind_of_key(key_node, key)}",
+                    key_node.start_mark,
+                )
             if key in seen:
                 mark = key_node.start_mark
                 raise yaml.constructor.ConstructorError(
@@ -363,6 +375,21 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+def _kind_of_key(node: yaml.Node, key: Any) -> str:
+    """What a non-string key is, in YAML's words (never its value: it could be a pasted secret)."""
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true or false"
+    if isinstance(key, int | float):
+        return "a number"
+    return "a value that is not a string"
 
 
 def _resolve(settings: Settings, account: AccountSettings) -> Account:

@@ -46,6 +46,7 @@ INLINE_SECRET = (
     "'api_token' holds a secret, and secrets are never read from the config file (it lives in a "
     "ConfigMap): put it in an environment variable named by api_token_env"
 )
+KEY_NOT_A_STRING = "expected a string as mapping key (a name such as accounts or base_url)"
 
 # fixture -> the problems its message must report, one line each: (where and field, what was expected).
 REFUSALS: dict[str, list[tuple[str, str]]] = {
@@ -101,6 +102,8 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     "account_not_a_mapping": [("accounts[0]:", "expected a mapping (indented key: value lines)")],
     "invalid_yaml": [("", "not valid YAML at line 5, column 4: did not find expected '-' indicator")],
     "not_utf8": [("", "not valid YAML at line 3: expected UTF-8 text")],
+    "complex_key": [("", f"at line 6, column 3: {KEY_NOT_A_STRING}, found a list")],
+    "complex_key_in_account": [("", f"at line 5, column 7: {KEY_NOT_A_STRING}, found a mapping")],
     "email_without_key": [
         ("accounts[0] (production):", "api_email_env and api_key_env go together: set both or neither")
     ],
