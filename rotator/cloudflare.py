@@ -186,18 +186,30 @@ class CloudflareClient:
         self._stopping.set()
 
     async def _unless_stopping(self, waiting: Awaitable[_T]) -> _T:
-        """Wait, unless ``stop_waiting`` is called first: then raise Abandoned."""
+        """Wait, unless ``stop_waiting`` is called first: then raise Abandoned.
+
+        The wait runs as a task of its own, so that a stop can cancel it. A task told to cancel
+        has not finished cancelling (it has no outcome to read yet), so it is awaited first: its
+        cleanup runs (a limiter's lock is released) and nothing is left for asyncio to report as
+        never retrieved. When the caller itself is cancelled, the wait is cancelled with it and
+        the cancellation goes on up, as any other.
+        """
         task = asyncio.ensure_future(waiting)
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()  # done before the stop, or with it: its outcome stands
+            task.cancel()
+            await asyncio.wait({task})  # returns once it has finished; never raises its outcome
+            if not task.cancelled():
+                task.exception()  # finished otherwise as it was cancelled: read, and dropped
+            raise Abandoned("not sent: rotator is shutting down")
         finally:
             stop.cancel()
-            if not task.done():
+            if not task.done():  # the caller was cancelled
                 task.cancel()
-        if task.cancelled():
-            raise Abandoned("not sent: rotator is shutting down")
-        return task.result()
+                task.add_done_callback(_read_outcome)
 
     async def _retrying(
         self,
@@ -333,6 +345,12 @@ def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
 # Prometheus registry): rotator's metrics live in its own registry, its logs in its own words.
 stamina.instrumentation.set_on_retry_hooks([_log_retry])
 _log = structlog.get_logger("rotator")
+
+
+def _read_outcome(task: asyncio.Future[Any]) -> None:
+    """Read a finished task's outcome, which nobody awaits, so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _retryable(exc: Exception) -> bool:

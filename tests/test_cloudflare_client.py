@@ -8,6 +8,7 @@ time, and stamina runs in testing mode (no backoff, the client's own attempt cou
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from rotator.cloudflare import (
 )
 from rotator.credentials import Credential, CredentialSource
 from rotator.errors import (
+    Abandoned,
     APIError,
     AuthError,
     CloudflareError,
@@ -604,3 +606,82 @@ async def test_server_now_follows_cloudflares_date_not_the_local_clock(api: Call
     await a.client.get_keys(ACCOUNT, token())
     await a.clock.advance(30)
     assert a.client.server_now() == DATE_AS_DATETIME + timedelta(seconds=30)
+
+
+# --- shutdown -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What asyncio reports on its own ("Task exception was never retrieved" and the like), which
+    filterwarnings=error does not see: collected here, and each test asserts there is none."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    yield errors
+    loop.set_exception_handler(None)
+
+
+async def no_loop_errors(errors: list[dict[str, Any]]) -> None:
+    await settle()
+    gc.collect()  # a task is reported as never retrieved when it is collected
+    await settle()
+    assert [context["message"] for context in errors] == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST"])
+async def test_a_request_waiting_out_a_429_is_abandoned_at_shutdown(
+    api: Callable[..., Api], loop_errors: list[dict[str, Any]], method: str
+) -> None:
+    """Shutdown while requests wait for their credential's budget: Abandoned (a CloudflareError,
+    so the check or the rotation logs and counts it), nothing more sent, and nothing left for
+    asyncio to report."""
+    a = api(auto=False, GET=[rate_limited("120"), ok()], PUT=[ok()], POST=[ok(keys(last=AFTER))])
+    credential = token()
+    retrying = asyncio.create_task(a.client.get_keys(ACCOUNT, credential))  # its 429 pauses them all
+    await settle()
+    waiting = asyncio.create_task(operation(a.client, method, credential))
+    await settle()
+    assert [r.method for r in a.cloudflare.requests] == ["GET"]  # the 429
+    assert not retrying.done() and not waiting.done()
+
+    a.client.stop_waiting()
+    for task in (retrying, waiting):
+        with pytest.raises(Abandoned, match="rotator is shutting down"):
+            await task
+    await a.clock.advance(120)
+    assert [r.method for r in a.cloudflare.requests] == ["GET"]
+    await no_loop_errors(loop_errors)
+
+
+async def test_a_pause_between_rotate_attempts_is_cut_short_by_shutdown(
+    api: Callable[..., Api], loop_errors: list[dict[str, Any]]
+) -> None:
+    a = api(auto=False)
+    pausing = asyncio.create_task(a.client.pause(5))
+    await settle()
+    a.client.stop_waiting()
+    with pytest.raises(Abandoned):
+        await pausing
+    await no_loop_errors(loop_errors)
+
+
+async def test_a_cancelled_wait_propagates_and_leaves_the_budget_usable(
+    api: Callable[..., Api], loop_errors: list[dict[str, Any]]
+) -> None:
+    """A check cancelled while its request waits out a 429 ends cancelled, not Abandoned, and the
+    credential's budget is not left locked behind it: the next request goes once the pause ends."""
+    a = api(auto=False, GET=[rate_limited("120"), ok()])
+    credential = token()
+    waiting = asyncio.create_task(a.client.get_keys(ACCOUNT, credential))
+    await settle()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert waiting.cancelled()
+
+    later = asyncio.create_task(a.client.get_keys(ACCOUNT, credential))
+    await a.clock.advance(120)
+    assert (await later).days_until_next_rotation == 3
+    assert a.cloudflare.times_of("GET") == [1000.0, 1120.0]
+    await no_loop_errors(loop_errors)

@@ -558,6 +558,10 @@ def test_a_long_retry_after_pauses_that_credential_only_and_sigterm_abandons_the
     assert events(running.logs, "shutdown")
     assert sim.rotations(limited) == []  # a 429 is not applied, and nothing was sent after it
     assert took < 2.0, f"took {took:.1f}s to exit after SIGTERM"
+    if op == "rotate":  # the rotation outlives the cancelled check, and is recorded as abandoned
+        assert events(running.logs, "rotation_failed", account="limited", error_type="Abandoned")
+    # Nothing left for asyncio to report on its own ("Task exception was never retrieved").
+    assert [e["event"] for e in running.logs if e.get("logger") == "asyncio"] == []
 
 
 # --------------------------------------------------------------------------- stale reads
