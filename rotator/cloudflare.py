@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ class Backoff:
 
 # Without a retry-after header, how long a 429 pauses the credential.
 DEFAULT_RETRY_AFTER = 60.0
+# The longest a 429 pauses a credential, whatever its retry-after says (cloudflare.max_retry_after):
+# `inf`, `1e308` or a date centuries away would otherwise hold it until a restart.
+DEFAULT_MAX_RETRY_AFTER = 900.0
 
 _PERMISSION = {
     "GET": "Access: Organizations, Identity Providers, and Groups Read",
@@ -94,6 +98,7 @@ class CloudflareClient:
         timeout: float = 10.0,
         max_concurrency: int = 4,
         rate_limit: tuple[int, float] = (1000, 300.0),
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         ca_bundle: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         observer: RequestObserver | None = None,
@@ -115,6 +120,7 @@ class CloudflareClient:
         )
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._rate_limit = rate_limit
+        self._max_retry_after = max_retry_after
         self._limiters: dict[str, SlidingWindowLimiter] = {}
         self._observer = observer or _NoObserver()
         self._clock = clock
@@ -267,7 +273,7 @@ class CloudflareClient:
                 limiter.answered(acquired_at)
             self._observe(method, endpoint, str(response.status_code), started)
         if response.status_code == 429:
-            retry_after = _retry_after(response)
+            retry_after = self._retry_after(response)
             limiter.pause(retry_after)
             raise RateLimitedError(
                 f"{what}: rate limited by Cloudflare (429); this credential pauses for {retry_after:g}s",
@@ -312,6 +318,25 @@ class CloudflareClient:
                 errors=errors,
             )
         return _key_config(what, data, self._server_time(response))
+
+    def _retry_after(self, response: httpx.Response) -> float:
+        """How long a 429 pauses its credential: the retry-after (seconds, or an HTTP date read
+        against Cloudflare's clock), at most ``max_retry_after``. A value past the cap, or not
+        finite (``inf``, ``nan``), is the cap, and a warning says so: one bad header must not hold
+        a credential until a restart."""
+        cap = self._max_retry_after
+        value = response.headers.get("retry-after")
+        seconds = None if value is None else _seconds_from(value, self._server_time(response))
+        if seconds is None:
+            return min(DEFAULT_RETRY_AFTER, cap)  # none, or unreadable: Cloudflare's usual pause
+        if math.isfinite(seconds) and seconds <= cap:
+            return max(0.0, seconds)
+        _log.warning(
+            "retry_after_capped",
+            retry_after=(value or "")[:64],  # the server's words, whatever they are, within reason
+            max_retry_after_seconds=cap,
+        )
+        return cap
 
     def _server_time(self, response: httpx.Response) -> datetime:
         """Cloudflare's clock from the Date header: it judges rotations, not a skewed local clock."""
@@ -361,16 +386,18 @@ def _describe(exc: httpx.HTTPError) -> str:
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
-def _retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after", "")
+def _seconds_from(retry_after: str, now: datetime) -> float | None:
+    """A retry-after's seconds from ``now`` (any float, ``inf`` and ``nan`` included), or None."""
     try:
-        return max(0.0, float(value))
+        return float(retry_after)
     except ValueError:
         pass
     try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+        when = parsedate_to_datetime(retry_after)
     except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER
+        return None
+    # An HTTP date is in GMT; a "-0000" zone reads as naive.
+    return (when.replace(tzinfo=when.tzinfo or UTC) - now).total_seconds()
 
 
 def _errors(response: httpx.Response) -> tuple[CloudflareMessage, ...]:

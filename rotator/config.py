@@ -120,6 +120,8 @@ class CloudflareSettings(CredentialSettings):
     timeout: Duration = Field(10.0, gt=0)
     max_concurrency: int = Field(4, ge=1, le=1024)
     rate_limit: RateLimit = RateLimit()
+    # The longest one 429 pauses a credential, whatever its retry-after says.
+    max_retry_after: Duration = Field(900.0, gt=0)
 
     @field_validator("base_url")
     @classmethod

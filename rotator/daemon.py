@@ -83,6 +83,7 @@ def build_client(
         timeout=cloudflare.timeout,
         max_concurrency=cloudflare.max_concurrency,
         rate_limit=(cloudflare.rate_limit.requests, cloudflare.rate_limit.per),
+        max_retry_after=cloudflare.max_retry_after,
         ca_bundle=str(cloudflare.ca_bundle) if cloudflare.ca_bundle else None,
         transport=transport,
         observer=metrics,

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import stamina
+from structlog.testing import capture_logs
 
 from rotator import __version__
 from rotator.cloudflare import (
@@ -51,6 +52,7 @@ DATE_AS_DATETIME = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LOCAL_NOW = datetime(2030, 1, 1, tzinfo=UTC)  # the injected clock: visibly not Cloudflare's
 BEFORE = "2024-04-01T09:30:00Z"
 AFTER = "2024-05-01T12:00:00Z"
+FIFTEEN_MINUTES = 900.0  # the documented default of cloudflare.max_retry_after
 READ_PERMISSION = "Access: Organizations, Identity Providers, and Groups Read"
 WRITE_PERMISSION = "Access: Organizations, Identity Providers, and Groups Write"
 
@@ -544,6 +546,48 @@ async def test_retry_after_far_above_60s_pauses_the_whole_credential(api: Callab
     await a.clock.advance(0.5)
     await asyncio.gather(retried, queued)
     assert a.cloudflare.times_of("GET")[2:] == [1120.0, 1120.0]
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    ["inf", "nan", "1e308", "-inf", "86400", "Fri, 31 Dec 9999 23:59:59 GMT"],
+)
+async def test_an_absurd_retry_after_pauses_the_credential_for_max_retry_after_only(
+    api: Callable[..., Api], retry_after: str
+) -> None:
+    """One bad header froze a credential until a restart: the pause is capped (15 minutes by
+    default), a value that is not finite counts as the cap, and a warning names both."""
+    a = api(GET=[rate_limited(retry_after), ok()])
+    with capture_logs() as logs:
+        await a.client.get_keys(ACCOUNT, token())
+    assert a.cloudflare.times_of("GET") == [1000.0, 1000.0 + FIFTEEN_MINUTES]
+    assert [e for e in logs if e["event"] == "retry_after_capped"] == [
+        {
+            "event": "retry_after_capped",
+            "log_level": "warning",
+            "retry_after": retry_after,
+            "max_retry_after_seconds": FIFTEEN_MINUTES,
+        }
+    ]
+
+
+async def test_max_retry_after_is_the_clients_to_choose(api: Callable[..., Api]) -> None:
+    a = api(GET=[rate_limited("120"), rate_limited("30"), ok()], max_retry_after=60.0)
+    with capture_logs() as logs:
+        await a.client.get_keys(ACCOUNT, token())
+    assert a.cloudflare.times_of("GET") == [1000.0, 1060.0, 1090.0]  # capped, then obeyed
+    assert [(e["retry_after"], e["max_retry_after_seconds"]) for e in logs if "retry_after" in e] == [
+        ("120", 60.0)
+    ]
+
+
+async def test_a_retry_after_date_is_read_against_cloudflares_clock(api: Callable[..., Api]) -> None:
+    """Retry-after as an HTTP date: from the answer's own Date header, not the local clock."""
+    limited = rate_limited("Wed, 01 May 2024 12:02:00 GMT")
+    limited.headers["date"] = DATE  # 12:00:00: two minutes before; the local clock says 2030
+    a = api(GET=[limited, ok()])
+    await a.client.get_keys(ACCOUNT, token())
+    assert a.cloudflare.times_of("GET") == [1000.0, 1120.0]
 
 
 async def test_a_paused_credential_does_not_take_the_slots_of_others(api: Callable[..., Api]) -> None:

@@ -91,6 +91,7 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
     ],
     "infinite_duration": [("schedule.check_interval:", "finite number")],
+    "max_retry_after_zero": [("cloudflare.max_retry_after:", "greater than 0")],
     "bad_listen": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
     "listen_port_only": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
     "empty_accounts": [("accounts:", "at least 1 item")],
@@ -209,6 +210,7 @@ def test_defaults_applied(tmp_path: Path) -> None:
     assert settings.cloudflare.base_url == "https://api.cloudflare.com/client/v4"
     assert settings.cloudflare.timeout == 10
     assert settings.cloudflare.max_concurrency == 4
+    assert settings.cloudflare.max_retry_after == 900
     assert (settings.cloudflare.rate_limit.requests, settings.cloudflare.rate_limit.per) == (1000, 300)
     assert settings.http.listen == "0.0.0.0:9464"
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9464)
@@ -309,9 +311,13 @@ def test_account_id_in_upper_case_is_accepted_and_compared_in_lower_case(tmp_pat
     [("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), ("250ms", 0.25), ("45", 45), ("1.5", 1.5)],
 )
 def test_durations(tmp_path: Path, written: str, seconds: float) -> None:
-    text = one_account(before=f"cloudflare:\n  timeout: {written}\n  rate_limit:\n    per: {written}\n")
+    text = one_account(
+        before=f"cloudflare:\n  timeout: {written}\n  max_retry_after: {written}\n"
+        f"  rate_limit:\n    per: {written}\n"
+    )
     cloudflare = load(tmp_path, text).settings.cloudflare
     assert cloudflare.timeout == seconds
+    assert cloudflare.max_retry_after == seconds
     assert cloudflare.rate_limit.per == seconds
 
 
