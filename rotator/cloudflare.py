@@ -115,8 +115,11 @@ class CloudflareClient:
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             # aiohttp's pool under httpx's API: httpcore's costs CPU per request in proportion to
             # the pool's size (rotator/transport.py, bench/RESULTS.md). A custom CA is for a
-            # TLS-inspecting proxy; verification itself is never turned off.
-            transport=transport or AiohttpTransport(max_connections=max_concurrency, ca_bundle=ca_bundle),
+            # TLS-inspecting proxy; verification itself is never turned off. ``timeout`` is also
+            # the deadline of each request as a whole: httpx's bound one read each, and an answer
+            # trickling in a byte at a time held its check (and its account) for ever.
+            transport=transport
+            or AiohttpTransport(max_connections=max_concurrency, ca_bundle=ca_bundle, deadline=timeout),
         )
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._rate_limit = rate_limit
