@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import httpx
 import yaml
 from pydantic import (
     BaseModel,
@@ -126,10 +126,22 @@ class CloudflareSettings(CredentialSettings):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        match = re.match(r"^(https?)://(\[[^\]]+\]|[^/:\s]+)", value)
-        if not match:
+        # Parsed by httpx, the parser of the client that sends the token there: the host judged
+        # here is the host connected to. (A pattern took http://localhost:80@evil.example/ for
+        # localhost; it is evil.example, with "localhost:80" as user and password.)
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError):
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
             raise ValueError("expected an http(s) URL such as https://api.cloudflare.com/client/v4")
-        if match[1] == "http" and not _is_loopback(match[2].strip("[]")):
+        if url.userinfo:
+            raise ValueError(
+                "expected a URL without a 'user:password@' part: the host is what follows the '@', "
+                "and credentials are never read from the config file (name them with "
+                "api_token_env or api_token_file)"
+            )
+        if url.scheme == "http" and not _is_loopback(url.host):
             # The token travels in a header: plain HTTP is for local simulators and mocks only.
             raise ValueError(
                 "expected https:// for a host that is not loopback: the API token would "

@@ -92,6 +92,18 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     ],
     "infinite_duration": [("schedule.check_interval:", "finite number")],
     "max_retry_after_zero": [("cloudflare.max_retry_after:", "greater than 0")],
+    "base_url_with_userinfo": [
+        (
+            "cloudflare.base_url:",
+            "expected a URL without a 'user:password@' part: the host is what follows the '@'",
+        )
+    ],
+    "base_url_http_not_loopback": [
+        ("cloudflare.base_url:", "expected https:// for a host that is not loopback")
+    ],
+    "base_url_not_a_url": [
+        ("cloudflare.base_url:", "expected an http(s) URL such as https://api.cloudflare.com/client/v4")
+    ],
     "bad_listen": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
     "listen_port_only": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
     "empty_accounts": [("accounts:", "at least 1 item")],
@@ -319,6 +331,20 @@ def test_durations(tmp_path: Path, written: str, seconds: float) -> None:
     assert cloudflare.timeout == seconds
     assert cloudflare.max_retry_after == seconds
     assert cloudflare.rate_limit.per == seconds
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("http://127.0.0.1:9", "http://127.0.0.1:9"),
+        ("http://localhost:8080/client/v4/", "http://localhost:8080/client/v4"),
+        ("http://[::1]:8080/client/v4", "http://[::1]:8080/client/v4"),
+        ("https://proxy.example.com/client/v4", "https://proxy.example.com/client/v4"),
+    ],
+)
+def test_base_url_over_http_to_loopback_or_https_to_any_host(tmp_path: Path, written: str, kept: str) -> None:
+    config = load(tmp_path, one_account(before=f"cloudflare:\n  base_url: {written}\n"))
+    assert config.settings.cloudflare.base_url == kept
 
 
 def test_min_gap_below_key_overlap_loads_with_a_warning(tmp_path: Path) -> None:
