@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ class Backoff:
 
 # Without a retry-after header, how long a 429 pauses the credential.
 DEFAULT_RETRY_AFTER = 60.0
+# The longest a 429 pauses a credential, whatever its retry-after says (cloudflare.max_retry_after):
+# `inf`, `1e308` or a date centuries away would otherwise hold it until a restart.
+DEFAULT_MAX_RETRY_AFTER = 900.0
 
 _PERMISSION = {
     "GET": "Access: Organizations, Identity Providers, and Groups Read",
@@ -94,6 +98,7 @@ class CloudflareClient:
         timeout: float = 10.0,
         max_concurrency: int = 4,
         rate_limit: tuple[int, float] = (1000, 300.0),
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         ca_bundle: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         observer: RequestObserver | None = None,
@@ -110,11 +115,15 @@ class CloudflareClient:
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             # aiohttp's pool under httpx's API: httpcore's costs CPU per request in proportion to
             # the pool's size (rotator/transport.py, bench/RESULTS.md). A custom CA is for a
-            # TLS-inspecting proxy; verification itself is never turned off.
-            transport=transport or AiohttpTransport(max_connections=max_concurrency, ca_bundle=ca_bundle),
+            # TLS-inspecting proxy; verification itself is never turned off. ``timeout`` is also
+            # the deadline of each request as a whole: httpx's bound one read each, and an answer
+            # trickling in a byte at a time held its check (and its account) for ever.
+            transport=transport
+            or AiohttpTransport(max_connections=max_concurrency, ca_bundle=ca_bundle, deadline=timeout),
         )
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._rate_limit = rate_limit
+        self._max_retry_after = max_retry_after
         self._limiters: dict[str, SlidingWindowLimiter] = {}
         self._observer = observer or _NoObserver()
         self._clock = clock
@@ -186,18 +195,30 @@ class CloudflareClient:
         self._stopping.set()
 
     async def _unless_stopping(self, waiting: Awaitable[_T]) -> _T:
-        """Wait, unless ``stop_waiting`` is called first: then raise Abandoned."""
+        """Wait, unless ``stop_waiting`` is called first: then raise Abandoned.
+
+        The wait runs as a task of its own, so that a stop can cancel it. A task told to cancel
+        has not finished cancelling (it has no outcome to read yet), so it is awaited first: its
+        cleanup runs (a limiter's lock is released) and nothing is left for asyncio to report as
+        never retrieved. When the caller itself is cancelled, the wait is cancelled with it and
+        the cancellation goes on up, as any other.
+        """
         task = asyncio.ensure_future(waiting)
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()  # done before the stop, or with it: its outcome stands
+            task.cancel()
+            await asyncio.wait({task})  # returns once it has finished; never raises its outcome
+            if not task.cancelled():
+                task.exception()  # finished otherwise as it was cancelled: read, and dropped
+            raise Abandoned("not sent: rotator is shutting down")
         finally:
             stop.cancel()
-            if not task.done():
+            if not task.done():  # the caller was cancelled
                 task.cancel()
-        if task.cancelled():
-            raise Abandoned("not sent: rotator is shutting down")
-        return task.result()
+                task.add_done_callback(_read_outcome)
 
     async def _retrying(
         self,
@@ -255,7 +276,7 @@ class CloudflareClient:
                 limiter.answered(acquired_at)
             self._observe(method, endpoint, str(response.status_code), started)
         if response.status_code == 429:
-            retry_after = _retry_after(response)
+            retry_after = self._retry_after(response)
             limiter.pause(retry_after)
             raise RateLimitedError(
                 f"{what}: rate limited by Cloudflare (429); this credential pauses for {retry_after:g}s",
@@ -301,6 +322,25 @@ class CloudflareClient:
             )
         return _key_config(what, data, self._server_time(response))
 
+    def _retry_after(self, response: httpx.Response) -> float:
+        """How long a 429 pauses its credential: the retry-after (seconds, or an HTTP date read
+        against Cloudflare's clock), at most ``max_retry_after``. A value past the cap, or not
+        finite (``inf``, ``nan``), is the cap, and a warning says so: one bad header must not hold
+        a credential until a restart."""
+        cap = self._max_retry_after
+        value = response.headers.get("retry-after")
+        seconds = None if value is None else _seconds_from(value, self._server_time(response))
+        if seconds is None:
+            return min(DEFAULT_RETRY_AFTER, cap)  # none, or unreadable: Cloudflare's usual pause
+        if math.isfinite(seconds) and seconds <= cap:
+            return max(0.0, seconds)
+        _log.warning(
+            "retry_after_capped",
+            retry_after=(value or "")[:64],  # the server's words, whatever they are, within reason
+            max_retry_after_seconds=cap,
+        )
+        return cap
+
     def _server_time(self, response: httpx.Response) -> datetime:
         """Cloudflare's clock from the Date header: it judges rotations, not a skewed local clock."""
         header = response.headers.get("date")
@@ -335,6 +375,12 @@ stamina.instrumentation.set_on_retry_hooks([_log_retry])
 _log = structlog.get_logger("rotator")
 
 
+def _read_outcome(task: asyncio.Future[Any]) -> None:
+    """Read a finished task's outcome, which nobody awaits, so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _retryable(exc: Exception) -> bool:
     return isinstance(exc, TransportError | RateLimitedError | ServerError)
 
@@ -343,16 +389,18 @@ def _describe(exc: httpx.HTTPError) -> str:
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
-def _retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after", "")
+def _seconds_from(retry_after: str, now: datetime) -> float | None:
+    """A retry-after's seconds from ``now`` (any float, ``inf`` and ``nan`` included), or None."""
     try:
-        return max(0.0, float(value))
+        return float(retry_after)
     except ValueError:
         pass
     try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+        when = parsedate_to_datetime(retry_after)
     except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER
+        return None
+    # An HTTP date is in GMT; a "-0000" zone reads as naive.
+    return (when.replace(tzinfo=when.tzinfo or UTC) - now).total_seconds()
 
 
 def _errors(response: httpx.Response) -> tuple[CloudflareMessage, ...]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import httpx
 import yaml
 from pydantic import (
     BaseModel,
@@ -120,14 +120,28 @@ class CloudflareSettings(CredentialSettings):
     timeout: Duration = Field(10.0, gt=0)
     max_concurrency: int = Field(4, ge=1, le=1024)
     rate_limit: RateLimit = RateLimit()
+    # The longest one 429 pauses a credential, whatever its retry-after says.
+    max_retry_after: Duration = Field(900.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        match = re.match(r"^(https?)://(\[[^\]]+\]|[^/:\s]+)", value)
-        if not match:
+        # Parsed by httpx, the parser of the client that sends the token there: the host judged
+        # here is the host connected to. (A pattern took http://localhost:80@evil.example/ for
+        # localhost; it is evil.example, with "localhost:80" as user and password.)
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError):
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
             raise ValueError("expected an http(s) URL such as https://api.cloudflare.com/client/v4")
-        if match[1] == "http" and not _is_loopback(match[2].strip("[]")):
+        if url.userinfo:
+            raise ValueError(
+                "expected a URL without a 'user:password@' part: the host is what follows the '@', "
+                "and credentials are never read from the config file (name them with "
+                "api_token_env or api_token_file)"
+            )
+        if url.scheme == "http" and not _is_loopback(url.host):
             # The token travels in a header: plain HTTP is for local simulators and mocks only.
             raise ValueError(
                 "expected https:// for a host that is not loopback: the API token would "
@@ -350,12 +364,24 @@ def parse_config(text: str, path: Path) -> Config:
 # libyaml's C loader where present: ten times faster on large account lists.
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """A safe loader that refuses a key given twice in one mapping (YAML keeps the last one
-    silently, so a forgotten duplicate would override what the user reads first)."""
+    silently, so a forgotten duplicate would override what the user reads first), and a key that
+    is not a string: every key of the config is a name, and a list or mapping as key (YAML's
+    ``? [a, b]``) cannot even be held in a dict (it escaped as a TypeError)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
+        seen: set[str] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            # A list or mapping is refused before it is built: building it is what failed.
+            scalar = isinstance(key_node, yaml.ScalarNode)
+            key = self.construct_object(key_node, deep=deep) if scalar else None
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    "expected a string as mapping key (a name such as accounts or base_url), "
+                    f"found {_kind_of_key(key_node, key)}",
+                    key_node.start_mark,
+                )
             if key in seen:
                 mark = key_node.start_mark
                 raise yaml.constructor.ConstructorError(
@@ -363,6 +389,21 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+def _kind_of_key(node: yaml.Node, key: Any) -> str:
+    """What a non-string key is, in YAML's words (never its value: it could be a pasted secret)."""
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true or false"
+    if isinstance(key, int | float):
+        return "a number"
+    return "a value that is not a string"
 
 
 def _resolve(settings: Settings, account: AccountSettings) -> Account:

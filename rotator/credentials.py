@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,22 +73,59 @@ class CredentialSource:
 
     def _credential(self, headers: dict[str, str], secret: str) -> Credential:
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16]
-        _loaded_secrets.update(v for v in headers.values() if len(v) >= MIN_REDACTED_LENGTH)
-        _loaded_secrets.update(v.removeprefix("Bearer ") for v in headers.values() if v.startswith("Bearer "))
+        for value in headers.values():  # the token, or the legacy email and key
+            _loaded_secrets.remember(value.removeprefix("Bearer "))
         return Credential(self, headers, fingerprint)
 
 
-# Every secret this process has read, so the log pipeline can blank it out wherever it appears:
-# a second line of defence behind messages that are built never to contain one.
-_loaded_secrets: set[str] = set()
-MIN_REDACTED_LENGTH = 8  # shorter values (a test's "x") would blank out ordinary words
+# Secrets shorter than this are blanked out only where they stand alone (see _Secrets).
+MIN_REDACTED_LENGTH = 8
+REDACTED = "[REDACTED]"
+
+
+class _Secrets:
+    """Every secret this process has read, so the log pipeline can blank it out wherever it
+    appears: a second line of defence behind messages that are built never to contain one.
+
+    A secret is blanked out wherever it appears inside other text, but one shorter than
+    MIN_REDACTED_LENGTH only where it stands alone: not inside a longer run of letters, digits,
+    '-' and '_' (the characters of Cloudflare's tokens). Cloudflare's tokens and keys are 37 to 40
+    characters, so a short one is a test's or a placeholder's, and blanked out inside words it
+    mangled every log line ("rot" made key_rotated "key_[REDACTED]ated"). Not redacting short
+    secrets at all would be more surprising still: the README promises that every credential
+    read is blanked out, and where a short one appears as itself ("Bearer abc", a field that is
+    exactly it), it still is.
+    """
+
+    def __init__(self) -> None:
+        self._anywhere: set[str] = set()
+        self._alone: set[str] = set()
+        self._alone_pattern: re.Pattern[str] | None = None
+
+    def remember(self, secret: str) -> None:
+        if len(secret) >= MIN_REDACTED_LENGTH:
+            self._anywhere.add(secret)
+        elif secret not in self._alone:
+            self._alone.add(secret)
+            # Longest first: of two secrets where one begins the other, the longer one matches.
+            either = "|".join(re.escape(s) for s in sorted(self._alone, key=len, reverse=True))
+            self._alone_pattern = re.compile(rf"(?<![\w-])(?:{either})(?![\w-])")
+
+    def redact(self, text: str) -> str:
+        for secret in self._anywhere:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        if self._alone_pattern is not None:
+            text = self._alone_pattern.sub(REDACTED, text)
+        return text
+
+
+_loaded_secrets = _Secrets()
 
 
 def redact(text: str) -> str:
-    for secret in _loaded_secrets:
-        if secret in text:
-            text = text.replace(secret, "[REDACTED]")
-    return text
+    """``text`` with every credential this process has read replaced by [REDACTED]."""
+    return _loaded_secrets.redact(text)
 
 
 def _from_env(environ: Mapping[str, str], name: str) -> str:

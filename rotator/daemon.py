@@ -83,6 +83,7 @@ def build_client(
         timeout=cloudflare.timeout,
         max_concurrency=cloudflare.max_concurrency,
         rate_limit=(cloudflare.rate_limit.requests, cloudflare.rate_limit.per),
+        max_retry_after=cloudflare.max_retry_after,
         ca_bundle=str(cloudflare.ca_bundle) if cloudflare.ca_bundle else None,
         transport=transport,
         observer=metrics,
@@ -207,6 +208,24 @@ class Daemon:
                 await self._reload("file_changed")
 
     async def _reload(self, trigger: str) -> None:
+        """Reload; never raises but for cancellation, so the file watcher outlives any failure."""
+        try:
+            await self._try_reload(trigger)
+        except Exception as exc:
+            # The last resort: a refusal is config_rejected below; this is a failure nobody
+            # foresaw (a bug, or a mistake no check knows yet). Silent, it killed the watcher,
+            # and every later edit was ignored. The traceback is for a bug report.
+            self._metrics.config_reloads.labels("error").inc()
+            self._metrics.config_last_reload_successful.set(0)
+            self._log.error(
+                "config_reload_failed",
+                trigger=trigger,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                exc_info=True,
+            )
+
+    async def _try_reload(self, trigger: str) -> None:
         """Apply a new config without a restart, or refuse it and keep the running one."""
         async with self._reload_lock:
             try:

@@ -16,6 +16,7 @@ RESTART_REQUIRED = (
     ("cloudflare", "timeout"),
     ("cloudflare", "max_concurrency"),
     ("cloudflare", "rate_limit"),
+    ("cloudflare", "max_retry_after"),
     ("state_file",),
 )
 

@@ -9,7 +9,10 @@ parses HTTP in C. ``CloudflareClient`` keeps httpx's API, and tests keep ``httpx
 What changes on the wire: nothing rotator relies on. One ``handle_async_request`` is one request
 sent at most once: aiohttp's silent second try of an idempotent request on a reused connection
 is turned off, so every retry is rotator's own (with backoff, logged and counted), and a POST is
-never sent twice by this layer. Environment proxies (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``)
+never sent twice by this layer. What is added: a ``deadline`` for the whole request (the wait for
+a connection, sending, and the answer to its last byte), which httpx's timeouts, each for one
+read or one connect, are not: an answer trickling a byte a second would otherwise hold a check,
+and its account, for ever. Environment proxies (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``)
 and the CA bundle are honoured as httpx honours them; the proxy is looked up once per origin, not
 by aiohttp's ``trust_env`` (two hops to a thread on every request: 300 µs of CPU each time).
 
@@ -17,9 +20,11 @@ Errors are translated at this one boundary into httpx's, by *when* they happened
 what ``CloudflareClient`` decides on (is a rotate known not to have been applied?):
 
     before the request could be sent           -> httpx.ConnectError, httpx.ConnectTimeout
-      (refused, DNS, TLS handshake, connect timeout)
+      (refused, DNS, TLS handshake, connect timeout,
+      the deadline passed before a connection was had)
     after it may have been sent                -> httpx.ReadTimeout, httpx.ReadError,
-      (reset, disconnected, no or broken answer)   httpx.RemoteProtocolError
+      (reset, disconnected, no or broken answer,   httpx.RemoteProtocolError
+      the deadline passed once connected)
     a URL aiohttp cannot send to               -> httpx.UnsupportedProtocol
 
 (httpx-aiohttp's transport maps every ``ClientConnectionError``, a dropped connection after the
@@ -33,9 +38,12 @@ import ssl
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import aiohttp
 import httpx
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -47,11 +55,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int,
         ca_bundle: str | None = None,
+        deadline: float | None = None,
         keepalive_expiry: float = 5.0,
         trust_env: bool = True,
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
     ) -> None:
+        """``deadline``: seconds for each request as a whole, from the wait for a connection to the
+        answer's last byte (None: none, only httpx's timeouts). A ``session_factory``'s session
+        should use ``_Connector``, or every deadline passed counts as after sending."""
         self._max_connections = max_connections
+        self._deadline = deadline
         self._ca_bundle = ca_bundle
         self._keepalive_expiry = keepalive_expiry
         self._trust_env = trust_env
@@ -61,7 +74,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._proxies: dict[tuple[bytes, str, int | None], str | None] = {}
 
     def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=self._max_connections,
             limit_per_host=0,
             keepalive_timeout=self._keepalive_expiry,
@@ -84,19 +97,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # own test client turns it off the same way.)
             session._retry_connection = False
         url = request.url
-        with _translated(request):
-            async with session.request(
-                request.method,
-                str(url),
-                headers=request.headers.multi_items(),
-                data=request.content or None,
-                allow_redirects=False,
-                timeout=self._timeout(request.extensions.get("timeout", {})),
-                proxy=self._proxy(url) if self._trust_env else None,
-            ) as response:
-                # Cloudflare's answers are small JSON documents: read whole, the connection is
-                # back in the pool before httpx sees the response.
-                body = await response.read()
+        phase = _Phase()
+        reset = _PHASE.set(phase)
+        try:
+            with _translated(request, phase):
+                async with session.request(
+                    request.method,
+                    str(url),
+                    headers=request.headers.multi_items(),
+                    data=request.content or None,
+                    allow_redirects=False,
+                    timeout=self._timeout(request.extensions.get("timeout", {})),
+                    proxy=self._proxy(url) if self._trust_env else None,
+                ) as response:
+                    # Cloudflare's answers are small JSON documents: read whole, the connection
+                    # is back in the pool before httpx sees the response.
+                    body = await response.read()
+        finally:
+            _PHASE.reset(reset)
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
@@ -112,7 +130,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if cached is None:
             connect, read, pool = key
             cached = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None,
+                # The whole request, the answer's body included (aiohttp's total covers its read).
+                total=self._deadline,
                 # Waiting for a pooled connection and opening it: the request is not sent yet.
                 connect=None if connect is None or pool is None else connect + pool,
                 sock_connect=connect,
@@ -135,6 +154,37 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
 
 
+class _Phase:
+    """How far one request got: once it has a connection, it may have been sent."""
+
+    __slots__ = ("connected",)
+
+    def __init__(self) -> None:
+        self.connected = False
+
+
+# The request this task is sending. A context variable rather than aiohttp's tracing, its public
+# hook for the same moment: a TraceConfig added about 50 µs of CPU to every request on loopback
+# (140 µs without it, client and server together), as its signals fire at every step.
+_PHASE: ContextVar[_Phase] = ContextVar("rotator_transport_phase")
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, noting when a request has its connection: a deadline that passes
+    before then passed before anything was sent (httpx.ConnectTimeout), after it, maybe not."""
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own signature and keyword
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        if (phase := _PHASE.get(None)) is not None:
+            phase.connected = True
+        return connection
+
+
 def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     """httpx's own choice of CAs (certifi, or $SSL_CERT_FILE), or the configured bundle."""
     if ca_bundle:
@@ -143,7 +193,7 @@ def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
 
 
 @contextmanager
-def _translated(request: httpx.Request) -> Iterator[None]:
+def _translated(request: httpx.Request, phase: _Phase) -> Iterator[None]:
     """aiohttp's exceptions as httpx's: connect-phase errors apart from those after sending."""
     try:
         yield
@@ -151,7 +201,9 @@ def _translated(request: httpx.Request) -> Iterator[None]:
         raise httpx.ConnectTimeout(str(exc) or "timed out connecting", request=request) from exc
     except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS handshake: never sent
         raise httpx.ConnectError(str(exc), request=request) from exc
-    except TimeoutError as exc:  # sock_read (aiohttp.SocketTimeoutError) or any other wait
+    except TimeoutError as exc:  # the deadline, sock_read (aiohttp.SocketTimeoutError), any other wait
+        if not phase.connected:  # the deadline, still waiting for a connection: never sent
+            raise httpx.ConnectTimeout("no connection within the deadline", request=request) from exc
         raise httpx.ReadTimeout(str(exc) or "timed out waiting for the answer", request=request) from exc
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
         raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc

@@ -8,6 +8,7 @@ time, and stamina runs in testing mode (no backoff, the client's own attempt cou
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import stamina
+from structlog.testing import capture_logs
 
 from rotator import __version__
 from rotator.cloudflare import (
@@ -25,6 +27,7 @@ from rotator.cloudflare import (
 )
 from rotator.credentials import Credential, CredentialSource
 from rotator.errors import (
+    Abandoned,
     APIError,
     AuthError,
     CloudflareError,
@@ -49,6 +52,7 @@ DATE_AS_DATETIME = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LOCAL_NOW = datetime(2030, 1, 1, tzinfo=UTC)  # the injected clock: visibly not Cloudflare's
 BEFORE = "2024-04-01T09:30:00Z"
 AFTER = "2024-05-01T12:00:00Z"
+FIFTEEN_MINUTES = 900.0  # the documented default of cloudflare.max_retry_after
 READ_PERMISSION = "Access: Organizations, Identity Providers, and Groups Read"
 WRITE_PERMISSION = "Access: Organizations, Identity Providers, and Groups Write"
 
@@ -544,6 +548,48 @@ async def test_retry_after_far_above_60s_pauses_the_whole_credential(api: Callab
     assert a.cloudflare.times_of("GET")[2:] == [1120.0, 1120.0]
 
 
+@pytest.mark.parametrize(
+    "retry_after",
+    ["inf", "nan", "1e308", "-inf", "86400", "Fri, 31 Dec 9999 23:59:59 GMT"],
+)
+async def test_an_absurd_retry_after_pauses_the_credential_for_max_retry_after_only(
+    api: Callable[..., Api], retry_after: str
+) -> None:
+    """One bad header froze a credential until a restart: the pause is capped (15 minutes by
+    default), a value that is not finite counts as the cap, and a warning names both."""
+    a = api(GET=[rate_limited(retry_after), ok()])
+    with capture_logs() as logs:
+        await a.client.get_keys(ACCOUNT, token())
+    assert a.cloudflare.times_of("GET") == [1000.0, 1000.0 + FIFTEEN_MINUTES]
+    assert [e for e in logs if e["event"] == "retry_after_capped"] == [
+        {
+            "event": "retry_after_capped",
+            "log_level": "warning",
+            "retry_after": retry_after,
+            "max_retry_after_seconds": FIFTEEN_MINUTES,
+        }
+    ]
+
+
+async def test_max_retry_after_is_the_clients_to_choose(api: Callable[..., Api]) -> None:
+    a = api(GET=[rate_limited("120"), rate_limited("30"), ok()], max_retry_after=60.0)
+    with capture_logs() as logs:
+        await a.client.get_keys(ACCOUNT, token())
+    assert a.cloudflare.times_of("GET") == [1000.0, 1060.0, 1090.0]  # capped, then obeyed
+    assert [(e["retry_after"], e["max_retry_after_seconds"]) for e in logs if "retry_after" in e] == [
+        ("120", 60.0)
+    ]
+
+
+async def test_a_retry_after_date_is_read_against_cloudflares_clock(api: Callable[..., Api]) -> None:
+    """Retry-after as an HTTP date: from the answer's own Date header, not the local clock."""
+    limited = rate_limited("Wed, 01 May 2024 12:02:00 GMT")
+    limited.headers["date"] = DATE  # 12:00:00: two minutes before; the local clock says 2030
+    a = api(GET=[limited, ok()])
+    await a.client.get_keys(ACCOUNT, token())
+    assert a.cloudflare.times_of("GET") == [1000.0, 1120.0]
+
+
 async def test_a_paused_credential_does_not_take_the_slots_of_others(api: Callable[..., Api]) -> None:
     """max_concurrency bounds requests in flight; requests waiting out a 429 are not in flight."""
     a = api(auto=False, max_concurrency=1, GET=[rate_limited("300"), ok()])
@@ -604,3 +650,82 @@ async def test_server_now_follows_cloudflares_date_not_the_local_clock(api: Call
     await a.client.get_keys(ACCOUNT, token())
     await a.clock.advance(30)
     assert a.client.server_now() == DATE_AS_DATETIME + timedelta(seconds=30)
+
+
+# --- shutdown -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What asyncio reports on its own ("Task exception was never retrieved" and the like), which
+    filterwarnings=error does not see: collected here, and each test asserts there is none."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    yield errors
+    loop.set_exception_handler(None)
+
+
+async def no_loop_errors(errors: list[dict[str, Any]]) -> None:
+    await settle()
+    gc.collect()  # a task is reported as never retrieved when it is collected
+    await settle()
+    assert [context["message"] for context in errors] == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST"])
+async def test_a_request_waiting_out_a_429_is_abandoned_at_shutdown(
+    api: Callable[..., Api], loop_errors: list[dict[str, Any]], method: str
+) -> None:
+    """Shutdown while requests wait for their credential's budget: Abandoned (a CloudflareError,
+    so the check or the rotation logs and counts it), nothing more sent, and nothing left for
+    asyncio to report."""
+    a = api(auto=False, GET=[rate_limited("120"), ok()], PUT=[ok()], POST=[ok(keys(last=AFTER))])
+    credential = token()
+    retrying = asyncio.create_task(a.client.get_keys(ACCOUNT, credential))  # its 429 pauses them all
+    await settle()
+    waiting = asyncio.create_task(operation(a.client, method, credential))
+    await settle()
+    assert [r.method for r in a.cloudflare.requests] == ["GET"]  # the 429
+    assert not retrying.done() and not waiting.done()
+
+    a.client.stop_waiting()
+    for task in (retrying, waiting):
+        with pytest.raises(Abandoned, match="rotator is shutting down"):
+            await task
+    await a.clock.advance(120)
+    assert [r.method for r in a.cloudflare.requests] == ["GET"]
+    await no_loop_errors(loop_errors)
+
+
+async def test_a_pause_between_rotate_attempts_is_cut_short_by_shutdown(
+    api: Callable[..., Api], loop_errors: list[dict[str, Any]]
+) -> None:
+    a = api(auto=False)
+    pausing = asyncio.create_task(a.client.pause(5))
+    await settle()
+    a.client.stop_waiting()
+    with pytest.raises(Abandoned):
+        await pausing
+    await no_loop_errors(loop_errors)
+
+
+async def test_a_cancelled_wait_propagates_and_leaves_the_budget_usable(
+    api: Callable[..., Api], loop_errors: list[dict[str, Any]]
+) -> None:
+    """A check cancelled while its request waits out a 429 ends cancelled, not Abandoned, and the
+    credential's budget is not left locked behind it: the next request goes once the pause ends."""
+    a = api(auto=False, GET=[rate_limited("120"), ok()])
+    credential = token()
+    waiting = asyncio.create_task(a.client.get_keys(ACCOUNT, credential))
+    await settle()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert waiting.cancelled()
+
+    later = asyncio.create_task(a.client.get_keys(ACCOUNT, credential))
+    await a.clock.advance(120)
+    assert (await later).days_until_next_rotation == 3
+    assert a.cloudflare.times_of("GET") == [1000.0, 1120.0]
+    await no_loop_errors(loop_errors)

@@ -46,6 +46,7 @@ INLINE_SECRET = (
     "'api_token' holds a secret, and secrets are never read from the config file (it lives in a "
     "ConfigMap): put it in an environment variable named by api_token_env"
 )
+KEY_NOT_A_STRING = "expected a string as mapping key (a name such as accounts or base_url)"
 
 # fixture -> the problems its message must report, one line each: (where and field, what was expected).
 REFUSALS: dict[str, list[tuple[str, str]]] = {
@@ -90,6 +91,19 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
     ],
     "infinite_duration": [("schedule.check_interval:", "finite number")],
+    "max_retry_after_zero": [("cloudflare.max_retry_after:", "greater than 0")],
+    "base_url_with_userinfo": [
+        (
+            "cloudflare.base_url:",
+            "expected a URL without a 'user:password@' part: the host is what follows the '@'",
+        )
+    ],
+    "base_url_http_not_loopback": [
+        ("cloudflare.base_url:", "expected https:// for a host that is not loopback")
+    ],
+    "base_url_not_a_url": [
+        ("cloudflare.base_url:", "expected an http(s) URL such as https://api.cloudflare.com/client/v4")
+    ],
     "bad_listen": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
     "listen_port_only": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
     "empty_accounts": [("accounts:", "at least 1 item")],
@@ -101,6 +115,8 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     "account_not_a_mapping": [("accounts[0]:", "expected a mapping (indented key: value lines)")],
     "invalid_yaml": [("", "not valid YAML at line 5, column 4: did not find expected '-' indicator")],
     "not_utf8": [("", "not valid YAML at line 3: expected UTF-8 text")],
+    "complex_key": [("", f"at line 6, column 3: {KEY_NOT_A_STRING}, found a list")],
+    "complex_key_in_account": [("", f"at line 5, column 7: {KEY_NOT_A_STRING}, found a mapping")],
     "email_without_key": [
         ("accounts[0] (production):", "api_email_env and api_key_env go together: set both or neither")
     ],
@@ -206,6 +222,7 @@ def test_defaults_applied(tmp_path: Path) -> None:
     assert settings.cloudflare.base_url == "https://api.cloudflare.com/client/v4"
     assert settings.cloudflare.timeout == 10
     assert settings.cloudflare.max_concurrency == 4
+    assert settings.cloudflare.max_retry_after == 900
     assert (settings.cloudflare.rate_limit.requests, settings.cloudflare.rate_limit.per) == (1000, 300)
     assert settings.http.listen == "0.0.0.0:9464"
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9464)
@@ -306,10 +323,28 @@ def test_account_id_in_upper_case_is_accepted_and_compared_in_lower_case(tmp_pat
     [("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), ("250ms", 0.25), ("45", 45), ("1.5", 1.5)],
 )
 def test_durations(tmp_path: Path, written: str, seconds: float) -> None:
-    text = one_account(before=f"cloudflare:\n  timeout: {written}\n  rate_limit:\n    per: {written}\n")
+    text = one_account(
+        before=f"cloudflare:\n  timeout: {written}\n  max_retry_after: {written}\n"
+        f"  rate_limit:\n    per: {written}\n"
+    )
     cloudflare = load(tmp_path, text).settings.cloudflare
     assert cloudflare.timeout == seconds
+    assert cloudflare.max_retry_after == seconds
     assert cloudflare.rate_limit.per == seconds
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("http://127.0.0.1:9", "http://127.0.0.1:9"),
+        ("http://localhost:8080/client/v4/", "http://localhost:8080/client/v4"),
+        ("http://[::1]:8080/client/v4", "http://[::1]:8080/client/v4"),
+        ("https://proxy.example.com/client/v4", "https://proxy.example.com/client/v4"),
+    ],
+)
+def test_base_url_over_http_to_loopback_or_https_to_any_host(tmp_path: Path, written: str, kept: str) -> None:
+    config = load(tmp_path, one_account(before=f"cloudflare:\n  base_url: {written}\n"))
+    assert config.settings.cloudflare.base_url == kept
 
 
 def test_min_gap_below_key_overlap_loads_with_a_warning(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import time
 from collections import Counter
@@ -558,6 +559,35 @@ def test_a_long_retry_after_pauses_that_credential_only_and_sigterm_abandons_the
     assert events(running.logs, "shutdown")
     assert sim.rotations(limited) == []  # a 429 is not applied, and nothing was sent after it
     assert took < 2.0, f"took {took:.1f}s to exit after SIGTERM"
+    if op == "rotate":  # the rotation outlives the cancelled check, and is recorded as abandoned
+        assert events(running.logs, "rotation_failed", account="limited", error_type="Abandoned")
+    # Nothing left for asyncio to report on its own ("Task exception was never retrieved").
+    assert [e["event"] for e in running.logs if e.get("logger") == "asyncio"] == []
+
+
+def test_an_absurd_retry_after_pauses_the_credential_for_max_retry_after_only(
+    make_simulator: MakeSimulator, tmp_path: Path
+) -> None:
+    """`retry-after: inf` froze the credential until a restart: now the pause ends at
+    cloudflare.max_retry_after, and a warning names the server's value and the cap."""
+    simulator = make_simulator(1, token=MAIN_TOKEN)
+    sim = simulator.sim
+    (account,) = sim.account_ids
+    sim.add_fault(Fault(kind="status", status=429, retry_after=math.inf, op="get", times=1))
+    config = write_config(tmp_path / "config.yaml", simulator, cloudflare={"max_retry_after": "1s"})
+    with daemon(config, environment(MAIN_TOKEN)) as running:
+        try:
+            running.wait_for("a check after the pause", lambda: events(running.logs, "account_checked"))
+            assert running.terminate() == 0
+        finally:
+            running.close()
+            kept("".join(running.output) + running.stderr)
+
+    (capped,) = events(running.logs, "retry_after_capped")
+    assert (capped["retry_after"], capped["max_retry_after_seconds"]) == ("inf", 1)
+    limited, retried = sim.requests(op="get", account_id=account)[:2]
+    assert limited.outcome == 429
+    assert 1 <= (retried.at - limited.at).total_seconds() < 3
 
 
 # --------------------------------------------------------------------------- stale reads

@@ -114,6 +114,46 @@ def test_an_invalid_config_is_refused_and_the_old_one_keeps_running(
         assert running.terminate() == 0
 
 
+def test_a_reload_that_fails_in_any_way_is_logged_and_counted_and_later_edits_still_apply(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    """The file watcher outlives every failed reload: a YAML complex key (once a TypeError that
+    killed the watcher in silence, every later edit ignored) and a failure outside the refusals."""
+    path = tmp_path / "config.yaml"
+    good = _config(path, simulator, 1)
+    with daemon(path) as running:
+        running.wait_ready()
+        path.write_text(yaml.safe_dump(good) + "? [a, b]\n: 1\n", encoding="utf-8")
+        rejected = running.wait_for("config_rejected", lambda: events(running.logs, "config_rejected"))[0]
+        assert rejected["trigger"] == "file_changed"
+        assert rejected["reason"].startswith(f"{path}: not valid YAML at line ")
+        assert "expected a string as mapping key" in rejected["reason"]
+
+        # A token file that is not UTF-8 escapes credential loading as UnicodeDecodeError, not as
+        # a CredentialError: the kind of failure no refusal foresees, which the reload must survive
+        # too. (Were it refused as a CredentialError one day, config_rejected would say so instead.)
+        token_file = tmp_path / "token"
+        token_file.write_bytes(b"\xff\xfe not text")
+        account = {**good["accounts"][0], "api_token_file": str(token_file)}
+        path.write_text(yaml.safe_dump({**good, "accounts": [account]}), encoding="utf-8")
+        refusals = ("config_rejected", "config_reload_failed")
+        failed = running.wait_for(
+            "a second failed reload", lambda: [e for e in running.logs if e["event"] in refusals][1:]
+        )[0]
+        assert failed["level"] == "error"
+        assert failed["trigger"] == "file_changed"
+
+        path.write_text(yaml.safe_dump(_config(tmp_path / "draft.yaml", simulator, 2, http=good["http"])))
+        reloaded = running.wait_for("config_reloaded", lambda: events(running.logs, "config_reloaded"))[0]
+        assert reloaded["added"] == ["account-1"]
+        samples = _samples(running)
+        assert samples[("rotator_config_reloads_total", (("result", "error"),))] == 2
+        assert samples[("rotator_config_reloads_total", (("result", "success"),))] == 1
+        assert samples[("rotator_config_last_reload_successful", ())] == 1
+        assert running.terminate() == 0
+    assert "Traceback" not in running.stderr
+
+
 def test_a_reload_names_the_settings_that_need_a_restart(simulator: SimulatorThread, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     config = _config(path, simulator, 1)

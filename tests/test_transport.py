@@ -8,16 +8,26 @@ the transport itself never sent anything twice.
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import stamina
+from aiohttp import web
 
+from rotator.cloudflare import CloudflareClient
+from rotator.credentials import CredentialSource
+from rotator.errors import ConnectError, TransportError
 from rotator.simulator import Fault, SimulatorThread
 from rotator.transport import AiohttpTransport
 
 AUTH = {"Authorization": "Bearer test-token"}
+AUTH_TOKEN = CredentialSource.token_env("CLOUDFLARE_API_TOKEN").load({"CLOUDFLARE_API_TOKEN": "test-token"})
+ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
 
 
 @pytest.fixture
@@ -115,3 +125,93 @@ async def test_the_environment_proxy_is_used_unless_no_proxy_names_the_host(
         base_url=simulator.base_url, transport=AiohttpTransport(max_connections=1)
     ) as http:
         assert (await http.get(keys_path(simulator), headers=AUTH)).status_code == 200
+
+
+# --- the deadline of a request as a whole ----------------------------------------------------
+
+TIMEOUT = 1.0
+TRICKLE_EVERY = 0.2  # well inside the per-read timeout: only a deadline for the whole answer ends it
+
+
+@dataclass
+class Trickler:
+    """A loopback server whose answer to every request trickles in a byte every TRICKLE_EVERY
+    seconds, for longer than the timeout; it counts the requests that reached it."""
+
+    base_url: str
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+async def trickler() -> AsyncIterator[Trickler]:
+    server = Trickler("")
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        server.requests.append(request.path)
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        await response.prepare(request)
+        try:
+            for _ in range(int(5 * TIMEOUT / TRICKLE_EVERY)):
+                await response.write(b" ")
+                await asyncio.sleep(TRICKLE_EVERY)
+            await response.write(b'{"success": true, "errors": [], "messages": [], "result": {}}')
+        except ConnectionResetError:
+            pass  # the client gave up: what the test expects
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", trickle)
+    runner = web.AppRunner(app, shutdown_timeout=0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.base_url = f"http://127.0.0.1:{site.port}/client/v4"
+    yield server
+    await runner.cleanup()
+
+
+async def test_a_trickling_answer_fails_the_request_within_about_the_timeout(trickler: Trickler) -> None:
+    """cloudflare.timeout bounds a request as a whole: each byte arrives well within the per-read
+    timeout, and still the GET fails at the timeout, as an answer that did not come (it was sent)."""
+    client = CloudflareClient(trickler.base_url, timeout=TIMEOUT)
+    started = time.monotonic()
+    try:
+        with stamina.set_testing(True, attempts=1), pytest.raises(TransportError) as caught:
+            await client.get_keys(ACCOUNT, AUTH_TOKEN)
+    finally:
+        await client.aclose()
+    took = time.monotonic() - started
+    assert TIMEOUT <= took < 2 * TIMEOUT, f"failed after {took:.2f}s"
+    assert str(caught.value) == "GET keys: no answer from Cloudflare within the timeout"
+    assert not isinstance(caught.value, ConnectError)  # it was sent: a rotate would be read back
+    assert len(trickler.requests) == 1
+
+
+@pytest.fixture
+def unopened_port() -> Iterator[int]:
+    """A loopback port whose listener never accepts and whose backlog is full: the kernel drops
+    every further connection attempt, so a connection to it never opens (nor is refused)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        try:
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_a_deadline_passed_before_a_connection_opened_is_a_connect_timeout(unopened_port: int) -> None:
+    """Nothing was sent, which is what lets a rotate be sent again: so it says ConnectTimeout,
+    though httpx's own connect timeout is far off."""
+    transport = AiohttpTransport(max_connections=1, deadline=TIMEOUT)
+    started = time.monotonic()
+    async with httpx.AsyncClient(transport=transport, timeout=10 * TIMEOUT) as http:
+        with pytest.raises(httpx.ConnectTimeout):
+            await http.get(f"http://127.0.0.1:{unopened_port}/client/v4/accounts/x/access/keys")
+    assert time.monotonic() - started < 2 * TIMEOUT
