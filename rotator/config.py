@@ -177,14 +177,10 @@ class WindowSettings(_Strict):
 
     @model_validator(mode="after")
     def _can_open(self) -> WindowSettings:
-        window = self.window()
         try:
-            never = never_opens(window, datetime.now(UTC))
+            never = never_opens(self.window(), datetime.now(UTC))
         except ValueError as exc:
-            raise ValueError(
-                f"cron: {exc}: expected five fields (minute hour day month weekday), "
-                "such as '0 2 * * tue,wed'"
-            ) from None
+            raise ValueError(f"cron: {exc}") from None
         if never:
             raise ValueError(f"cron: '{self.cron}' never matches a date, so this window can never open")
         return self
