@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +37,8 @@ from rotator.policy import PolicySettings
 from rotator.windows import Window, Windows, never_opens
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
+# A config with 10,000 accounts is about 1 MB; anything much larger is not a config.
+MAX_CONFIG_BYTES = 10 * 2**20
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_TOKEN_ENV = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - a variable name, not a secret
 # Cloudflare publishes the current and the previous key, and the previous one stays valid for
@@ -274,6 +278,27 @@ class Settings(_Strict):
     def _no_inline_secrets(cls, data: Any) -> Any:
         return _refuse_inline_secrets(data)
 
+    @field_validator("state_file")
+    @classmethod
+    def _writable_state_file(cls, value: Path | None) -> Path | None:
+        # Found at load rather than at the first rotation, whose record would then be lost.
+        if value is None:
+            return value
+        expected = (
+            "expected the path of a file in a directory that exists and that rotator can write to "
+            "(it writes a temporary file there, then renames it)"
+        )
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory: {expected}")
+        directory = value.parent
+        if not directory.exists():
+            raise ValueError(f"the directory {directory} does not exist: {expected}")
+        if not directory.is_dir():
+            raise ValueError(f"{directory} is not a directory: {expected}")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ValueError(f"the directory {directory} is not writable by this process: {expected}")
+        return value
+
 
 @dataclass(frozen=True)
 class Account:
@@ -308,7 +333,7 @@ class Config:
 def load_config(path: Path) -> Config:
     """Read, validate and resolve the config at ``path``; raise ConfigError saying what is wrong."""
     try:
-        raw = path.read_bytes()
+        raw = read_config_file(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (give one with -c or $ROTATOR_CONFIG)") from None
     except OSError as exc:
@@ -319,6 +344,34 @@ def load_config(path: Path) -> Config:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}: not valid YAML at line {line}: expected UTF-8 text") from None
     return parse_config(text, path)
+
+
+def read_config_file(path: Path) -> bytes:
+    """The bytes of the config file; ConfigError when it is not a regular file or is larger than
+    MAX_CONFIG_BYTES (``-c /dev/zero`` would otherwise be read until memory runs out, and a FIFO
+    would block), OSError when it cannot be read."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: {_file_kind(info.st_mode)}, not a regular file: expected a YAML file")
+    with path.open("rb") as file:
+        raw = file.read(MAX_CONFIG_BYTES + 1)  # the size may have changed since stat
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MB, which is more than a config needs "
+            "(10,000 accounts take about 1 MB): expected a YAML config file"
+        )
+    return raw
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def parse_config(text: str, path: Path) -> Config:

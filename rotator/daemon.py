@@ -27,7 +27,7 @@ import rotator
 from rotator import __version__
 from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import Backoff, CloudflareClient
-from rotator.config import Account, Config, load_config
+from rotator.config import Account, Config, load_config, read_config_file
 from rotator.credentials import Credential
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError
 from rotator.ledger import Ledger
@@ -47,7 +47,9 @@ STARTUP_RETRY_SECONDS = 15.0
 
 def _fingerprint(path: Path) -> bytes | None:
     try:
-        return hashlib.sha256(path.read_bytes()).digest()
+        return hashlib.sha256(read_config_file(path)).digest()
+    except ConfigError as exc:  # not a regular file, or too large: the reload will say so
+        return hashlib.sha256(str(exc).encode()).digest()
     except OSError:
         return None  # mid-swap or briefly absent: judge at the next poll
 

@@ -9,6 +9,7 @@ process: exit 2, one ``rotator: error:`` line per problem, no traceback.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -122,6 +123,15 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     ],
     "window_timezone_is_a_region": [("rotation.windows[0].timezone:", "expected an IANA time zone name")],
     "windows_not_a_list": [("accounts[0] (production): windows:", "expected a list")],
+    "state_file_missing_directory": [
+        (
+            "state_file:",
+            "the directory /nonexistent-rotator-state does not exist: expected the path of a file in a "
+            "directory that exists and that rotator can write to",
+        )
+    ],
+    "state_file_in_a_file": [("state_file:", "/dev/null is not a directory: expected the path of a file")],
+    "state_file_is_a_directory": [("state_file:", "/etc is a directory: expected the path of a file")],
     "several_problems": [
         ("schedule.jitter:", "expected a duration"),
         ("accounts[0] (production): dry_run:", "valid boolean"),
@@ -192,7 +202,29 @@ def test_missing_file_is_named_with_where_to_give_another(tmp_path: Path) -> Non
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
-    assert refusal(tmp_path).startswith(f"{tmp_path}: cannot read: ")
+    assert refusal(tmp_path) == f"{tmp_path}: a directory, not a regular file: expected a YAML file"
+
+
+def test_a_file_over_10_mb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    with path.open("wb") as file:
+        file.truncate(10 * 2**20 + 1)  # sparse: no disk needed
+    assert refusal(path) == (
+        f"{path}: larger than 10 MB, which is more than a config needs (10,000 accounts take about "
+        "1 MB): expected a YAML config file"
+    )
+
+
+def test_a_file_of_exactly_10_mb_is_read(tmp_path: Path) -> None:
+    text = one_account()
+    path = write(tmp_path, text + "#" * (10 * 2**20 - len(text)))
+    assert path.stat().st_size == 10 * 2**20
+    assert load_config(path).accounts[0].name == "production"
+
+
+def test_state_file_in_a_writable_directory_is_accepted(tmp_path: Path) -> None:
+    config = load(tmp_path, one_account(before=f"state_file: {tmp_path / 'state.json'}\n"))
+    assert config.settings.state_file == tmp_path / "state.json"
 
 
 # --- what a valid config means ----------------------------------------------------------------
@@ -432,6 +464,37 @@ def test_validate_refuses_each_fixture_with_one_line_per_problem(name: str) -> N
         assert line.startswith(f"rotator: error: {path}: {where}")
         assert expected in line
     assert LEAKED not in "\n".join(lines)
+
+
+def bounded_validate(path: Path) -> subprocess.CompletedProcess[str]:
+    """``rotator validate -c path`` in at most 2 GB of address space and 20 seconds, so a rotator
+    that reads endlessly or waits for a writer fails the test instead of the machine."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "rotator", "validate", "-c", str(path)],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+        preexec_fn=limit_memory,
+    )
+
+
+def test_validate_dev_zero_is_one_line_and_quick() -> None:
+    # /dev/zero never ends: read whole, it grew to 8 GB in 20 seconds.
+    (line,) = assert_refused(bounded_validate(Path("/dev/zero")))
+    assert line == "rotator: error: /dev/zero: a character device, not a regular file: expected a YAML file"
+
+
+def test_validate_a_named_pipe_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    pipe = tmp_path / "config.yaml"
+    os.mkfifo(pipe)
+    (line,) = assert_refused(bounded_validate(pipe))
+    assert line == f"rotator: error: {pipe}: a named pipe, not a regular file: expected a YAML file"
 
 
 def test_validate_missing_file() -> None:
