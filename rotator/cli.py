@@ -26,7 +26,7 @@ from rotator.checker import Checker, CheckResult
 from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rotator.credentials import Credential
 from rotator.daemon import Daemon, build_client, load_credentials, require_credentials
-from rotator.errors import ConfigError, CredentialError, StateFileError
+from rotator.errors import ConfigError, CredentialError, ListenError, StateFileError
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics import Metrics
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, CredentialError, StateFileError) as exc:
+    except (ConfigError, CredentialError, ListenError, StateFileError) as exc:
         _say_error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

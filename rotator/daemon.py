@@ -29,12 +29,12 @@ from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config, read_config_file
 from rotator.credentials import Credential
-from rotator.errors import ConfigError, CredentialError, HTTPStatusError
+from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics import Metrics
 from rotator.reload import ConfigChange, compare
-from rotator.server import StatusServer
+from rotator.server import StatusServer, why_not_listening
 
 CredentialMap = dict[str, Credential | CredentialError]
 # How often the config file is compared with the running config, in seconds.
@@ -180,7 +180,13 @@ class Daemon:
     async def _serve(self) -> None:
         http = self._config.settings.http
         server = StatusServer(self._registry, healthy=self._health_problem, ready=self._readiness_problem)
-        await server.start(http.host, http.port)
+        try:
+            await server.start(http.host, http.port)
+        except OSError as exc:  # before any check is scheduled: nothing to undo
+            self._stop_reason = "listen_failed"
+            raise ListenError(
+                f"{self._config.path}: http.listen: cannot listen on {http.listen}: {why_not_listening(exc)}"
+            ) from None
         self._log.info("http_listening", listen=http.listen, endpoints=["/metrics", "/healthz", "/readyz"])
         try:
             self._schedule_checks()
