@@ -25,7 +25,7 @@ from rotator.capacity import capacity_warnings
 from rotator.checker import Checker, CheckResult
 from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rotator.credentials import Credential
-from rotator.daemon import Daemon, build_client, load_credentials, require_credentials
+from rotator.daemon import Daemon, build_client, config_warnings, load_credentials, require_credentials
 from rotator.errors import ConfigError, CredentialError, ListenError, StateFileError
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
@@ -118,9 +118,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     config = _load(args, stream=sys.stderr)
-    for warning in config.warnings:
+    credentials = load_credentials(config.accounts)
+    for warning in config_warnings(config, credentials):
         print(f"warning: {warning}")
-    problems = {str(p) for p in load_credentials(config.accounts).values() if isinstance(p, CredentialError)}
+    problems = {str(p) for p in credentials.values() if isinstance(p, CredentialError)}
     for problem in sorted(problems):
         print(f"warning: {problem} (needed by run, check and rotate)")
     print(f"{config.path}: valid, {len(config.accounts)} account(s)")

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 import rotator
 from rotator import __version__
+from rotator.capacity import capacity_warnings
 from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config, read_config_file
@@ -52,6 +53,12 @@ def _fingerprint(path: Path) -> bytes | None:
         return hashlib.sha256(str(exc).encode()).digest()
     except OSError:
         return None  # mid-swap or briefly absent: judge at the next poll
+
+
+def config_warnings(config: Config, credentials: Mapping[str, Credential | CredentialError]) -> list[str]:
+    """What is worth a warning about a config: its own warnings, and each credential whose budget
+    cannot check its accounts within check_interval."""
+    return [*config.warnings, *capacity_warnings(config, credentials)]
 
 
 def require_credentials(config: Config) -> dict[str, Credential]:
@@ -119,6 +126,7 @@ class Daemon:
             accounts=lambda account_id: self._accounts.get(account_id),
             check_period=config.check_period,
         )
+        self._warnings = config_warnings(config, credentials)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._stop = asyncio.Event()
         self._stop_reason = "finished"
@@ -151,7 +159,7 @@ class Daemon:
             check_interval_seconds=settings.schedule.check_interval,
             version=__version__,
         )
-        for warning in self._config.warnings:
+        for warning in self._warnings:
             self._log.warning("config_warning", message=warning)
         try:
             if once:
@@ -229,7 +237,7 @@ class Daemon:
             self._apply(new, credentials, change)
             self._metrics.config_reloads.labels("success").inc()
             self._metrics.config_last_reload_successful.set(1)
-            for warning in new.warnings:
+            for warning in config_warnings(new, credentials):
                 self._log.warning("config_warning", message=warning)
             self._log.info(
                 "config_reloaded",
