@@ -25,7 +25,14 @@ from rotator.capacity import capacity_warnings
 from rotator.checker import Checker, CheckResult
 from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rotator.credentials import Credential
-from rotator.daemon import Daemon, build_client, config_warnings, load_credentials, require_credentials
+from rotator.daemon import (
+    Daemon,
+    build_client,
+    config_warnings,
+    credential_problems,
+    load_credentials,
+    require_credentials,
+)
 from rotator.errors import ConfigError, CredentialError, ListenError, StateFileError
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
@@ -121,8 +128,7 @@ def _validate(args: argparse.Namespace) -> int:
     credentials = load_credentials(config.accounts)
     for warning in config_warnings(config, credentials):
         print(f"warning: {warning}")
-    problems = {str(p) for p in credentials.values() if isinstance(p, CredentialError)}
-    for problem in sorted(problems):
+    for problem in credential_problems(config.accounts, credentials):
         print(f"warning: {problem} (needed by run, check and rotate)")
     print(f"{config.path}: valid, {len(config.accounts)} account(s)")
     return EXIT_OK

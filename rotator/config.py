@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,7 @@ from rotator.credentials import CredentialSource
 from rotator.durations import parse_duration
 from rotator.errors import ConfigError
 from rotator.policy import PolicySettings
+from rotator.problems import lines as problem_lines
 from rotator.windows import Window, Windows, never_opens
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
@@ -465,63 +467,108 @@ def _unsatisfiable(settings: Settings, accounts: tuple[Account, ...]) -> list[st
             value = getattr(account, attr)
             if value in first_seen:
                 problems.append(
-                    f"{_where(index, account)}: {kind}: '{value}' is already used by "
-                    f"accounts[{first_seen[value]}]; each account needs a unique {kind}"
+                    (
+                        _where(index, account),
+                        f"{kind}: '{value}' is already used by accounts[{first_seen[value]}]; each "
+                        f"account needs a unique {kind}",
+                    )
                 )
             first_seen.setdefault(value, index)
-    for index, account in enumerate(accounts):
+
+    def unsatisfiable_interval(account: Account) -> str | None:
         policy = account.rotation
         interval = policy.key_rotation_interval_days
         if interval is None:
-            continue
+            return None
         # After a rotation Cloudflare reports `interval` days left; rotator acts at `threshold`.
         # If that moment comes before the minimum gap has passed, the guard always skips, and
         # Cloudflare rotates on its own: the policy can never be carried out.
         cycle = interval - policy.threshold_days
-        if cycle <= 0 or cycle < policy.min_days_between_rotations:
-            problems.append(
-                f"{_where(index, account)}: key_rotation_interval_days: an interval of "
-                f"{interval} days minus threshold_days {policy.threshold_days:g} leaves "
-                f"{cycle:g} days between rotations, fewer than min_days_between_rotations "
-                f"{policy.min_days_between_rotations:g}: expected key_rotation_interval_days - "
-                "threshold_days to be more than 0 and at least min_days_between_rotations"
-            )
-    return problems
+        if cycle > 0 and cycle >= policy.min_days_between_rotations:
+            return None
+        return (
+            f"key_rotation_interval_days: an interval of {interval} days minus threshold_days "
+            f"{policy.threshold_days:g} leaves {cycle:g} days between rotations, fewer than "
+            f"min_days_between_rotations {policy.min_days_between_rotations:g}: expected "
+            "key_rotation_interval_days - threshold_days to be more than 0 and at least "
+            "min_days_between_rotations"
+        )
+
+    gap_fields = ("key_rotation_interval_days", "threshold_days", "min_days_between_rotations")
+    problems += _rotation_problems(settings, accounts, gap_fields, unsatisfiable_interval)
+    return problem_lines(problems)
+
+
+def _rotation_problems(
+    settings: Settings,
+    accounts: tuple[Account, ...],
+    fields: tuple[str, ...],
+    problem: Callable[[Account], str | None],
+) -> list[tuple[str, str]]:
+    """``problem`` of each account's rotation settings as ``(where, what)``: said once, at
+    ``rotation.``, for the accounts that take all of ``fields`` from the defaults (a mistake there
+    is one mistake, however many accounts inherit it), and at the account for the others."""
+    found: list[tuple[str, str]] = []
+    inherited: dict[str, int] = {}
+    for index, account in enumerate(accounts):
+        what = problem(account)
+        if what is None:
+            continue
+        if all(getattr(settings.accounts[index], field) is None for field in fields):
+            inherited[what] = inherited.get(what, 0) + 1
+        else:
+            found.append((_where(index, account), what))
+    defaults = [
+        ("", f"rotation.{what} (inherited by {count:,} account{'' if count == 1 else 's'})")
+        for what, count in inherited.items()
+    ]
+    return defaults + found
 
 
 def _warnings(settings: Settings, accounts: tuple[Account, ...]) -> tuple[str, ...]:
-    warnings = []
-    for index, account in enumerate(accounts):
-        if account.rotation.min_days_between_rotations < KEY_OVERLAP_DAYS:
-            warnings.append(
-                f"{_where(index, account)}: min_days_between_rotations is "
-                f"{account.rotation.min_days_between_rotations:g}: Cloudflare keeps the previous key "
-                f"valid for {KEY_OVERLAP_DAYS} days, so rotating sooner pushes out a key that may "
-                "still sign tokens in flight and can log users out"
-            )
     schedule = settings.schedule
     slowest_check = schedule.check_interval + schedule.jitter
-    for index, account in enumerate(accounts):
-        if any(w.duration < slowest_check for w in account.rotation.windows):
-            warnings.append(
-                f"{_where(index, account)}: a maintenance window is shorter than "
-                "schedule.check_interval plus jitter, so a check may never fall inside it; due "
-                "rotations would then wait for the deadline before Cloudflare's own rotation"
-            )
-    for index, account in enumerate(accounts):
-        if slowest_check >= account.rotation.threshold_days * 86400:
-            warnings.append(
-                f"{_where(index, account)}: threshold_days {account.rotation.threshold_days:g} is "
-                "shorter than schedule.check_interval plus jitter: Cloudflare may rotate on its own "
-                "between two checks"
-            )
-            break
-    return tuple(warnings)
+
+    def short_gap(account: Account) -> str | None:
+        if account.rotation.min_days_between_rotations >= KEY_OVERLAP_DAYS:
+            return None
+        return (
+            f"min_days_between_rotations is {account.rotation.min_days_between_rotations:g}: "
+            f"Cloudflare keeps the previous key valid for {KEY_OVERLAP_DAYS} days, so rotating sooner "
+            "pushes out a key that may still sign tokens in flight and can log users out"
+        )
+
+    def short_window(account: Account) -> str | None:
+        if not any(w.duration < slowest_check for w in account.rotation.windows):
+            return None
+        return (
+            "windows: a maintenance window is shorter than schedule.check_interval plus jitter, so a "
+            "check may never fall inside it; due rotations would then wait for the deadline before "
+            "Cloudflare's own rotation"
+        )
+
+    def short_threshold(account: Account) -> str | None:
+        if slowest_check < account.rotation.threshold_days * 86400:
+            return None
+        return (
+            f"threshold_days {account.rotation.threshold_days:g} is shorter than "
+            "schedule.check_interval plus jitter: Cloudflare may rotate on its own between two checks"
+        )
+
+    warnings = []
+    for name, problem in (
+        ("min_days_between_rotations", short_gap),
+        ("windows", short_window),
+        ("threshold_days", short_threshold),
+    ):
+        warnings += _rotation_problems(settings, accounts, (name,), problem)
+    return tuple(problem_lines(warnings))
 
 
 def _describe(path: Path, data: dict[str, Any], exc: ValidationError) -> str:
-    """One line per problem: file, account by index and name, field, what was expected."""
-    lines = []
+    """One line per problem: file, account by index and name, field, what was expected; the same
+    problem in several accounts is one line naming them."""
+    problems = []
     for error in exc.errors(include_input=False, include_url=False):
         loc = list(error["loc"])
         where = ""
@@ -529,11 +576,11 @@ def _describe(path: Path, data: dict[str, Any], exc: ValidationError) -> str:
             index = loc[1]
             raw = data.get("accounts") or []
             name = raw[index].get("name") if index < len(raw) and isinstance(raw[index], dict) else None
-            where = f"accounts[{index}]" + (f" ({name})" if isinstance(name, str) else "") + ": "
+            where = f"accounts[{index}]" + (f" ({name})" if isinstance(name, str) else "")
             loc = loc[2:]
         field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-        lines.append(f"{path}: {where}{field + ': ' if field else ''}{_explain(error)}")
-    return "\n".join(lines)
+        problems.append((where, f"{field + ': ' if field else ''}{_explain(error)}"))
+    return "\n".join(f"{path}: {line}" for line in problem_lines(problems))
 
 
 def _explain(error: Any) -> str:

@@ -34,6 +34,7 @@ from rotator.errors import ConfigError, CredentialError, HTTPStatusError, Listen
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics import Metrics
+from rotator.problems import several
 from rotator.reload import ConfigChange, compare
 from rotator.server import StatusServer, why_not_listening
 
@@ -64,10 +65,27 @@ def config_warnings(config: Config, credentials: Mapping[str, Credential | Crede
 def require_credentials(config: Config) -> dict[str, Credential]:
     """Every account's credential; CredentialError naming each one that cannot be read."""
     loaded = load_credentials(config.accounts)
-    missing = sorted({str(e) for e in loaded.values() if isinstance(e, CredentialError)})
+    missing = credential_problems(config.accounts, loaded)
     if missing:
         raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
     return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
+
+
+def credential_problems(
+    accounts: tuple[Account, ...], loaded: Mapping[str, Credential | CredentialError]
+) -> list[str]:
+    """One line per credential that cannot be read, naming the accounts that need it: 300,000
+    accounts without their token set are one problem, not 300,000 lines."""
+    needed_by: dict[str, list[str]] = {}
+    for account in accounts:
+        problem = loaded.get(account.account_id)
+        if isinstance(problem, CredentialError):
+            what = str(problem).removeprefix(f"account {account.name}: ")
+            needed_by.setdefault(what, []).append(account.name)
+    return [
+        f"account{'s' if len(names) > 1 else ''} {several(names)}: {what}"
+        for what, names in needed_by.items()
+    ]
 
 
 def load_credentials(accounts: tuple[Account, ...]) -> CredentialMap:

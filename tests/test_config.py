@@ -132,6 +132,17 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     ],
     "state_file_in_a_file": [("state_file:", "/dev/null is not a directory: expected the path of a file")],
     "state_file_is_a_directory": [("state_file:", "/etc is a directory: expected the path of a file")],
+    "rotation_default_unsatisfiable": [
+        (
+            "rotation.key_rotation_interval_days:",
+            "an interval of 21 days minus threshold_days 15 leaves 6 days between rotations, fewer "
+            "than min_days_between_rotations 7: expected key_rotation_interval_days - threshold_days "
+            "to be more than 0 and at least min_days_between_rotations (inherited by 3 accounts)",
+        )
+    ],
+    "same_mistake_in_many_accounts": [
+        ("accounts[0] (a), accounts[1] (b), accounts[2] (c) and 2 more (5 in all): dry_run:", "boolean")
+    ],
     "several_problems": [
         ("schedule.jitter:", "expected a duration"),
         ("accounts[0] (production): dry_run:", "valid boolean"),
@@ -352,6 +363,25 @@ def test_min_gap_below_key_overlap_loads_with_a_warning(tmp_path: Path) -> None:
     assert "previous key valid for 7 days" in warning
 
 
+def test_a_warning_about_the_defaults_is_said_once_however_many_accounts_inherit_it(tmp_path: Path) -> None:
+    accounts = "".join(f'  - {{name: a{i}, account_id: "{i:032x}"}}\n' for i in range(300))
+    config = load(tmp_path, f"rotation:\n  min_days_between_rotations: 3\naccounts:\n{accounts}")
+    (warning,) = config.warnings
+    assert warning.startswith("rotation.min_days_between_rotations is 3: ")
+    assert warning.endswith("(inherited by 300 accounts)")
+
+
+def test_the_same_warning_for_several_accounts_is_one_line_naming_them(tmp_path: Path) -> None:
+    accounts = "".join(
+        f'  - {{name: a{i}, account_id: "{i:032x}", min_days_between_rotations: 2}}\n' for i in range(10)
+    )
+    (warning,) = load(tmp_path, f"accounts:\n{accounts}").warnings
+    assert warning.startswith(
+        "accounts[0] (a0), accounts[1] (a1), accounts[2] (a2) and 7 more (10 in all): "
+        "min_days_between_rotations is 2: "
+    )
+
+
 def test_min_gap_of_seven_days_gives_no_warning(tmp_path: Path) -> None:
     assert load(tmp_path, one_account("min_days_between_rotations: 7")).warnings == ()
 
@@ -532,6 +562,31 @@ def test_validate_example_config() -> None:
     result = rotator("validate", "-c", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"{EXAMPLE}: valid, 4 account(s)"
+
+
+def many_accounts(tmp_path: Path, count: int) -> Path:
+    accounts = "".join(f'  - {{name: a{i}, account_id: "{i:032x}"}}\n' for i in range(count))
+    return write(tmp_path, f"accounts:\n{accounts}")
+
+
+def test_a_token_missing_for_many_accounts_is_one_warning_with_a_count(tmp_path: Path) -> None:
+    result = rotator("validate", "-c", str(many_accounts(tmp_path, 1000)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"warning: accounts a0, a1, a2 and 997 more (1,000 in all): environment variable {TOKEN_ENV} "
+        f"is not set or is empty (API token from environment variable {TOKEN_ENV}) (needed by run, "
+        "check and rotate)",
+        f"{tmp_path / 'config.yaml'}: valid, 1000 account(s)",
+    ]
+
+
+def test_run_without_the_token_for_many_accounts_is_one_line_with_a_count(tmp_path: Path) -> None:
+    path = many_accounts(tmp_path, 1000)
+    (line,) = assert_refused(rotator("run", "--once", "-c", str(path)))
+    assert line == (
+        f"rotator: error: {path}: accounts a0, a1, a2 and 997 more (1,000 in all): environment variable "
+        f"{TOKEN_ENV} is not set or is empty (API token from environment variable {TOKEN_ENV})"
+    )
 
 
 def test_run_once_without_the_token_is_refused_naming_each_variable(tmp_path: Path) -> None:
