@@ -8,6 +8,7 @@ value the user wrote, because that value might be a secret pasted into the wrong
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import os
@@ -17,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import annotated_types
 import yaml
 from pydantic import (
     BaseModel,
@@ -30,6 +32,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from rotator.credentials import CredentialSource
 from rotator.durations import parse_duration
@@ -383,8 +386,7 @@ def parse_config(text: str, path: Path) -> Config:
         where = ""
         if mark := getattr(exc, "problem_mark", None):
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: not valid YAML{where}: {_yaml_problem(exc, text)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with at least an 'accounts' list")
     try:
@@ -583,10 +585,57 @@ def _describe(path: Path, data: dict[str, Any], exc: ValidationError) -> str:
     return "\n".join(f"{path}: {line}" for line in problem_lines(problems))
 
 
+# YAML's own words for the mistakes people make, and what to do about each. libyaml and PyYAML
+# word some of them differently: matched on a part both share.
+_YAML_PROBLEMS = (
+    (
+        "mapping values are not allowed",
+        "a ':' followed by a space inside a value: put the value in quotes, or check this line's "
+        "indentation against the lines above",
+    ),
+    ("could not find expected ':'", "expected 'key: value': a ':' is missing, or a quote is not closed"),
+    (
+        "did not find expected key",
+        "expected a 'key: value' line at this indentation: check it against the lines above",
+    ),
+    (
+        "did not find expected '-' indicator",
+        "expected a '- ' list item at this indentation: check it against the lines above",
+    ),
+    ("expected <block end>", "unexpected indentation: check this line against the lines above"),
+    ("did not find expected ','", "a '[' or '{' is not closed, or two items lack a ',' between them"),
+    ("end of stream", "the file ends inside a quoted value or a bracket: close it"),
+    ("undefined alias", "'*' starts an alias here, and no '&' anchor defines it: put the value in quotes"),
+    (
+        "unknown escape character",
+        "a backslash in a double-quoted value starts an unknown escape: use single quotes, or write \\\\",
+    ),
+    ("cannot start any token", "a value cannot start with this character: put the value in quotes"),
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """What is wrong at the error's mark, in rotator's words rather than the YAML scanner's."""
+    problem = str(getattr(exc, "problem", None) or "")
+    if "given twice" in problem:  # _Loader's own words
+        return problem
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        lines = text.splitlines()
+        line = lines[mark.line] if mark.line < len(lines) else ""
+        if "\t" in line[: mark.column + 1] or "tab" in problem:
+            return "a tab character: YAML indents with spaces only (replace the tab with spaces)"
+    for words, explanation in _YAML_PROBLEMS:
+        if words in problem:
+            return explanation
+    return f"the YAML parser says: {problem}" if problem else "expected YAML"
+
+
 def _explain(error: Any) -> str:
-    kind, message = error["type"], error["msg"]
+    kind, message, loc = error["type"], str(error["msg"]), tuple(error["loc"])
+    ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return "unknown key (check its spelling and its level of indentation)"
+        return _unknown_key(loc)
     if kind == "missing":
         return "required, and missing"
     if kind in ("model_type", "model_attributes_type", "dict_type"):  # pydantic names its class here
@@ -594,11 +643,100 @@ def _explain(error: Any) -> str:
     if kind in ("list_type", "tuple_type"):  # "tuple" is Python's word; YAML has lists
         return "expected a list (one '- ' item a line)"
     if kind == "value_error":
-        return str(message).removeprefix("Value error, ")
-    if kind == "string_pattern_mismatch" and error["loc"][-1] == "account_id":
+        return message.removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and loc[-1] == "account_id":
         return "expected 32 hexadecimal characters"
-    if kind == "string_pattern_mismatch" and error["loc"][-1] == "name":
+    if kind == "string_pattern_mismatch" and loc[-1] == "name":
         return "expected letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)"
     if kind == "string_pattern_mismatch":
         return "expected the name of an environment variable (letters, digits and '_')"
-    return f"expected: {str(message)[0].lower()}{str(message)[1:]}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return _expected_range(loc)
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "expected a whole number"
+    if kind in ("float_type", "float_parsing"):
+        return "expected a number"
+    if kind == "finite_number":
+        return "expected a finite number (.inf and .nan are not)"
+    if kind in ("bool_type", "bool_parsing"):
+        return "expected true or false"
+    if kind == "string_type":
+        return "expected text (in quotes if YAML would read it as something else)"
+    if kind == "too_short" and loc == ("accounts",):
+        return "expected at least one account"
+    if kind == "too_short":
+        return f"expected at least {ctx.get('min_length', 1)} item(s)"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected', '')}"
+    if message.startswith("Input should be "):  # the rest of pydantic's wording reads as expected
+        return "expected " + message.removeprefix("Input should be ")
+    return f"expected: {message[0].lower()}{message[1:]}"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> dict[str, FieldInfo]:
+    """The keys a mapping at ``loc`` may have (empty when ``loc`` is not a known mapping)."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list: the list's own model
+        info = model.model_fields.get(part)
+        inner = _model_in(info.annotation) if info is not None else None
+        if inner is None:
+            return {}
+        model = inner
+    return dict(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``X``, ``X | None``, ``tuple[X, ...]`` or ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
+def _all_keys(model: type[BaseModel] = Settings, prefix: str = "") -> dict[str, str]:
+    """Every key's name and its full dotted path, sections first (for a key at the wrong level)."""
+    keys: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        inner = _model_in(info.annotation)
+        if inner is not None and name != "accounts":
+            keys.update(_all_keys(inner, f"{prefix}{name}."))
+        keys.setdefault(name, prefix + name)
+    return keys
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """An unknown key, with the key the user probably meant (misspelled, or at another level)."""
+    key, here = loc[-1], _fields_at(loc[:-1])
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key, list(here), n=1)
+        if close:
+            return f"unknown key: did you mean {close[0]}?"
+        elsewhere = _all_keys().get(key)
+        if elsewhere is not None and elsewhere != key:
+            return f"unknown key here: did you mean {elsewhere}? (check its level of indentation)"
+    return "unknown key (check its spelling and its level of indentation)"
+
+
+def _expected_range(loc: tuple[Any, ...]) -> str:
+    """The whole range a number may take, from the field's bounds (pydantic names only one)."""
+    info = _fields_at(loc[:-1]).get(loc[-1]) if isinstance(loc[-1], str) else None
+    metadata = info.metadata if info is not None else []
+    low = next((m.ge for m in metadata if isinstance(m, annotated_types.Ge)), None)
+    above = next((m.gt for m in metadata if isinstance(m, annotated_types.Gt)), None)
+    high = next((m.le for m in metadata if isinstance(m, annotated_types.Le)), None)
+    if any(getattr(m, "func", None) is parse_duration for m in metadata):
+        what = "a duration"
+    elif info is not None and (info.annotation is int or int in get_args(info.annotation)):
+        what = "a whole number"
+    else:
+        what = "a number"
+    if low is not None and high is not None:
+        return f"expected {what} from {low} to {high}"
+    if above is not None:
+        return f"expected {what} {'longer than' if what == 'a duration' else 'above'} {above}"
+    if low is not None:
+        return f"expected {what} of at least {low}"
+    if high is not None:
+        return f"expected {what} of at most {high}"
+    return f"expected {what} within the allowed range"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rotator.simulator import SimulatorThread
-from tests.processes import environment, log_lines, rotator, write_config
+from tests.processes import environment, free_port, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 
@@ -89,3 +90,16 @@ def test_check_still_warns_once(simulator: SimulatorThread, tmp_path: Path) -> N
     result = rotator("check", "-c", str(config))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count(CAPACITY) == 1
+
+
+def test_a_refused_connection_is_said_without_aiohttps_words(tmp_path: Path) -> None:
+    # Nothing listens on this port; the URL is plain http, which aiohttp calls "ssl:default".
+    port = free_port()
+    account = {"name": "production", "account_id": "0" * 32}
+    config = write_config(tmp_path / "config.yaml", f"http://127.0.0.1:{port}/client/v4", accounts=[account])
+    result = rotator("check", "--json", "-c", str(config))
+    assert result.returncode == 1, result.stderr
+    (checked,) = json.loads(result.stdout)["accounts"]
+    assert f"cannot connect to 127.0.0.1:{port}: connection refused" in checked["error"]
+    assert "ssl:" not in result.stdout + result.stderr
+    assert "Connect call failed" not in result.stdout + result.stderr

@@ -83,9 +83,9 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
             "to be more than 0 and at least min_days_between_rotations",
         )
     ],
-    "interval_below_21": [("rotation.key_rotation_interval_days:", "greater than or equal to 21")],
+    "interval_below_21": [("rotation.key_rotation_interval_days:", "expected a whole number from 21 to 365")],
     "interval_above_365": [
-        ("accounts[0] (production): key_rotation_interval_days:", "less than or equal to 365")
+        ("accounts[0] (production): key_rotation_interval_days:", "expected a whole number from 21 to 365")
     ],
     "bad_duration": [
         ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
@@ -93,14 +93,32 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     "infinite_duration": [("schedule.check_interval:", "finite number")],
     "bad_listen": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
     "listen_port_only": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
-    "empty_accounts": [("accounts:", "at least 1 item")],
+    "empty_accounts": [("accounts:", "expected at least one account")],
     "accounts_not_a_list": [("accounts:", "expected a list")],
     "missing_accounts": [("accounts:", "required, and missing")],
     "not_a_mapping": [("", "expected a mapping with at least an 'accounts' list")],
     "empty_file": [("", "expected a mapping with at least an 'accounts' list")],
     "section_not_a_mapping": [("cloudflare:", "expected a mapping (indented key: value lines)")],
     "account_not_a_mapping": [("accounts[0]:", "expected a mapping (indented key: value lines)")],
-    "invalid_yaml": [("", "not valid YAML at line 5, column 4: did not find expected '-' indicator")],
+    "invalid_yaml": [
+        (
+            "",
+            "not valid YAML at line 5, column 4: expected a '- ' list item at this indentation: check it "
+            "against the lines above",
+        )
+    ],
+    "yaml_tab": [
+        (
+            "",
+            "not valid YAML at line 4, column 1: a tab character: YAML indents with spaces only (replace "
+            "the tab with spaces)",
+        )
+    ],
+    "misspelled_key": [("rotation.treshold_days:", "unknown key: did you mean threshold_days?")],
+    "key_at_the_wrong_level": [
+        ("check_interval:", "unknown key here: did you mean schedule.check_interval? (check its level")
+    ],
+    "below_the_minimum": [("cloudflare.rate_limit.requests:", "expected a whole number of at least 1")],
     "not_utf8": [("", "not valid YAML at line 3: expected UTF-8 text")],
     "email_without_key": [
         ("accounts[0] (production):", "api_email_env and api_key_env go together: set both or neither")
@@ -111,7 +129,7 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
             "set one credential: api_token_env, api_token_file, or api_email_env with api_key_env",
         )
     ],
-    "bad_log_level": [("logging.level:", "'debug', 'info', 'warning' or 'error'")],
+    "bad_log_level": [("logging.level:", "expected one of 'debug', 'info', 'warning' or 'error'")],
     "window_bad_cron": [
         ("rotation.windows[0]: cron:", "expected five fields (minute hour day month weekday)")
     ],
@@ -141,11 +159,11 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         )
     ],
     "same_mistake_in_many_accounts": [
-        ("accounts[0] (a), accounts[1] (b), accounts[2] (c) and 2 more (5 in all): dry_run:", "boolean")
+        ("accounts[0] (a), accounts[1] (b), accounts[2] (c) and 2 more (5 in all): dry_run:", "true or false")
     ],
     "several_problems": [
         ("schedule.jitter:", "expected a duration"),
-        ("accounts[0] (production): dry_run:", "valid boolean"),
+        ("accounts[0] (production): dry_run:", "expected true or false"),
         ("accounts[1] (staging): account_id:", "expected 32 hexadecimal characters"),
     ],
 }
@@ -192,6 +210,27 @@ def test_refusal_names_file_account_field_and_expectation(name: str) -> None:
     for line, (where, expected) in zip(lines, REFUSALS[name], strict=True):
         assert line.startswith(f"{path}: {where}"), line
         assert expected in line, line
+
+
+# Words of pydantic, PyYAML and Python that used to reach users instead of rotator's own.
+LIBRARY_WORDING = (
+    "Input should",
+    "input should",
+    "after validation",
+    "greater than or equal",
+    "less than or equal",
+    "cannot start any token",
+    "Value error",
+    "tuple",
+    "valid boolean",
+    "indicator",
+)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_refusals_are_in_rotators_words(name: str) -> None:
+    message = refusal(fixture(name))
+    assert not [words for words in LIBRARY_WORDING if words in message], message
 
 
 @pytest.mark.parametrize("name", ["inline_secret_cloudflare", "inline_secret_account"])
