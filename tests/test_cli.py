@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import shlex
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from rotator.cli import _parser, main
 from rotator.simulator import SimulatorThread
 from tests.processes import environment, free_port, log_lines, rotator, write_config
 
@@ -103,3 +108,77 @@ def test_a_refused_connection_is_said_without_aiohttps_words(tmp_path: Path) -> 
     assert f"cannot connect to 127.0.0.1:{port}: connection refused" in checked["error"]
     assert "ssl:" not in result.stdout + result.stderr
     assert "Connect call failed" not in result.stdout + result.stderr
+
+
+# --- --help -------------------------------------------------------------------------------------
+
+COMMANDS = ["run", "check", "rotate", "validate", "demo"]
+
+
+def help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_says_what_it_does_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = help_text(command, capsys)
+    description = text.split("\n\n")[1]  # after the usage line, before the options
+    assert len(description.split()) >= 15, text  # a description, not a one-line label
+    assert "\nexamples:\n" in text
+    examples = text.split("\nexamples:\n")[1].split("\n\n")[0].splitlines()
+    assert [line for line in examples if line.startswith(f"  rotator {command}")], text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_example_in_help_is_a_command_rotator_accepts(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = help_text(command, capsys).split("\nexamples:\n")[1].split("\n\n")[0].splitlines()
+    for example in examples:
+        words = shlex.split(example.split(" | ")[0], comments=True)
+        words = [w for w in words if "=" not in w or w.startswith("-")]  # VAR=value before the command
+        assert words[0] == "rotator", example
+        args = _parser().parse_args(words[1:])  # SystemExit (and a failed test) if it does not parse
+        assert args.command == command
+
+
+def test_the_rehearsal_in_the_readme_works(tmp_path: Path) -> None:
+    """README, 'Rehearse a config': its simulator command, one account added, a config run against it."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Rehearse a config\n")[1].split("\n## ")[0]
+    (command,) = [line for line in section.splitlines() if line.startswith("python -m rotator.simulator ")]
+    options = shlex.split(command.removesuffix(" &"))[3:]
+    assert options[:2] == ["--listen", "127.0.0.1:8787"]
+    options[1] = "127.0.0.1:0"  # any free port here: 8787 may be taken
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "rotator.simulator", *options], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert simulator.stdout is not None
+        started = json.loads(simulator.stdout.readline())
+        account_id = "023e105f4ecef8ad9ca31a8372d0c353"
+        added = httpx.post(
+            f"{started['admin_url']}/accounts",
+            content=json.dumps({"account_id": account_id, "days_until_next_rotation": 2}),
+        )
+        assert added.status_code == 201, added.text
+        config = write_config(
+            tmp_path / "rehearsal.yaml",
+            started["base_url"],
+            accounts=[{"name": "production", "account_id": account_id}],
+            schedule={"check_interval": "5s", "jitter": "0s"},
+        )
+        result = rotator("check", "--json", "-c", str(config), env=environment(token="rehearsal"))
+        assert result.returncode == 0, result.stderr
+        (checked,) = json.loads(result.stdout)["accounts"]
+        assert (checked["action"], checked["reason"]) == ("rotate", "due")
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+        if simulator.stdout is not None:
+            simulator.stdout.close()
