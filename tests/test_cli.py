@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import socket
 import subprocess
@@ -182,3 +183,30 @@ def test_the_rehearsal_in_the_readme_works(tmp_path: Path) -> None:
         simulator.wait(timeout=10)
         if simulator.stdout is not None:
             simulator.stdout.close()
+
+
+# --- one time format ------------------------------------------------------------------------------
+
+TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+
+
+def test_every_time_in_check_output_is_utc_with_a_z(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    simulator = make_simulator(2)  # account 0 is due in 2 days, account 1 in 22
+    first, second = simulator.sim.account_ids
+    accounts = [
+        # Due, and its only window is years away: the message says when Cloudflare rotates.
+        {"name": "windowed", "account_id": first, "windows": [{"cron": "0 2 29 2 *", "duration": "1h"}]},
+        # Due at a threshold of 30, but rotated 20 days ago, within a 25-day gap: says until when.
+        {"name": "gapped", "account_id": second, "threshold_days": 30, "min_days_between_rotations": 25},
+    ]
+    config = write_config(tmp_path / "config.yaml", simulator, accounts=accounts)
+    for output in ("--json", None):
+        result = rotator("check", *([output] if output else []), "-c", str(config))
+        assert result.returncode == 0, result.stderr
+        times = TIME.findall(result.stdout)
+        assert times, result.stdout
+        assert [t for t in times if not t.endswith("Z") or " " in t] == [], result.stdout
+    messages = [
+        a["message"] for a in json.loads(rotator("check", "--json", "-c", str(config)).stdout)["accounts"]
+    ]
+    assert all(TIME.search(m) for m in messages), messages  # each message names a time
