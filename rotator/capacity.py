@@ -5,7 +5,8 @@ Every check is at least one GET, and every GET spends the budget of the account'
 they do at Cloudflare). A cycle over ``n`` accounts therefore takes at least ``n * per / requests``
 seconds. With a shorter ``check_interval`` the cycle cannot finish before the next one is due: the
 checks queue up behind the budget, every account is checked less often than configured, and the
-queue never drains. ``rotator check`` warns, and says the shortest interval that can keep up.
+queue never drains. ``rotator check``, ``validate`` and ``run`` warn, and say the shortest interval
+that can keep up.
 
 Nothing here reads a clock, a file or the network: the caller gathers, this decides.
 """
@@ -64,19 +65,25 @@ def shortfalls(
     return found
 
 
-def capacity_warnings(config: Config, credentials: Mapping[str, Credential]) -> list[str]:
+def capacity_warnings(config: Config, credentials: Mapping[str, Credential | Exception]) -> list[str]:
     """``shortfalls`` of a loaded config, its accounts grouped by credential (``credentials`` maps
-    account ids to what was read), as the lines ``rotator check`` prints."""
+    account ids to what was read), as the lines ``rotator check``, ``validate`` and ``run`` give.
+
+    An account whose credential could not be read (``validate`` in CI has no secrets) is grouped by
+    where it would come from: accounts that name the same variable or file share its secret."""
     counts: dict[str, int] = {}
     sources: dict[str, list[str]] = {}
     for account in config.accounts:
         credential = credentials.get(account.account_id)
-        if credential is None:
-            continue
-        counts[credential.fingerprint] = counts.get(credential.fingerprint, 0) + 1
-        described = sources.setdefault(credential.fingerprint, [])
-        if credential.source.describe() not in described:
-            described.append(credential.source.describe())
+        if isinstance(credential, Credential):
+            key, source = credential.fingerprint, credential.source.describe()
+        else:
+            source = account.credential.describe()
+            key = f"unread: {source}"
+        counts[key] = counts.get(key, 0) + 1
+        described = sources.setdefault(key, [])
+        if source not in described:
+            described.append(source)
     budget = config.settings.cloudflare.rate_limit
     named = {" and ".join(sources[fingerprint]): count for fingerprint, count in counts.items()}
     found = shortfalls(named, config.settings.schedule.check_interval, budget.requests, budget.per)

@@ -25,8 +25,15 @@ from rotator.capacity import capacity_warnings
 from rotator.checker import Checker, CheckResult
 from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rotator.credentials import Credential
-from rotator.daemon import Daemon, build_client, load_credentials, require_credentials
-from rotator.errors import ConfigError, CredentialError, StateFileError
+from rotator.daemon import (
+    Daemon,
+    build_client,
+    config_warnings,
+    credential_problems,
+    load_credentials,
+    require_credentials,
+)
+from rotator.errors import ConfigError, CredentialError, ListenError, StateFileError
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics import Metrics
@@ -38,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, CredentialError, StateFileError) as exc:
+    except (ConfigError, CredentialError, ListenError, StateFileError) as exc:
         _say_error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -52,7 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rotator", description="Keeps Cloudflare Access signing keys rotated on a policy."
+        prog="rotator",
+        description="Keeps Cloudflare Access signing keys rotated on a policy.",
+        epilog="'rotator COMMAND --help' describes a command, with examples. To rehearse a config\n"
+        "against a simulated Cloudflare: python -m rotator.simulator --help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
     config = argparse.ArgumentParser(add_help=False)
@@ -95,7 +106,70 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(handler=_demo)
+    for name, command in commands.choices.items():
+        command.description, command.epilog = _HELP[name]
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+# Each command's --help: what it does, then examples. Kept apart from the arguments above so that
+# the prose reads as a whole (and RawDescriptionHelpFormatter keeps its line breaks).
+_HELP = {
+    "run": (
+        "Run the daemon: check every account soon after start, then every schedule.check_interval\n"
+        "(plus jitter), rotate each key as the policy decides, and serve /metrics, /healthz and\n"
+        "/readyz on http.listen. The config is reloaded on SIGHUP and when the file changes. Logs are\n"
+        "JSON lines on stdout. SIGTERM or SIGINT stops it; a rotation in flight is recorded first.",
+        "examples:\n"
+        "  rotator run -c /etc/rotator/config.yaml\n"
+        "  rotator run --once -c config.yaml    # one pass over every account, then exit\n"
+        "\n"
+        "exit codes: 0 stopped, or --once with every account checked; 1 an account failed (--once);\n"
+        "2 the config, a credential or http.listen cannot be used.",
+    ),
+    "check": (
+        "Read every account's key configuration from Cloudflare and show what the daemon would do\n"
+        "and why: the days until Cloudflare rotates, the action and its reason, the next window.\n"
+        "Changes nothing: no rotation, no PUT. The result is on stdout, logs on stderr.",
+        "examples:\n"
+        "  rotator check -c config.yaml\n"
+        "  rotator check --json -c config.yaml | jq '.accounts[] | select(.action == \"rotate\")'\n"
+        "\n"
+        "exit codes: 0 every account read; 1 an account could not be read; 2 the config or a\n"
+        "credential cannot be used.",
+    ),
+    "rotate": (
+        "Rotate one account's key now (reason: requested). The minimum gap since the last rotation\n"
+        "(min_days_between_rotations) still holds unless --force; dry_run is honoured; maintenance\n"
+        "windows do not apply to a person. An enforced key_rotation_interval_days is corrected too.",
+        "examples:\n"
+        "  rotator rotate -c config.yaml production\n"
+        "  rotator rotate -c config.yaml production --force    # within the gap: can log users out\n"
+        "\n"
+        "ACCOUNT is the account's name in the config (accounts[].name).",
+    ),
+    "validate": (
+        "Check the config and say what is wrong: one line per problem, naming the file, the account,\n"
+        "the field and what was expected. Warnings and missing credentials are reported without\n"
+        "failing, so a config can be checked in CI without its secrets.",
+        "examples:\n"
+        "  rotator validate -c config.yaml\n"
+        "  ROTATOR_CONFIG=config.yaml rotator validate\n"
+        "\n"
+        "exit codes: 0 the config can be used; 2 it cannot.",
+    ),
+    "demo": (
+        "Run the real daemon against the built-in Cloudflare simulator on localhost, where a day\n"
+        "lasts 2 seconds: five accounts, keys rotated within the first minute, one account in dry\n"
+        "run, one with its interval enforced. Nothing leaves this machine; no token is needed.",
+        "examples:\n"
+        "  rotator demo\n"
+        "  rotator demo --listen 127.0.0.1:0 --duration 60    # any free port, one minute\n"
+        "\n"
+        "To rehearse your own config, run it against python -m rotator.simulator (README:\n"
+        "'Rehearse a config').",
+    ),
+}
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -118,10 +192,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     config = _load(args, stream=sys.stderr)
-    for warning in config.warnings:
+    credentials = load_credentials(config.accounts)
+    for warning in config_warnings(config, credentials):
         print(f"warning: {warning}")
-    problems = {str(p) for p in load_credentials(config.accounts).values() if isinstance(p, CredentialError)}
-    for problem in sorted(problems):
+    for problem in credential_problems(config.accounts, credentials):
         print(f"warning: {problem} (needed by run, check and rotate)")
     print(f"{config.path}: valid, {len(config.accounts)} account(s)")
     return EXIT_OK

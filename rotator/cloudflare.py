@@ -293,10 +293,17 @@ class CloudflareClient:
             raise ServerError(
                 f"{what}: Cloudflare answered {status} ({detail})", status=status, errors=errors
             )
-        if status in (401, 403):
+        if status == 401:  # who is asking is unknown: no permission would help
             raise AuthError(
-                f"{what}: Cloudflare refused the credential ({status}: {detail}); it needs "
-                f"the permission '{_PERMISSION[method]}' on this account",
+                f"{what}: Cloudflare did not accept the credential (401: {detail}): the API token (or "
+                "the email and Global API Key) is invalid, expired or revoked; replace the secret",
+                status=status,
+                errors=errors,
+            )
+        if status == 403:
+            raise AuthError(
+                f"{what}: Cloudflare refused the credential (403: {detail}): it lacks the permission "
+                f"'{_PERMISSION[method]}' on this account",
                 status=status,
                 errors=errors,
             )

@@ -8,14 +8,19 @@ value the user wrote, because that value might be a secret pasted into the wrong
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
+import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import annotated_types
 import httpx
 import yaml
 from pydantic import (
@@ -27,14 +32,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from rotator.credentials import CredentialSource
 from rotator.durations import parse_duration
 from rotator.errors import ConfigError
 from rotator.policy import PolicySettings
+from rotator.problems import lines as problem_lines
 from rotator.windows import Window, Windows, never_opens
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
+# A config with 10,000 accounts is about 1 MB; anything much larger is not a config.
+MAX_CONFIG_BYTES = 10 * 2**20
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_TOKEN_ENV = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - a variable name, not a secret
 # Cloudflare publishes the current and the previous key, and the previous one stays valid for
@@ -191,14 +200,10 @@ class WindowSettings(_Strict):
 
     @model_validator(mode="after")
     def _can_open(self) -> WindowSettings:
-        window = self.window()
         try:
-            never = never_opens(window, datetime.now(UTC))
+            never = never_opens(self.window(), datetime.now(UTC))
         except ValueError as exc:
-            raise ValueError(
-                f"cron: {exc}: expected five fields (minute hour day month weekday), "
-                "such as '0 2 * * tue,wed'"
-            ) from None
+            raise ValueError(f"cron: {exc}") from None
         if never:
             raise ValueError(f"cron: '{self.cron}' never matches a date, so this window can never open")
         return self
@@ -292,6 +297,27 @@ class Settings(_Strict):
     def _no_inline_secrets(cls, data: Any) -> Any:
         return _refuse_inline_secrets(data)
 
+    @field_validator("state_file")
+    @classmethod
+    def _writable_state_file(cls, value: Path | None) -> Path | None:
+        # Found at load rather than at the first rotation, whose record would then be lost.
+        if value is None:
+            return value
+        expected = (
+            "expected the path of a file in a directory that exists and that rotator can write to "
+            "(it writes a temporary file there, then renames it)"
+        )
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory: {expected}")
+        directory = value.parent
+        if not directory.exists():
+            raise ValueError(f"the directory {directory} does not exist: {expected}")
+        if not directory.is_dir():
+            raise ValueError(f"{directory} is not a directory: {expected}")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ValueError(f"the directory {directory} is not writable by this process: {expected}")
+        return value
+
 
 @dataclass(frozen=True)
 class Account:
@@ -326,7 +352,7 @@ class Config:
 def load_config(path: Path) -> Config:
     """Read, validate and resolve the config at ``path``; raise ConfigError saying what is wrong."""
     try:
-        raw = path.read_bytes()
+        raw = read_config_file(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (give one with -c or $ROTATOR_CONFIG)") from None
     except OSError as exc:
@@ -339,6 +365,34 @@ def load_config(path: Path) -> Config:
     return parse_config(text, path)
 
 
+def read_config_file(path: Path) -> bytes:
+    """The bytes of the config file; ConfigError when it is not a regular file or is larger than
+    MAX_CONFIG_BYTES (``-c /dev/zero`` would otherwise be read until memory runs out, and a FIFO
+    would block), OSError when it cannot be read."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: {_file_kind(info.st_mode)}, not a regular file: expected a YAML file")
+    with path.open("rb") as file:
+        raw = file.read(MAX_CONFIG_BYTES + 1)  # the size may have changed since stat
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MB, which is more than a config needs "
+            "(10,000 accounts take about 1 MB): expected a YAML config file"
+        )
+    return raw
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
 def parse_config(text: str, path: Path) -> Config:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
@@ -346,8 +400,7 @@ def parse_config(text: str, path: Path) -> Config:
         where = ""
         if mark := getattr(exc, "problem_mark", None):
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: not valid YAML{where}: {_yaml_problem(exc, text)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with at least an 'accounts' list")
     try:
@@ -457,63 +510,108 @@ def _unsatisfiable(settings: Settings, accounts: tuple[Account, ...]) -> list[st
             value = getattr(account, attr)
             if value in first_seen:
                 problems.append(
-                    f"{_where(index, account)}: {kind}: '{value}' is already used by "
-                    f"accounts[{first_seen[value]}]; each account needs a unique {kind}"
+                    (
+                        _where(index, account),
+                        f"{kind}: '{value}' is already used by accounts[{first_seen[value]}]; each "
+                        f"account needs a unique {kind}",
+                    )
                 )
             first_seen.setdefault(value, index)
-    for index, account in enumerate(accounts):
+
+    def unsatisfiable_interval(account: Account) -> str | None:
         policy = account.rotation
         interval = policy.key_rotation_interval_days
         if interval is None:
-            continue
+            return None
         # After a rotation Cloudflare reports `interval` days left; rotator acts at `threshold`.
         # If that moment comes before the minimum gap has passed, the guard always skips, and
         # Cloudflare rotates on its own: the policy can never be carried out.
         cycle = interval - policy.threshold_days
-        if cycle <= 0 or cycle < policy.min_days_between_rotations:
-            problems.append(
-                f"{_where(index, account)}: key_rotation_interval_days: an interval of "
-                f"{interval} days minus threshold_days {policy.threshold_days:g} leaves "
-                f"{cycle:g} days between rotations, fewer than min_days_between_rotations "
-                f"{policy.min_days_between_rotations:g}: expected key_rotation_interval_days - "
-                "threshold_days to be more than 0 and at least min_days_between_rotations"
-            )
-    return problems
+        if cycle > 0 and cycle >= policy.min_days_between_rotations:
+            return None
+        return (
+            f"key_rotation_interval_days: an interval of {interval} days minus threshold_days "
+            f"{policy.threshold_days:g} leaves {cycle:g} days between rotations, fewer than "
+            f"min_days_between_rotations {policy.min_days_between_rotations:g}: expected "
+            "key_rotation_interval_days - threshold_days to be more than 0 and at least "
+            "min_days_between_rotations"
+        )
+
+    gap_fields = ("key_rotation_interval_days", "threshold_days", "min_days_between_rotations")
+    problems += _rotation_problems(settings, accounts, gap_fields, unsatisfiable_interval)
+    return problem_lines(problems)
+
+
+def _rotation_problems(
+    settings: Settings,
+    accounts: tuple[Account, ...],
+    fields: tuple[str, ...],
+    problem: Callable[[Account], str | None],
+) -> list[tuple[str, str]]:
+    """``problem`` of each account's rotation settings as ``(where, what)``: said once, at
+    ``rotation.``, for the accounts that take all of ``fields`` from the defaults (a mistake there
+    is one mistake, however many accounts inherit it), and at the account for the others."""
+    found: list[tuple[str, str]] = []
+    inherited: dict[str, int] = {}
+    for index, account in enumerate(accounts):
+        what = problem(account)
+        if what is None:
+            continue
+        if all(getattr(settings.accounts[index], field) is None for field in fields):
+            inherited[what] = inherited.get(what, 0) + 1
+        else:
+            found.append((_where(index, account), what))
+    defaults = [
+        ("", f"rotation.{what} (inherited by {count:,} account{'' if count == 1 else 's'})")
+        for what, count in inherited.items()
+    ]
+    return defaults + found
 
 
 def _warnings(settings: Settings, accounts: tuple[Account, ...]) -> tuple[str, ...]:
-    warnings = []
-    for index, account in enumerate(accounts):
-        if account.rotation.min_days_between_rotations < KEY_OVERLAP_DAYS:
-            warnings.append(
-                f"{_where(index, account)}: min_days_between_rotations is "
-                f"{account.rotation.min_days_between_rotations:g}: Cloudflare keeps the previous key "
-                f"valid for {KEY_OVERLAP_DAYS} days, so rotating sooner pushes out a key that may "
-                "still sign tokens in flight and can log users out"
-            )
     schedule = settings.schedule
     slowest_check = schedule.check_interval + schedule.jitter
-    for index, account in enumerate(accounts):
-        if any(w.duration < slowest_check for w in account.rotation.windows):
-            warnings.append(
-                f"{_where(index, account)}: a maintenance window is shorter than "
-                "schedule.check_interval plus jitter, so a check may never fall inside it; due "
-                "rotations would then wait for the deadline before Cloudflare's own rotation"
-            )
-    for index, account in enumerate(accounts):
-        if slowest_check >= account.rotation.threshold_days * 86400:
-            warnings.append(
-                f"{_where(index, account)}: threshold_days {account.rotation.threshold_days:g} is "
-                "shorter than schedule.check_interval plus jitter: Cloudflare may rotate on its own "
-                "between two checks"
-            )
-            break
-    return tuple(warnings)
+
+    def short_gap(account: Account) -> str | None:
+        if account.rotation.min_days_between_rotations >= KEY_OVERLAP_DAYS:
+            return None
+        return (
+            f"min_days_between_rotations is {account.rotation.min_days_between_rotations:g}: "
+            f"Cloudflare keeps the previous key valid for {KEY_OVERLAP_DAYS} days, so rotating sooner "
+            "pushes out a key that may still sign tokens in flight and can log users out"
+        )
+
+    def short_window(account: Account) -> str | None:
+        if not any(w.duration < slowest_check for w in account.rotation.windows):
+            return None
+        return (
+            "windows: a maintenance window is shorter than schedule.check_interval plus jitter, so a "
+            "check may never fall inside it; due rotations would then wait for the deadline before "
+            "Cloudflare's own rotation"
+        )
+
+    def short_threshold(account: Account) -> str | None:
+        if slowest_check < account.rotation.threshold_days * 86400:
+            return None
+        return (
+            f"threshold_days {account.rotation.threshold_days:g} is shorter than "
+            "schedule.check_interval plus jitter: Cloudflare may rotate on its own between two checks"
+        )
+
+    warnings = []
+    for name, problem in (
+        ("min_days_between_rotations", short_gap),
+        ("windows", short_window),
+        ("threshold_days", short_threshold),
+    ):
+        warnings += _rotation_problems(settings, accounts, (name,), problem)
+    return tuple(problem_lines(warnings))
 
 
 def _describe(path: Path, data: dict[str, Any], exc: ValidationError) -> str:
-    """One line per problem: file, account by index and name, field, what was expected."""
-    lines = []
+    """One line per problem: file, account by index and name, field, what was expected; the same
+    problem in several accounts is one line naming them."""
+    problems = []
     for error in exc.errors(include_input=False, include_url=False):
         loc = list(error["loc"])
         where = ""
@@ -521,17 +619,64 @@ def _describe(path: Path, data: dict[str, Any], exc: ValidationError) -> str:
             index = loc[1]
             raw = data.get("accounts") or []
             name = raw[index].get("name") if index < len(raw) and isinstance(raw[index], dict) else None
-            where = f"accounts[{index}]" + (f" ({name})" if isinstance(name, str) else "") + ": "
+            where = f"accounts[{index}]" + (f" ({name})" if isinstance(name, str) else "")
             loc = loc[2:]
         field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-        lines.append(f"{path}: {where}{field + ': ' if field else ''}{_explain(error)}")
-    return "\n".join(lines)
+        problems.append((where, f"{field + ': ' if field else ''}{_explain(error)}"))
+    return "\n".join(f"{path}: {line}" for line in problem_lines(problems))
+
+
+# YAML's own words for the mistakes people make, and what to do about each. libyaml and PyYAML
+# word some of them differently: matched on a part both share.
+_YAML_PROBLEMS = (
+    (
+        "mapping values are not allowed",
+        "a ':' followed by a space inside a value: put the value in quotes, or check this line's "
+        "indentation against the lines above",
+    ),
+    ("could not find expected ':'", "expected 'key: value': a ':' is missing, or a quote is not closed"),
+    (
+        "did not find expected key",
+        "expected a 'key: value' line at this indentation: check it against the lines above",
+    ),
+    (
+        "did not find expected '-' indicator",
+        "expected a '- ' list item at this indentation: check it against the lines above",
+    ),
+    ("expected <block end>", "unexpected indentation: check this line against the lines above"),
+    ("did not find expected ','", "a '[' or '{' is not closed, or two items lack a ',' between them"),
+    ("end of stream", "the file ends inside a quoted value or a bracket: close it"),
+    ("undefined alias", "'*' starts an alias here, and no '&' anchor defines it: put the value in quotes"),
+    (
+        "unknown escape character",
+        "a backslash in a double-quoted value starts an unknown escape: use single quotes, or write \\\\",
+    ),
+    ("cannot start any token", "a value cannot start with this character: put the value in quotes"),
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """What is wrong at the error's mark, in rotator's words rather than the YAML scanner's."""
+    problem = str(getattr(exc, "problem", None) or "")
+    if "given twice" in problem:  # _Loader's own words
+        return problem
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        lines = text.splitlines()
+        line = lines[mark.line] if mark.line < len(lines) else ""
+        if "\t" in line[: mark.column + 1] or "tab" in problem:
+            return "a tab character: YAML indents with spaces only (replace the tab with spaces)"
+    for words, explanation in _YAML_PROBLEMS:
+        if words in problem:
+            return explanation
+    return f"the YAML parser says: {problem}" if problem else "expected YAML"
 
 
 def _explain(error: Any) -> str:
-    kind, message = error["type"], error["msg"]
+    kind, message, loc = error["type"], str(error["msg"]), tuple(error["loc"])
+    ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return "unknown key (check its spelling and its level of indentation)"
+        return _unknown_key(loc)
     if kind == "missing":
         return "required, and missing"
     if kind in ("model_type", "model_attributes_type", "dict_type"):  # pydantic names its class here
@@ -539,11 +684,100 @@ def _explain(error: Any) -> str:
     if kind in ("list_type", "tuple_type"):  # "tuple" is Python's word; YAML has lists
         return "expected a list (one '- ' item a line)"
     if kind == "value_error":
-        return str(message).removeprefix("Value error, ")
-    if kind == "string_pattern_mismatch" and error["loc"][-1] == "account_id":
+        return message.removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and loc[-1] == "account_id":
         return "expected 32 hexadecimal characters"
-    if kind == "string_pattern_mismatch" and error["loc"][-1] == "name":
+    if kind == "string_pattern_mismatch" and loc[-1] == "name":
         return "expected letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)"
     if kind == "string_pattern_mismatch":
         return "expected the name of an environment variable (letters, digits and '_')"
-    return f"expected: {str(message)[0].lower()}{str(message)[1:]}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return _expected_range(loc)
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "expected a whole number"
+    if kind in ("float_type", "float_parsing"):
+        return "expected a number"
+    if kind == "finite_number":
+        return "expected a finite number (.inf and .nan are not)"
+    if kind in ("bool_type", "bool_parsing"):
+        return "expected true or false"
+    if kind == "string_type":
+        return "expected text (in quotes if YAML would read it as something else)"
+    if kind == "too_short" and loc == ("accounts",):
+        return "expected at least one account"
+    if kind == "too_short":
+        return f"expected at least {ctx.get('min_length', 1)} item(s)"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected', '')}"
+    if message.startswith("Input should be "):  # the rest of pydantic's wording reads as expected
+        return "expected " + message.removeprefix("Input should be ")
+    return f"expected: {message[0].lower()}{message[1:]}"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> dict[str, FieldInfo]:
+    """The keys a mapping at ``loc`` may have (empty when ``loc`` is not a known mapping)."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list: the list's own model
+        info = model.model_fields.get(part)
+        inner = _model_in(info.annotation) if info is not None else None
+        if inner is None:
+            return {}
+        model = inner
+    return dict(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``X``, ``X | None``, ``tuple[X, ...]`` or ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
+def _all_keys(model: type[BaseModel] = Settings, prefix: str = "") -> dict[str, str]:
+    """Every key's name and its full dotted path, sections first (for a key at the wrong level)."""
+    keys: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        inner = _model_in(info.annotation)
+        if inner is not None and name != "accounts":
+            keys.update(_all_keys(inner, f"{prefix}{name}."))
+        keys.setdefault(name, prefix + name)
+    return keys
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """An unknown key, with the key the user probably meant (misspelled, or at another level)."""
+    key, here = loc[-1], _fields_at(loc[:-1])
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key, list(here), n=1)
+        if close:
+            return f"unknown key: did you mean {close[0]}?"
+        elsewhere = _all_keys().get(key)
+        if elsewhere is not None and elsewhere != key:
+            return f"unknown key here: did you mean {elsewhere}? (check its level of indentation)"
+    return "unknown key (check its spelling and its level of indentation)"
+
+
+def _expected_range(loc: tuple[Any, ...]) -> str:
+    """The whole range a number may take, from the field's bounds (pydantic names only one)."""
+    info = _fields_at(loc[:-1]).get(loc[-1]) if isinstance(loc[-1], str) else None
+    metadata = info.metadata if info is not None else []
+    low = next((m.ge for m in metadata if isinstance(m, annotated_types.Ge)), None)
+    above = next((m.gt for m in metadata if isinstance(m, annotated_types.Gt)), None)
+    high = next((m.le for m in metadata if isinstance(m, annotated_types.Le)), None)
+    if any(getattr(m, "func", None) is parse_duration for m in metadata):
+        what = "a duration"
+    elif info is not None and (info.annotation is int or int in get_args(info.annotation)):
+        what = "a whole number"
+    else:
+        what = "a number"
+    if low is not None and high is not None:
+        return f"expected {what} from {low} to {high}"
+    if above is not None:
+        return f"expected {what} {'longer than' if what == 'a duration' else 'above'} {above}"
+    if low is not None:
+        return f"expected {what} of at least {low}"
+    if high is not None:
+        return f"expected {what} of at most {high}"
+    return f"expected {what} within the allowed range"

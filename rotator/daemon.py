@@ -25,16 +25,18 @@ from prometheus_client import CollectorRegistry
 
 import rotator
 from rotator import __version__
+from rotator.capacity import capacity_warnings
 from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import Backoff, CloudflareClient
-from rotator.config import Account, Config, load_config
+from rotator.config import Account, Config, load_config, read_config_file
 from rotator.credentials import Credential
-from rotator.errors import ConfigError, CredentialError, HTTPStatusError
+from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics import Metrics
+from rotator.problems import several
 from rotator.reload import ConfigChange, compare
-from rotator.server import StatusServer
+from rotator.server import StatusServer, why_not_listening
 
 CredentialMap = dict[str, Credential | CredentialError]
 # How often the config file is compared with the running config, in seconds.
@@ -47,18 +49,43 @@ STARTUP_RETRY_SECONDS = 15.0
 
 def _fingerprint(path: Path) -> bytes | None:
     try:
-        return hashlib.sha256(path.read_bytes()).digest()
+        return hashlib.sha256(read_config_file(path)).digest()
+    except ConfigError as exc:  # not a regular file, or too large: the reload will say so
+        return hashlib.sha256(str(exc).encode()).digest()
     except OSError:
         return None  # mid-swap or briefly absent: judge at the next poll
+
+
+def config_warnings(config: Config, credentials: Mapping[str, Credential | CredentialError]) -> list[str]:
+    """What is worth a warning about a config: its own warnings, and each credential whose budget
+    cannot check its accounts within check_interval."""
+    return [*config.warnings, *capacity_warnings(config, credentials)]
 
 
 def require_credentials(config: Config) -> dict[str, Credential]:
     """Every account's credential; CredentialError naming each one that cannot be read."""
     loaded = load_credentials(config.accounts)
-    missing = sorted({str(e) for e in loaded.values() if isinstance(e, CredentialError)})
+    missing = credential_problems(config.accounts, loaded)
     if missing:
         raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
     return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
+
+
+def credential_problems(
+    accounts: tuple[Account, ...], loaded: Mapping[str, Credential | CredentialError]
+) -> list[str]:
+    """One line per credential that cannot be read, naming the accounts that need it: 300,000
+    accounts without their token set are one problem, not 300,000 lines."""
+    needed_by: dict[str, list[str]] = {}
+    for account in accounts:
+        problem = loaded.get(account.account_id)
+        if isinstance(problem, CredentialError):
+            what = str(problem).removeprefix(f"account {account.name}: ")
+            needed_by.setdefault(what, []).append(account.name)
+    return [
+        f"account{'s' if len(names) > 1 else ''} {several(names)}: {what}"
+        for what, names in needed_by.items()
+    ]
 
 
 def load_credentials(accounts: tuple[Account, ...]) -> CredentialMap:
@@ -118,6 +145,7 @@ class Daemon:
             accounts=lambda account_id: self._accounts.get(account_id),
             check_period=config.check_period,
         )
+        self._warnings = config_warnings(config, credentials)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._stop = asyncio.Event()
         self._stop_reason = "finished"
@@ -150,7 +178,7 @@ class Daemon:
             check_interval_seconds=settings.schedule.check_interval,
             version=__version__,
         )
-        for warning in self._config.warnings:
+        for warning in self._warnings:
             self._log.warning("config_warning", message=warning)
         try:
             if once:
@@ -179,7 +207,13 @@ class Daemon:
     async def _serve(self) -> None:
         http = self._config.settings.http
         server = StatusServer(self._registry, healthy=self._health_problem, ready=self._readiness_problem)
-        await server.start(http.host, http.port)
+        try:
+            await server.start(http.host, http.port)
+        except OSError as exc:  # before any check is scheduled: nothing to undo
+            self._stop_reason = "listen_failed"
+            raise ListenError(
+                f"{self._config.path}: http.listen: cannot listen on {http.listen}: {why_not_listening(exc)}"
+            ) from None
         self._log.info("http_listening", listen=http.listen, endpoints=["/metrics", "/healthz", "/readyz"])
         try:
             self._schedule_checks()
@@ -240,7 +274,7 @@ class Daemon:
             self._apply(new, credentials, change)
             self._metrics.config_reloads.labels("success").inc()
             self._metrics.config_last_reload_successful.set(1)
-            for warning in new.warnings:
+            for warning in config_warnings(new, credentials):
                 self._log.warning("config_warning", message=warning)
             self._log.info(
                 "config_reloaded",

@@ -15,7 +15,9 @@ from pathlib import Path
 from rotator.config import parse_config
 from rotator.credentials import CredentialSource
 from rotator.daemon import Daemon
+from rotator.errors import ListenError
 from rotator.logs import configure_logging
+from rotator.server import why_not_listening
 from rotator.simulator import Simulator
 
 DAY_SECONDS = 2.0
@@ -81,10 +83,16 @@ async def run_demo(*, listen: str, duration: float | None) -> int:
 
 
 def _with_free_port(listen: str) -> str:
-    """``HOST:0`` becomes a free port now, so the banner can say where /metrics is."""
+    """``HOST:0`` becomes a free port now, so the banner can say where /metrics is; a port that is
+    taken is refused now, before the banner sends a reader to it."""
     host, _, port = listen.rpartition(":")
-    if port != "0":
-        return listen
-    with socket.socket() as probe:
-        probe.bind((host.strip("[]"), 0))
-        return f"{host}:{probe.getsockname()[1]}"
+    try:
+        address = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+        with socket.socket(address[0], socket.SOCK_STREAM) as probe:
+            # As the server will bind: a port left in TIME_WAIT by an earlier run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address[4])
+            return listen if port != "0" else f"{host}:{probe.getsockname()[1]}"
+    except (OSError, ValueError) as exc:
+        why = why_not_listening(exc) if isinstance(exc, OSError) else "expected HOST:PORT"
+        raise ListenError(f"--listen: cannot listen on {listen}: {why}") from None

@@ -8,6 +8,7 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
     ├── CredentialError              a credential's env var is unset or its file is absent/empty
     ├── StateFileError               the state file cannot be read or written
     ├── InternalError                a check failed in a way rotator did not foresee (a bug)
+    ├── ListenError                  the HTTP endpoints' address cannot be listened on (in use)
     └── CloudflareError              talking to Cloudflare failed
         ├── TransportError           no response arrived (timeout, connection refused/reset)
         │   └── ConnectError         the connection was never made: nothing was sent
@@ -48,6 +49,11 @@ class StateFileError(RotatorError):
 
 class InternalError(RotatorError):
     """A check failed in a way rotator did not foresee: logged with its type, never raised on."""
+
+
+class ListenError(RotatorError):
+    """The address for /metrics, /healthz and /readyz cannot be listened on; the message names it
+    and the setting it came from."""
 
 
 class CloudflareError(RotatorError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -56,3 +57,14 @@ class StatusServer:
             return web.Response(status=503, text=f"{problem}\n")
 
         return handler
+
+
+def why_not_listening(exc: OSError) -> str:
+    """Why binding failed, in an operator's words (asyncio's own message names a sockaddr tuple)."""
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is already in use (is another rotator, or another program, listening there?)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "this machine has no such address"
+    if exc.errno == errno.EACCES:
+        return "permission denied (a port below 1024 needs privileges)"
+    return exc.strerror or str(exc)

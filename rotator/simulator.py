@@ -1030,6 +1030,17 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m rotator.simulator",
         description="Serve a simulated Cloudflare Access key API. Prints one JSON line "
         "(base_url, admin_url, accounts) on stdout, then serves until SIGTERM or SIGINT.",
+        epilog="example, rehearsing a config with one day every 10 seconds (README: 'Rehearse a config'):\n"
+        "  python -m rotator.simulator --listen 127.0.0.1:8787 --accounts 0 --day-seconds 10 "
+        "--token rehearsal\n"
+        "  curl -X POST http://127.0.0.1:8787/__sim/accounts \\\n"
+        '       -d \'{"account_id": "023e105f4ecef8ad9ca31a8372d0c353", "days_until_next_rotation": 2}\'\n'
+        "  CLOUDFLARE_API_TOKEN=rehearsal rotator run -c rehearsal.yaml   # base_url: "
+        "http://127.0.0.1:8787/client/v4\n"
+        "\n"
+        "admin API (no authentication; loopback only): GET /__sim/state, GET /__sim/requests,\n"
+        'POST /__sim/accounts, POST /__sim/advance {"days": N}, POST and DELETE /__sim/faults.',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--listen",

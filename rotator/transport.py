@@ -34,6 +34,8 @@ as one that never left, and be sent again. That is why this module exists rather
 
 from __future__ import annotations
 
+import errno
+import socket
 import ssl
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -200,7 +202,7 @@ def _translated(request: httpx.Request, phase: _Phase) -> Iterator[None]:
     except aiohttp.ConnectionTimeoutError as exc:  # connect or sock_connect: never sent
         raise httpx.ConnectTimeout(str(exc) or "timed out connecting", request=request) from exc
     except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS handshake: never sent
-        raise httpx.ConnectError(str(exc), request=request) from exc
+        raise httpx.ConnectError(_cannot_connect(exc), request=request) from exc
     except TimeoutError as exc:  # the deadline, sock_read (aiohttp.SocketTimeoutError), any other wait
         if not phase.connected:  # the deadline, still waiting for a connection: never sent
             raise httpx.ConnectTimeout("no connection within the deadline", request=request) from exc
@@ -211,3 +213,23 @@ def _translated(request: httpx.Request, phase: _Phase) -> Iterator[None]:
         raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:  # reset or broken while sending or reading: may have arrived
         raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+def _cannot_connect(exc: aiohttp.ClientConnectorError) -> str:
+    """Where and why, in an operator's words: aiohttp's own message says "ssl:default" even for
+    plain http:// and quotes asyncio's "Connect call failed ('127.0.0.1', 9)"."""
+    os_error = exc.os_error
+    tls_reason = getattr(os_error, "reason", None)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        why = f"its TLS certificate was not accepted ({exc.certificate_error})"
+    elif isinstance(exc, aiohttp.ClientSSLError) and tls_reason == "WRONG_VERSION_NUMBER":
+        why = "it does not speak TLS at this port: does base_url say https:// for a plain-HTTP server?"
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        why = f"the TLS handshake failed ({tls_reason or os_error})"
+    elif isinstance(os_error, socket.gaierror):
+        why = f"the host name could not be resolved ({exc.strerror})"
+    elif exc.errno == errno.ECONNREFUSED:
+        why = "connection refused (nothing listens at that address)"
+    else:
+        why = exc.strerror or type(os_error).__name__
+    return f"cannot connect to {exc.host}:{exc.port}: {why}"

@@ -1,7 +1,23 @@
 """Maintenance windows: when a due rotation may happen. Pure: every answer is for a given ``now``.
 
-Cron parsing is APScheduler's (already the scheduler), so a window's cron means exactly what it
-means to the scheduler: five fields, names for days and months, evaluated in the window's timezone.
+A window's ``cron`` is a crontab(5) schedule, read as Debian's cron reads it. cronsim evaluates it
+(it follows Debian's cron, quirks included); this module only refuses what crontab(5) does not have
+and says every refusal in rotator's words. What that means for a user:
+
+- five fields, ``minute hour day-of-month month day-of-week``; ``*``, numbers, ranges (``1-5``), lists
+  (``1,3``) and steps (``*/2``, ``1-5/2``) in any field; month and weekday names (``jan``, ``sun``,
+  any case), in ranges too (``sun-wed``); ``@yearly``, ``@annually``, ``@monthly``, ``@weekly``,
+  ``@daily``, ``@midnight`` and ``@hourly``;
+- weekdays count from Sunday: 0 and 7 are both Sunday, so ``*/2`` is Sunday, Tuesday, Thursday and
+  Saturday;
+- when both day fields are restricted (neither starts with ``*``), a day matches if *either* does:
+  ``0 2 1 * mon`` is the 1st of the month and every Monday;
+- times are read in the window's timezone. A time skipped when clocks go forward opens right after
+  the change; a time repeated when they go back opens once. A ``*`` in the minute or hour field
+  follows the wall clock instead: every real hour, the repeated one included.
+
+cronsim's own extensions (``L``, ``W``, ``#``, a sixth field for seconds) are refused, so a window
+means the same to rotator as the line would to cron.
 """
 
 from __future__ import annotations
@@ -12,7 +28,32 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
+from cronsim import CronSim, CronSimError
+
+# crontab(5): "Instead of the first five fields, one of eight special strings may appear".
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day-of-week", "0-7 (0 and 7 are Sunday) or sun-sat"),
+)
+# One list item: *, a number or a three-letter name, or a range of them, with an optional step.
+_ITEM = r"(?:\*|[0-9]+|[a-z]{3})(?:-(?:[0-9]+|[a-z]{3}))?(?:/[0-9]+)?"
+_FIELD = re.compile(rf"{_ITEM}(?:,{_ITEM})*", re.IGNORECASE)
+# cronsim names the field it refuses in these words.
+_CRONSIM_FIELD = {"minute": 0, "hour": 1, "day-of-month": 2, "month": 3, "day-of-week": 4}
+# Any start will do to check that cronsim can read an expression.
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -23,9 +64,55 @@ class Window:
     duration: timedelta
     timezone: str = "UTC"
 
-    def trigger(self) -> CronTrigger:
-        """Raise ValueError (bad cron) or ZoneInfoNotFoundError (unknown timezone)."""
-        return CronTrigger.from_crontab(_crontab_weekdays(self.cron), timezone=ZoneInfo(self.timezone))
+    def expression(self) -> str:
+        """The cron as five fields; ValueError, in the user's terms, when it is not crontab(5)."""
+        return crontab(self.cron)
+
+
+def crontab(cron: str) -> str:
+    """``cron`` as the five fields cronsim reads; ValueError saying what is wrong with it."""
+    text = _MACROS.get(cron.strip().lower(), cron)
+    if text.strip().startswith("@"):
+        raise ValueError(
+            f"'{cron.strip()}' is not a schedule a window can have: expected five fields or one of "
+            f"{', '.join(_MACROS)}"
+        )
+    fields = text.split()
+    if len(fields) != len(_FIELDS):
+        raise ValueError(
+            f"{len(fields)} field{'s' if len(fields) != 1 else ''}: expected five fields "
+            "(minute hour day month weekday), such as '0 2 * * tue,wed'"
+        )
+    for index, value in enumerate(fields):
+        if not _FIELD.fullmatch(value):
+            raise ValueError(_bad_field(index, value))
+    expression = " ".join(fields)
+    try:
+        CronSim(expression, _EPOCH)
+    except CronSimError as exc:
+        bad = next((i for name, i in _CRONSIM_FIELD.items() if str(exc).endswith(name)), None)
+        if bad == 2 and _valid_in_some_month(fields):
+            return expression  # a real day, in months that never have it: never_opens says so
+        if bad is None:
+            raise ValueError("expected five fields (minute hour day month weekday)") from None
+        raise ValueError(_bad_field(bad, fields[bad])) from None
+    return expression
+
+
+def _bad_field(index: int, value: str) -> str:
+    name, allowed = _FIELDS[index]
+    return (
+        f"the {name} field '{value}' is not valid: expected {allowed}, with '*', ranges from low "
+        "to high (1-5), lists (1,3) and steps (*/2)"
+    )
+
+
+def _valid_in_some_month(fields: list[str]) -> bool:
+    try:
+        CronSim(" ".join([*fields[:3], "*", fields[4]]), _EPOCH)
+    except CronSimError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -36,7 +123,7 @@ class WindowState:
 
 class Windows:
     def __init__(self, windows: Sequence[Window]) -> None:
-        self._windows = [(w, w.trigger()) for w in windows]
+        self._windows = [(w, w.expression(), ZoneInfo(w.timezone)) for w in windows]
 
     def __bool__(self) -> bool:
         return bool(self._windows)
@@ -44,40 +131,32 @@ class Windows:
     def state(self, now: datetime) -> WindowState:
         open_until: datetime | None = None
         next_opening: datetime | None = None
-        for window, trigger in self._windows:
+        for window, expression, zone in self._windows:
             # The first opening at or after now - duration is the only one that can cover now.
-            opening = _next_fire(trigger, now - window.duration)
+            opening = _next_fire(expression, zone, now - window.duration - _TICK)
             if opening is not None and opening <= now:
                 end = opening + window.duration
                 if now < end:
                     open_until = end if open_until is None else max(open_until, end)
-                opening = _next_fire(trigger, now + timedelta(microseconds=1))
+                opening = _next_fire(expression, zone, now)
             if opening is not None and (next_opening is None or opening < next_opening):
                 next_opening = opening
         return WindowState(open_until, next_opening)
 
 
-# crontab numbers weekdays from Sunday (0 or 7); APScheduler from Monday (0). Users write crontab.
-_WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _crontab_weekdays(cron: str) -> str:
-    """Spell the weekday field's numbers as names, so they mean what crontab(5) says."""
-    fields = cron.split()
-    if len(fields) != 5:
-        return cron  # APScheduler names the problem
-    parts = []
-    for part in fields[4].split(","):
-        days, slash, step = part.partition("/")  # a step (*/2) is a count, not a day
-        days = re.sub(r"\d+", lambda m: _WEEKDAY_NAMES[int(m[0])] if int(m[0]) <= 7 else m[0], days)
-        parts.append(days + slash + step)
-    return " ".join([*fields[:4], ",".join(parts)])
+# cron matches whole seconds: "after t - 1 µs" is "at or after t".
+_TICK = timedelta(microseconds=1)
 
 
 def never_opens(window: Window, now: datetime) -> bool:
-    return _next_fire(window.trigger(), now) is None
+    """True when the cron matches no date at all (such as 31 February); ValueError when invalid."""
+    return _next_fire(window.expression(), ZoneInfo(window.timezone), now) is None
 
 
-def _next_fire(trigger: CronTrigger, after: datetime) -> datetime | None:
-    fire: datetime | None = trigger.get_next_fire_time(None, after)
-    return None if fire is None else fire.astimezone(UTC)
+def _next_fire(expression: str, zone: ZoneInfo, after: datetime) -> datetime | None:
+    """The first time strictly after ``after`` that ``expression`` matches in ``zone``, in UTC."""
+    try:
+        fire = next(CronSim(expression, after.astimezone(zone)))
+    except (CronSimError, StopIteration):  # a day no month has, or no match within 50 years
+        return None
+    return fire.astimezone(UTC)

@@ -342,22 +342,35 @@ async def test_get_and_rotate_send_no_body(api: Callable[..., Api]) -> None:
 # --- errors -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [401, 403])
 @pytest.mark.parametrize(
     ("method", "permission"),
     [("GET", READ_PERMISSION), ("PUT", WRITE_PERMISSION), ("POST", WRITE_PERMISSION)],
 )
-async def test_a_refused_credential_is_an_auth_error_naming_the_permission(
-    api: Callable[..., Api], status: int, method: str, permission: str
+async def test_a_403_is_an_auth_error_naming_the_missing_permission(
+    api: Callable[..., Api], method: str, permission: str
 ) -> None:
-    refusal = failure(status, 10000, "Authentication error")
-    a = api(**{method: [refusal]})
+    a = api(**{method: [failure(403, 10000, "Authentication error")]})
     with pytest.raises(AuthError) as caught:
         await operation(a.client, method, token())
-    assert permission in str(caught.value)
+    assert f"it lacks the permission '{permission}' on this account" in str(caught.value)
     assert "Authentication error (code 10000)" in str(caught.value)
-    assert caught.value.status == status
+    assert caught.value.status == 403
     assert len(a.cloudflare.requests) == 1  # refused at once: no retry, no re-read
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST"])
+async def test_a_401_says_the_credential_is_invalid_not_that_a_permission_is_missing(
+    api: Callable[..., Api], method: str
+) -> None:
+    a = api(**{method: [failure(401, 10000, "Authentication error")]})
+    with pytest.raises(AuthError) as caught:
+        await operation(a.client, method, token())
+    message = str(caught.value)
+    assert "is invalid, expired or revoked" in message
+    assert "permission" not in message  # no permission makes an unknown token work
+    assert "Authentication error (code 10000)" in message
+    assert caught.value.status == 401
+    assert len(a.cloudflare.requests) == 1
 
 
 async def test_an_unknown_account_is_not_found(api: Callable[..., Api]) -> None:

@@ -9,6 +9,7 @@ process: exit 2, one ``rotator: error:`` line per problem, no traceback.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -83,9 +84,9 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
             "to be more than 0 and at least min_days_between_rotations",
         )
     ],
-    "interval_below_21": [("rotation.key_rotation_interval_days:", "greater than or equal to 21")],
+    "interval_below_21": [("rotation.key_rotation_interval_days:", "expected a whole number from 21 to 365")],
     "interval_above_365": [
-        ("accounts[0] (production): key_rotation_interval_days:", "less than or equal to 365")
+        ("accounts[0] (production): key_rotation_interval_days:", "expected a whole number from 21 to 365")
     ],
     "bad_duration": [
         ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
@@ -106,14 +107,32 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     ],
     "bad_listen": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
     "listen_port_only": [("http.listen:", "expected HOST:PORT, such as 0.0.0.0:9464")],
-    "empty_accounts": [("accounts:", "at least 1 item")],
+    "empty_accounts": [("accounts:", "expected at least one account")],
     "accounts_not_a_list": [("accounts:", "expected a list")],
     "missing_accounts": [("accounts:", "required, and missing")],
     "not_a_mapping": [("", "expected a mapping with at least an 'accounts' list")],
     "empty_file": [("", "expected a mapping with at least an 'accounts' list")],
     "section_not_a_mapping": [("cloudflare:", "expected a mapping (indented key: value lines)")],
     "account_not_a_mapping": [("accounts[0]:", "expected a mapping (indented key: value lines)")],
-    "invalid_yaml": [("", "not valid YAML at line 5, column 4: did not find expected '-' indicator")],
+    "invalid_yaml": [
+        (
+            "",
+            "not valid YAML at line 5, column 4: expected a '- ' list item at this indentation: check it "
+            "against the lines above",
+        )
+    ],
+    "yaml_tab": [
+        (
+            "",
+            "not valid YAML at line 4, column 1: a tab character: YAML indents with spaces only (replace "
+            "the tab with spaces)",
+        )
+    ],
+    "misspelled_key": [("rotation.treshold_days:", "unknown key: did you mean threshold_days?")],
+    "key_at_the_wrong_level": [
+        ("check_interval:", "unknown key here: did you mean schedule.check_interval? (check its level")
+    ],
+    "below_the_minimum": [("cloudflare.rate_limit.requests:", "expected a whole number of at least 1")],
     "not_utf8": [("", "not valid YAML at line 3: expected UTF-8 text")],
     "complex_key": [("", f"at line 6, column 3: {KEY_NOT_A_STRING}, found a list")],
     "complex_key_in_account": [("", f"at line 5, column 7: {KEY_NOT_A_STRING}, found a mapping")],
@@ -126,7 +145,7 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
             "set one credential: api_token_env, api_token_file, or api_email_env with api_key_env",
         )
     ],
-    "bad_log_level": [("logging.level:", "'debug', 'info', 'warning' or 'error'")],
+    "bad_log_level": [("logging.level:", "expected one of 'debug', 'info', 'warning' or 'error'")],
     "window_bad_cron": [
         ("rotation.windows[0]: cron:", "expected five fields (minute hour day month weekday)")
     ],
@@ -138,9 +157,29 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     ],
     "window_timezone_is_a_region": [("rotation.windows[0].timezone:", "expected an IANA time zone name")],
     "windows_not_a_list": [("accounts[0] (production): windows:", "expected a list")],
+    "state_file_missing_directory": [
+        (
+            "state_file:",
+            "the directory /nonexistent-rotator-state does not exist: expected the path of a file in a "
+            "directory that exists and that rotator can write to",
+        )
+    ],
+    "state_file_in_a_file": [("state_file:", "/dev/null is not a directory: expected the path of a file")],
+    "state_file_is_a_directory": [("state_file:", "/etc is a directory: expected the path of a file")],
+    "rotation_default_unsatisfiable": [
+        (
+            "rotation.key_rotation_interval_days:",
+            "an interval of 21 days minus threshold_days 15 leaves 6 days between rotations, fewer "
+            "than min_days_between_rotations 7: expected key_rotation_interval_days - threshold_days "
+            "to be more than 0 and at least min_days_between_rotations (inherited by 3 accounts)",
+        )
+    ],
+    "same_mistake_in_many_accounts": [
+        ("accounts[0] (a), accounts[1] (b), accounts[2] (c) and 2 more (5 in all): dry_run:", "true or false")
+    ],
     "several_problems": [
         ("schedule.jitter:", "expected a duration"),
-        ("accounts[0] (production): dry_run:", "valid boolean"),
+        ("accounts[0] (production): dry_run:", "expected true or false"),
         ("accounts[1] (staging): account_id:", "expected 32 hexadecimal characters"),
     ],
 }
@@ -189,6 +228,27 @@ def test_refusal_names_file_account_field_and_expectation(name: str) -> None:
         assert expected in line, line
 
 
+# Words of pydantic, PyYAML and Python that used to reach users instead of rotator's own.
+LIBRARY_WORDING = (
+    "Input should",
+    "input should",
+    "after validation",
+    "greater than or equal",
+    "less than or equal",
+    "cannot start any token",
+    "Value error",
+    "tuple",
+    "valid boolean",
+    "indicator",
+)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_refusals_are_in_rotators_words(name: str) -> None:
+    message = refusal(fixture(name))
+    assert not [words for words in LIBRARY_WORDING if words in message], message
+
+
 @pytest.mark.parametrize("name", ["inline_secret_cloudflare", "inline_secret_account"])
 def test_inline_secret_is_refused_without_repeating_it(name: str) -> None:
     assert LEAKED in fixture(name).read_text()
@@ -208,7 +268,29 @@ def test_missing_file_is_named_with_where_to_give_another(tmp_path: Path) -> Non
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
-    assert refusal(tmp_path).startswith(f"{tmp_path}: cannot read: ")
+    assert refusal(tmp_path) == f"{tmp_path}: a directory, not a regular file: expected a YAML file"
+
+
+def test_a_file_over_10_mb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    with path.open("wb") as file:
+        file.truncate(10 * 2**20 + 1)  # sparse: no disk needed
+    assert refusal(path) == (
+        f"{path}: larger than 10 MB, which is more than a config needs (10,000 accounts take about "
+        "1 MB): expected a YAML config file"
+    )
+
+
+def test_a_file_of_exactly_10_mb_is_read(tmp_path: Path) -> None:
+    text = one_account()
+    path = write(tmp_path, text + "#" * (10 * 2**20 - len(text)))
+    assert path.stat().st_size == 10 * 2**20
+    assert load_config(path).accounts[0].name == "production"
+
+
+def test_state_file_in_a_writable_directory_is_accepted(tmp_path: Path) -> None:
+    config = load(tmp_path, one_account(before=f"state_file: {tmp_path / 'state.json'}\n"))
+    assert config.settings.state_file == tmp_path / "state.json"
 
 
 # --- what a valid config means ----------------------------------------------------------------
@@ -355,6 +437,25 @@ def test_min_gap_below_key_overlap_loads_with_a_warning(tmp_path: Path) -> None:
     assert "previous key valid for 7 days" in warning
 
 
+def test_a_warning_about_the_defaults_is_said_once_however_many_accounts_inherit_it(tmp_path: Path) -> None:
+    accounts = "".join(f'  - {{name: a{i}, account_id: "{i:032x}"}}\n' for i in range(300))
+    config = load(tmp_path, f"rotation:\n  min_days_between_rotations: 3\naccounts:\n{accounts}")
+    (warning,) = config.warnings
+    assert warning.startswith("rotation.min_days_between_rotations is 3: ")
+    assert warning.endswith("(inherited by 300 accounts)")
+
+
+def test_the_same_warning_for_several_accounts_is_one_line_naming_them(tmp_path: Path) -> None:
+    accounts = "".join(
+        f'  - {{name: a{i}, account_id: "{i:032x}", min_days_between_rotations: 2}}\n' for i in range(10)
+    )
+    (warning,) = load(tmp_path, f"accounts:\n{accounts}").warnings
+    assert warning.startswith(
+        "accounts[0] (a0), accounts[1] (a1), accounts[2] (a2) and 7 more (10 in all): "
+        "min_days_between_rotations is 2: "
+    )
+
+
 def test_min_gap_of_seven_days_gives_no_warning(tmp_path: Path) -> None:
     assert load(tmp_path, one_account("min_days_between_rotations: 7")).warnings == ()
 
@@ -469,6 +570,37 @@ def test_validate_refuses_each_fixture_with_one_line_per_problem(name: str) -> N
     assert LEAKED not in "\n".join(lines)
 
 
+def bounded_validate(path: Path) -> subprocess.CompletedProcess[str]:
+    """``rotator validate -c path`` in at most 2 GB of address space and 20 seconds, so a rotator
+    that reads endlessly or waits for a writer fails the test instead of the machine."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "rotator", "validate", "-c", str(path)],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+        preexec_fn=limit_memory,
+    )
+
+
+def test_validate_dev_zero_is_one_line_and_quick() -> None:
+    # /dev/zero never ends: read whole, it grew to 8 GB in 20 seconds.
+    (line,) = assert_refused(bounded_validate(Path("/dev/zero")))
+    assert line == "rotator: error: /dev/zero: a character device, not a regular file: expected a YAML file"
+
+
+def test_validate_a_named_pipe_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    pipe = tmp_path / "config.yaml"
+    os.mkfifo(pipe)
+    (line,) = assert_refused(bounded_validate(pipe))
+    assert line == f"rotator: error: {pipe}: a named pipe, not a regular file: expected a YAML file"
+
+
 def test_validate_missing_file() -> None:
     path = CONFFILES / "does-not-exist.yaml"
     assert_refused(rotator("validate", "-c", str(path)), f"{path}: no such file")
@@ -504,6 +636,31 @@ def test_validate_example_config() -> None:
     result = rotator("validate", "-c", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"{EXAMPLE}: valid, 4 account(s)"
+
+
+def many_accounts(tmp_path: Path, count: int) -> Path:
+    accounts = "".join(f'  - {{name: a{i}, account_id: "{i:032x}"}}\n' for i in range(count))
+    return write(tmp_path, f"accounts:\n{accounts}")
+
+
+def test_a_token_missing_for_many_accounts_is_one_warning_with_a_count(tmp_path: Path) -> None:
+    result = rotator("validate", "-c", str(many_accounts(tmp_path, 1000)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"warning: accounts a0, a1, a2 and 997 more (1,000 in all): environment variable {TOKEN_ENV} "
+        f"is not set or is empty (API token from environment variable {TOKEN_ENV}) (needed by run, "
+        "check and rotate)",
+        f"{tmp_path / 'config.yaml'}: valid, 1000 account(s)",
+    ]
+
+
+def test_run_without_the_token_for_many_accounts_is_one_line_with_a_count(tmp_path: Path) -> None:
+    path = many_accounts(tmp_path, 1000)
+    (line,) = assert_refused(rotator("run", "--once", "-c", str(path)))
+    assert line == (
+        f"rotator: error: {path}: accounts a0, a1, a2 and 997 more (1,000 in all): environment variable "
+        f"{TOKEN_ENV} is not set or is empty (API token from environment variable {TOKEN_ENV})"
+    )
 
 
 def test_run_once_without_the_token_is_refused_naming_each_variable(tmp_path: Path) -> None:

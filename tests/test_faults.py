@@ -145,7 +145,7 @@ def _matrix() -> list[Case]:
                 op,
                 True,
                 None if op == "get" else {"kind": "status", "status": 401, "code": 10000},
-                re.escape(PERMISSION[op]),
+                "invalid, expired or revoked",
                 auth="unknown" if op == "get" else "write",
             ),
             Case(

@@ -1,0 +1,212 @@
+"""The command line as an operator meets it: the real ``rotator`` process, what it prints, how it exits."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rotator.cli import _parser, main
+from rotator.simulator import SimulatorThread
+from tests.processes import environment, free_port, log_lines, rotator, write_config
+
+MakeSimulator = Callable[..., SimulatorThread]
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that another program is listening on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+def test_run_with_its_address_in_use_says_so_in_one_line_before_any_check(
+    simulator: SimulatorThread, taken_port: int, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator, http={"listen": f"127.0.0.1:{taken_port}"})
+
+    result = rotator("run", "-c", str(config))
+
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"rotator: error: {config}: http.listen: cannot listen on 127.0.0.1:{taken_port}: the address is "
+        "already in use (is another rotator, or another program, listening there?)"
+    ]
+    assert simulator.sim.requests() == []  # no check was started
+    assert "account_checked" not in {line["event"] for line in log_lines(result.stdout)}
+
+
+def test_demo_with_its_address_in_use_says_so_before_its_banner(taken_port: int) -> None:
+    result = rotator("demo", "--listen", f"127.0.0.1:{taken_port}", "--duration", "5")
+
+    assert result.returncode == 2, result
+    assert result.stdout == ""  # no banner sending a reader to someone else's port
+    assert result.stderr.splitlines() == [
+        f"rotator: error: --listen: cannot listen on 127.0.0.1:{taken_port}: the address is already in "
+        "use (is another rotator, or another program, listening there?)"
+    ]
+
+
+# Three accounts on one token whose budget is 3 requests per 2 hours: a cycle of checks takes 2 hours,
+# but check_interval is 1 hour. threshold_days 1: nothing is due, so a pass is 3 GETs and no more.
+TIGHT_BUDGET = {
+    "cloudflare": {"rate_limit": {"requests": 3, "per": "2h"}},
+    "rotation": {"threshold_days": 1},
+}
+CAPACITY = "3 accounts share one credential (API token from environment variable CLOUDFLARE_API_TOKEN)"
+
+
+def test_validate_warns_once_when_the_budget_cannot_keep_up(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator, **TIGHT_BUDGET)
+    for env in (environment(), environment(token=None)):  # with the secret, and in CI without it
+        result = rotator("validate", "-c", str(config), env=env)
+        assert result.returncode == 0, result.stderr
+        capacity = [line for line in result.stdout.splitlines() if CAPACITY in line]
+        assert len(capacity) == 1, result.stdout
+        assert capacity[0].startswith("warning: ")
+        assert "Set schedule.check_interval to at least 2h" in capacity[0]
+
+
+def test_run_logs_the_capacity_warning_once(simulator: SimulatorThread, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator, **TIGHT_BUDGET)
+    result = rotator("run", "--once", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    warnings = [
+        e for e in log_lines(result.stdout) if e["event"] == "config_warning" and CAPACITY in e["message"]
+    ]
+    assert len(warnings) == 1
+    assert warnings[0]["level"] == "warning"
+
+
+def test_check_still_warns_once(simulator: SimulatorThread, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator, **TIGHT_BUDGET)
+    result = rotator("check", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(CAPACITY) == 1
+
+
+def test_a_refused_connection_is_said_without_aiohttps_words(tmp_path: Path) -> None:
+    # Nothing listens on this port; the URL is plain http, which aiohttp calls "ssl:default".
+    port = free_port()
+    account = {"name": "production", "account_id": "0" * 32}
+    config = write_config(tmp_path / "config.yaml", f"http://127.0.0.1:{port}/client/v4", accounts=[account])
+    result = rotator("check", "--json", "-c", str(config))
+    assert result.returncode == 1, result.stderr
+    (checked,) = json.loads(result.stdout)["accounts"]
+    assert f"cannot connect to 127.0.0.1:{port}: connection refused" in checked["error"]
+    assert "ssl:" not in result.stdout + result.stderr
+    assert "Connect call failed" not in result.stdout + result.stderr
+
+
+# --- --help -------------------------------------------------------------------------------------
+
+COMMANDS = ["run", "check", "rotate", "validate", "demo"]
+
+
+def help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_says_what_it_does_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = help_text(command, capsys)
+    description = text.split("\n\n")[1]  # after the usage line, before the options
+    assert len(description.split()) >= 15, text  # a description, not a one-line label
+    assert "\nexamples:\n" in text
+    examples = text.split("\nexamples:\n")[1].split("\n\n")[0].splitlines()
+    assert [line for line in examples if line.startswith(f"  rotator {command}")], text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_example_in_help_is_a_command_rotator_accepts(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = help_text(command, capsys).split("\nexamples:\n")[1].split("\n\n")[0].splitlines()
+    for example in examples:
+        words = shlex.split(example.split(" | ")[0], comments=True)
+        words = [w for w in words if "=" not in w or w.startswith("-")]  # VAR=value before the command
+        assert words[0] == "rotator", example
+        args = _parser().parse_args(words[1:])  # SystemExit (and a failed test) if it does not parse
+        assert args.command == command
+
+
+def test_the_rehearsal_in_the_readme_works(tmp_path: Path) -> None:
+    """README, 'Rehearse a config': its simulator command, one account added, a config run against it."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Rehearse a config\n")[1].split("\n## ")[0]
+    (command,) = [line for line in section.splitlines() if line.startswith("python -m rotator.simulator ")]
+    options = shlex.split(command.removesuffix(" &"))[3:]
+    assert options[:2] == ["--listen", "127.0.0.1:8787"]
+    options[1] = "127.0.0.1:0"  # any free port here: 8787 may be taken
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "rotator.simulator", *options], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert simulator.stdout is not None
+        started = json.loads(simulator.stdout.readline())
+        account_id = "023e105f4ecef8ad9ca31a8372d0c353"
+        added = httpx.post(
+            f"{started['admin_url']}/accounts",
+            content=json.dumps({"account_id": account_id, "days_until_next_rotation": 2}),
+        )
+        assert added.status_code == 201, added.text
+        config = write_config(
+            tmp_path / "rehearsal.yaml",
+            started["base_url"],
+            accounts=[{"name": "production", "account_id": account_id}],
+            schedule={"check_interval": "5s", "jitter": "0s"},
+        )
+        result = rotator("check", "--json", "-c", str(config), env=environment(token="rehearsal"))
+        assert result.returncode == 0, result.stderr
+        (checked,) = json.loads(result.stdout)["accounts"]
+        assert (checked["action"], checked["reason"]) == ("rotate", "due")
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+        if simulator.stdout is not None:
+            simulator.stdout.close()
+
+
+# --- one time format ------------------------------------------------------------------------------
+
+TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+
+
+def test_every_time_in_check_output_is_utc_with_a_z(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    simulator = make_simulator(2)  # account 0 is due in 2 days, account 1 in 22
+    first, second = simulator.sim.account_ids
+    accounts = [
+        # Due, and its only window is years away: the message says when Cloudflare rotates.
+        {"name": "windowed", "account_id": first, "windows": [{"cron": "0 2 29 2 *", "duration": "1h"}]},
+        # Due at a threshold of 30, but rotated 20 days ago, within a 25-day gap: says until when.
+        {"name": "gapped", "account_id": second, "threshold_days": 30, "min_days_between_rotations": 25},
+    ]
+    config = write_config(tmp_path / "config.yaml", simulator, accounts=accounts)
+    for output in ("--json", None):
+        result = rotator("check", *([output] if output else []), "-c", str(config))
+        assert result.returncode == 0, result.stderr
+        times = TIME.findall(result.stdout)
+        assert times, result.stdout
+        assert [t for t in times if not t.endswith("Z") or " " in t] == [], result.stdout
+    messages = [
+        a["message"] for a in json.loads(rotator("check", "--json", "-c", str(config)).stdout)["accounts"]
+    ]
+    assert all(TIME.search(m) for m in messages), messages  # each message names a time
