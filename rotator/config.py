@@ -658,7 +658,7 @@ _YAML_PROBLEMS = (
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     """What is wrong at the error's mark, in rotator's words rather than the YAML scanner's."""
     problem = str(getattr(exc, "problem", None) or "")
-    if "given twice" in problem:  # _Loader's own words
+    if "given twice" in problem or "expected a string as mapping key" in problem:  # _Loader's own words
         return problem
     mark = getattr(exc, "problem_mark", None)
     if mark is not None:

@@ -92,7 +92,7 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
     ],
     "infinite_duration": [("schedule.check_interval:", "finite number")],
-    "max_retry_after_zero": [("cloudflare.max_retry_after:", "greater than 0")],
+    "max_retry_after_zero": [("cloudflare.max_retry_after:", "expected a duration longer than 0")],
     "base_url_with_userinfo": [
         (
             "cloudflare.base_url:",
