@@ -83,7 +83,7 @@ async def test_every_operation_the_client_sends_is_valid(prism: str) -> None:
             assert (
                 await client.set_interval(ACCOUNT_ID, credential, 30)
             ).key_rotation_interval_days is not None
-            await client.rotate(ACCOUNT_ID, credential, before)
+            await client.rotate(ACCOUNT_ID, credential)
         finally:
             await client.aclose()
 
