@@ -83,6 +83,24 @@ _loaded_secrets: set[str] = set()
 MIN_REDACTED_LENGTH = 8  # shorter values (a test's "x") would blank out ordinary words
 
 
+def remember_secret(secret: str) -> None:
+    """Blank ``secret`` out of every log line from now on (a webhook's signing secret, say)."""
+    if len(secret) >= MIN_REDACTED_LENGTH:
+        _loaded_secrets.add(secret)
+
+
+def read_secret(env: str | None, path: Path | None, environ: Mapping[str, str] | None = None) -> str:
+    """A secret from the variable ``env`` or the file ``path``, remembered for redaction."""
+    if env is not None:
+        value = _from_env(os.environ if environ is None else environ, env)
+    elif path is not None:
+        value = _from_file(path)
+    else:
+        raise CredentialError("no secret source given")
+    remember_secret(value)
+    return value
+
+
 def redact(text: str) -> str:
     for secret in _loaded_secrets:
         if secret in text:

@@ -8,6 +8,7 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
     ├── CredentialError              a credential's env var is unset or its file is absent/empty
     ├── StateFileError               the state file cannot be read or written
     ├── InternalError                a check failed in a way rotator did not foresee (a bug)
+    ├── CertsError                   a team's certs endpoint gave no usable key set (rotator.publication)
     └── CloudflareError              talking to Cloudflare failed
         ├── TransportError           no response arrived (timeout, connection refused/reset)
         │   └── ConnectError         the connection was never made: nothing was sent
@@ -48,6 +49,10 @@ class StateFileError(RotatorError):
 
 class InternalError(RotatorError):
     """A check failed in a way rotator did not foresee: logged with its type, never raised on."""
+
+
+class CertsError(RotatorError):
+    """A team's certs endpoint could not be read, or its answer is not a certs document."""
 
 
 class CloudflareError(RotatorError):

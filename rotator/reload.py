@@ -17,6 +17,9 @@ RESTART_REQUIRED = (
     ("cloudflare", "max_concurrency"),
     ("cloudflare", "rate_limit"),
     ("state_file",),
+    # The certs reader and the webhook queues are built once, with their secrets (rotator.followup).
+    ("publication",),
+    ("notify",),
 )
 
 
