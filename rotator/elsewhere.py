@@ -107,14 +107,15 @@ class ElsewhereWatch:
     def _report(
         self, account: Account, previous: datetime | None, current: datetime | None, at: datetime
     ) -> None:
-        with structlog.contextvars.bound_contextvars(account=account.name, account_id=account.account_id):
-            self._log.warning(
-                "key_rotated_elsewhere",
-                previous_last_key_rotation_at=iso(previous),
-                last_key_rotation_at=iso(current),
-                message="last_key_rotation_at moved forward and no rotation of rotator's explains it: "
-                "Cloudflare rotated on its own, or someone else rotated the key",
-            )
+        self._log.warning(
+            "key_rotated_elsewhere",
+            account=account.name,
+            account_id=account.account_id,
+            previous_last_key_rotation_at=iso(previous),
+            last_key_rotation_at=iso(current),
+            message="last_key_rotation_at moved forward and no rotation of rotator's explains it: "
+            "Cloudflare rotated on its own, or someone else rotated the key",
+        )
         self._metrics.record_rotation(account, "elsewhere", at)
         self._sink.emit(
             Event(

@@ -238,6 +238,9 @@ class Notifier:
             item = await queue.get()
             try:
                 await self._deliver(webhook, item)
+            except asyncio.CancelledError:
+                self._dropped(webhook, item.event, "rotator is shutting down", 1)
+                raise
             except Exception as exc:  # a worker must outlive any one notification
                 self._metrics.count(webhook, "failed")
                 self._log.error("notification_failed", webhook=webhook.name, error=repr(exc))
