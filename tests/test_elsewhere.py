@@ -13,10 +13,12 @@ from rotator.cloudflare import KeyConfig
 from rotator.config import Account, RotationSettings
 from rotator.credentials import CredentialSource
 from rotator.elsewhere import ElsewhereWatch, OwnRotation, rotated_elsewhere
-from rotator.errors import RotationUnconfirmed
+from rotator.errors import TransportError
 from rotator.events import Event
+from rotator.ledger import Rotation, State
 from rotator.metrics import Metrics
 from rotator.policy import Decision, Reason
+from rotator.rotation import Outcome
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -79,6 +81,16 @@ def key(last: datetime, observed: datetime) -> KeyConfig:
     return KeyConfig(10.0, 42.0, last, observed)
 
 
+def applied(at: datetime) -> Outcome:
+    entry = Rotation("r", State.DONE, at - timedelta(seconds=1), None, "host:1", settled_at=at)
+    return Outcome(entry, answer=key(at, at))
+
+
+def unconfirmed(at: datetime) -> Outcome:
+    entry = Rotation("r", State.UNCONFIRMED, at, None, "host:1", unknown_since=at)
+    return Outcome(entry, error=TransportError("lost"))
+
+
 def skip() -> Decision:
     return Decision(False, Reason.NOT_DUE, "not due")
 
@@ -95,8 +107,8 @@ def test_the_watch_reports_cloudflares_own_rotation_once_and_not_rotators() -> N
     with capture_logs() as logs:
         assert not watch.observe(CheckResult(ACCOUNT, key(T0, T0 + DAY), skip()))
         # rotator rotates at +2 days: its own, never reported.
-        rotated = key(T0 + 2 * DAY, T0 + 2 * DAY)
-        assert not watch.observe(CheckResult(ACCOUNT, key(T0, T0 + 2 * DAY), rotate(), rotated=rotated))
+        done = CheckResult(ACCOUNT, key(T0, T0 + 2 * DAY), rotate(), rotation=applied(T0 + 2 * DAY))
+        assert not watch.observe(done)
         assert not watch.observe(CheckResult(ACCOUNT, key(T0 + 2 * DAY, T0 + 3 * DAY), skip()))
         # Cloudflare rotates on its own at +40 days.
         assert watch.observe(CheckResult(ACCOUNT, key(T0 + 40 * DAY, T0 + 41 * DAY), skip()))
@@ -119,7 +131,7 @@ def test_the_watch_reports_cloudflares_own_rotation_once_and_not_rotators() -> N
 def test_an_unconfirmed_rotation_explains_the_move_the_next_read_shows() -> None:
     watch = ElsewhereWatch(Metrics(CollectorRegistry()), Sink())
     watch.observe(CheckResult(ACCOUNT, key(T0, T0 + DAY), skip()))
-    lost = CheckResult(ACCOUNT, key(T0, T0 + 2 * DAY), rotate(), error=RotationUnconfirmed("lost"))
+    lost = CheckResult(ACCOUNT, key(T0, T0 + 2 * DAY), rotate(), rotation=unconfirmed(T0 + 2 * DAY))
     assert not watch.observe(lost)
     applied = T0 + 2 * DAY + timedelta(seconds=3)
     assert not watch.observe(CheckResult(ACCOUNT, key(applied, T0 + 2 * DAY + timedelta(minutes=30)), skip()))

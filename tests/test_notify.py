@@ -211,7 +211,9 @@ async def test_a_rotation_is_not_delayed_by_a_hanging_webhook(receiver: Receiver
     from rotator.checker import CheckResult
     from rotator.cloudflare import KeyConfig
     from rotator.events import events_from_check
+    from rotator.ledger import Rotation, State
     from rotator.policy import Decision, Reason
+    from rotator.rotation import Outcome
 
     receiver.hang = True
     registry = CollectorRegistry()
@@ -224,7 +226,9 @@ async def test_a_rotation_is_not_delayed_by_a_hanging_webhook(receiver: Receiver
         account,
         KeyConfig(1.0, 42.0, T0, T0),
         Decision(True, Reason.DUE, "due"),
-        rotated=KeyConfig(42.0, 42.0, T0, T0),
+        rotation=Outcome(
+            Rotation("r", State.DONE, T0, None, "host:1", settled_at=T0), answer=KeyConfig(42.0, 42.0, T0, T0)
+        ),
     )
     started = time.perf_counter()
     for item in events_from_check(result):
