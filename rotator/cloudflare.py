@@ -152,6 +152,30 @@ class CloudflareClient:
             )
         return config
 
+    async def get_team_domain(self, account_id: str, credential: Credential) -> str | None:
+        """The organization's ``auth_domain`` (the team domain of its certs), None when it has none.
+
+        One GET of ``/accounts/{id}/access/organizations``, retried like GET keys, within the
+        credential's budget (it is Cloudflare's API); the Read permission is enough.
+        """
+        path = f"/accounts/{account_id}/access/organizations"
+        async for attempt in stamina.retry_context(
+            on=_retryable,
+            attempts=READ_ATTEMPTS,
+            timeout=None,
+            wait_initial=self._backoff.initial,
+            wait_max=self._backoff.maximum,
+            wait_jitter=self._backoff.initial,
+        ):
+            with attempt:
+                response = await self._exchange("GET", "organizations", path, credential)
+                data = self._envelope("GET organizations", "GET", response)
+        result = data.get("result")
+        domain = (result if isinstance(result, dict) else data).get("auth_domain")
+        if not isinstance(domain, str) or not domain.strip():
+            return None
+        return domain.strip().lower()
+
     async def set_interval(self, account_id: str, credential: Credential, days: int) -> KeyConfig:
         """Set how often Cloudflare rotates on its own; retried (a PUT is idempotent)."""
         return await self._retrying(
@@ -250,6 +274,18 @@ class CloudflareClient:
     ) -> KeyConfig:
         """Send one request; translate every outcome into a KeyConfig or a rotator error."""
         path = f"/accounts/{account_id}/access/keys" + ("/rotate" if endpoint == "rotate" else "")
+        response = await self._exchange(method, endpoint, path, credential, body)
+        return self._parse(f"{method} {endpoint}", method, response)
+
+    async def _exchange(
+        self,
+        method: str,
+        endpoint: str,
+        path: str,
+        credential: Credential,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """One request within the credential's budget and a slot; no answer and 429 become errors."""
         what = f"{method} {endpoint}"
         limiter = self.limiter(credential)
         # The budget first, then a slot: a request waiting out its credential's 429 pause or spent
@@ -283,9 +319,13 @@ class CloudflareClient:
                 retry_after=retry_after,
                 errors=_errors(response),
             )
-        return self._parse(what, method, response)
+        return response
 
     def _parse(self, what: str, method: str, response: httpx.Response) -> KeyConfig:
+        return _key_config(what, self._envelope(what, method, response), self._server_time(response))
+
+    def _envelope(self, what: str, method: str, response: httpx.Response) -> dict[str, Any]:
+        """The answer's JSON object, or the rotator error its status or body amounts to."""
         status = response.status_code
         errors = _errors(response)
         detail = "; ".join(str(e) for e in errors) or response.reason_phrase
@@ -327,7 +367,7 @@ class CloudflareClient:
                 status=status,
                 errors=errors,
             )
-        return _key_config(what, data, self._server_time(response))
+        return data
 
     def _retry_after(self, response: httpx.Response) -> float:
         """How long a 429 pauses its credential: the retry-after (seconds, or an HTTP date read

@@ -37,6 +37,7 @@ from pydantic.fields import FieldInfo
 from rotator.credentials import CredentialSource
 from rotator.durations import parse_duration
 from rotator.errors import ConfigError
+from rotator.followup_settings import NotifySettings, PublicationSettings, TeamDomain
 from rotator.policy import PolicySettings
 from rotator.problems import lines as problem_lines
 from rotator.windows import Window, Windows, never_opens
@@ -278,6 +279,8 @@ class AccountSettings(CredentialSettings):
     key_rotation_interval_days: int | None = Field(None, ge=21, le=365)
     dry_run: bool | None = None
     windows: tuple[WindowSettings, ...] | None = None
+    # Where the account's certs are published; unset: read from Cloudflare (organizations).
+    team_domain: TeamDomain | None = None
 
 
 class Settings(_Strict):
@@ -290,6 +293,8 @@ class Settings(_Strict):
     # How long reads must keep showing an unconfirmed rotation's key unchanged before it is taken
     # as not applied (rotator.ledger). Far longer than a replica lags; at least 10 minutes.
     settle_time: Duration = Field(3600.0, ge=600.0)
+    publication: PublicationSettings = PublicationSettings()
+    notify: NotifySettings = NotifySettings()
     accounts: list[AccountSettings] = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -330,6 +335,7 @@ class Account:
     windows: Windows = field(default_factory=lambda: Windows(()), compare=False)
     # The rotation settings as the policy takes them (derived from ``rotation``).
     policy: PolicySettings = field(default_factory=PolicySettings, compare=False)
+    team_domain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -475,6 +481,7 @@ def _resolve(settings: Settings, account: AccountSettings) -> Account:
         credential=account.credential_source() or _default_source(settings.cloudflare),
         windows=_windows(rotation.windows),
         policy=_policy(rotation),
+        team_domain=account.team_domain,
     )
 
 

@@ -123,6 +123,23 @@ class _Secrets:
 _loaded_secrets = _Secrets()
 
 
+def remember_secret(secret: str) -> None:
+    """Blank ``secret`` out of every log line from now on (a webhook's signing secret, say)."""
+    _loaded_secrets.remember(secret)
+
+
+def read_secret(env: str | None, path: Path | None, environ: Mapping[str, str] | None = None) -> str:
+    """A secret from the variable ``env`` or the file ``path``, remembered for redaction."""
+    if env is not None:
+        value = _from_env(os.environ if environ is None else environ, env)
+    elif path is not None:
+        value = _from_file(path)
+    else:
+        raise CredentialError("no secret source given")
+    remember_secret(value)
+    return value
+
+
 def redact(text: str) -> str:
     """``text`` with every credential this process has read replaced by [REDACTED]."""
     return _loaded_secrets.redact(text)

@@ -31,6 +31,7 @@ from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config, read_config_file
 from rotator.credentials import Credential
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
+from rotator.followup import FollowUp
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics import Metrics
@@ -146,6 +147,10 @@ class Daemon:
             check_period=config.check_period,
         )
         self._warnings = config_warnings(config, credentials)
+        # Publication, rotations elsewhere, notifications: fed each check's result (rotator.followup).
+        self._followup = FollowUp(
+            config, self._client, self._metrics, self._registry, self._checker.credential_for
+        )
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._stop = asyncio.Event()
         self._stop_reason = "finished"
@@ -171,6 +176,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self._request_reload, "sighup")
         settings = self._config.settings
         self._metrics.configure(self._config.accounts, settings.schedule.check_interval)
+        self._followup.start()
         self._log.info(
             "config_loaded",
             config=str(self._config.path),
@@ -303,6 +309,7 @@ class Daemon:
             if old.name != account.name:
                 self._metrics.forget(old)
         self._metrics.configure(new.accounts, new.settings.schedule.check_interval)
+        self._followup.configure(new.accounts)
         if change.schedule_changed:
             for account in new.accounts:
                 if account not in change.added:
@@ -365,7 +372,10 @@ class Daemon:
         if gate is None:
             gate = self._gates[key] = asyncio.Semaphore(ADMITTED_PER_SLOT * self._max_concurrency)
         async with gate:
-            return await self._checker.check(account)
+            await self._followup.before_check(account)
+            result = await self._checker.check(account)
+        self._followup.after_check(result)
+        return result
 
     def _health_problem(self) -> str | None:
         return None if self._scheduler.running else "scheduler is not running"
@@ -386,6 +396,7 @@ class Daemon:
         # A POST already on the wire, up to its deadline (its intent is on record either way);
         # bounded so the pod exits within Kubernetes' 30 s grace.
         await self._checker.drain(within=min(25.0, self._config.settings.cloudflare.timeout + 1))
+        await self._followup.aclose()
         await self._client.aclose()
         self._ledger.flush()
         self._log.info("shutdown", reason=self._stop_reason, rotations_unfinished=self._checker.rotating)

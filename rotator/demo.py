@@ -2,7 +2,9 @@
 
 Five accounts, one already inside the threshold, the others falling due one after another, so
 keys rotate within the first minute; one account is in dry run and one has its interval
-enforced, so every kind of decision shows up in the logs.
+enforced, so every kind of decision shows up in the logs. Each rotation's new key is then seen at
+the team's certs endpoint (``key_published``), and Cloudflare's own rotation of the dry-run
+account is noticed (``key_rotated_elsewhere``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ schedule:
 rotation:
   threshold_days: 3
   min_days_between_rotations: 7
+publication:
+  certs_url: "{certs_url}"   # the simulator's certs endpoints, on loopback
+  deadline: 1d             # two real seconds: the demo's clock runs 43,200 times fast
 http:
   listen: {listen}
 logging:
@@ -55,6 +60,7 @@ async def run_demo(*, listen: str, duration: float | None) -> int:
     log_format = "console" if sys.stdout.isatty() else "json"
     text = CONFIG.format(
         base_url=base_url,
+        certs_url=simulator.certs_url_template,
         token_env=TOKEN_ENV,
         listen=listen,
         log_format=log_format,
@@ -69,8 +75,9 @@ async def run_demo(*, listen: str, duration: float | None) -> int:
         f"rotator demo: simulated Cloudflare at {base_url} (one day = {DAY_SECONDS:g} s), "
         f"5 accounts, checked every simulated half-day.\n"
         f"Metrics: http://{host}:{port}/metrics   Readiness: http://{host}:{port}/readyz\n"
-        f"Watch for key_rotated (the policy at work), rotation_skipped (the dry-run account) and "
-        f"interval_updated. Ctrl-C stops.\n",
+        f"Watch for key_rotated (the policy at work), key_published (the new key served at the "
+        f"team's certs endpoint), rotation_skipped (the dry-run account), key_rotated_elsewhere "
+        f"(Cloudflare rotating the dry-run account on its own) and interval_updated. Ctrl-C stops.\n",
         flush=True,
     )
     loop = asyncio.get_running_loop()

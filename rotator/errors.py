@@ -9,6 +9,7 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
     ├── StateFileError               the state file cannot be read or written
     ├── InternalError                a check failed in a way rotator did not foresee (a bug)
     ├── ListenError                  the HTTP endpoints' address cannot be listened on (in use)
+    ├── CertsError                   a team's certs endpoint gave no usable key set (rotator.publication)
     └── CloudflareError              talking to Cloudflare failed
         ├── TransportError           no response arrived (timeout, connection refused/reset)
         │   └── ConnectError         the connection was never made: nothing was sent
@@ -54,6 +55,10 @@ class InternalError(RotatorError):
 class ListenError(RotatorError):
     """The address for /metrics, /healthz and /readyz cannot be listened on; the message names it
     and the setting it came from."""
+
+
+class CertsError(RotatorError):
+    """A team's certs endpoint could not be read, or its answer is not a certs document."""
 
 
 class CloudflareError(RotatorError):

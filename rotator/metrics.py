@@ -27,7 +27,7 @@ from rotator import __version__
 from rotator.config import Account
 from rotator.keys import KeyConfig, cloudflare_rotates_at
 
-ENDPOINTS = (("GET", "keys"), ("PUT", "keys"), ("POST", "rotate"))
+ENDPOINTS = (("GET", "keys"), ("PUT", "keys"), ("POST", "rotate"), ("GET", "organizations"))
 DAY_SECONDS = 86400.0
 
 
@@ -148,10 +148,16 @@ class Metrics:
     _ROTATIONS_ERROR,
     _ROTATIONS_DRY_RUN,
     _UNCONFIRMED,
-) = range(14)
-_ROTATIONS = {"success": _ROTATIONS_SUCCESS, "error": _ROTATIONS_ERROR, "dry_run": _ROTATIONS_DRY_RUN}
+    _ROTATIONS_ELSEWHERE,
+) = range(15)
+_ROTATIONS = {
+    "success": _ROTATIONS_SUCCESS,
+    "error": _ROTATIONS_ERROR,
+    "dry_run": _ROTATIONS_DRY_RUN,
+    "elsewhere": _ROTATIONS_ELSEWHERE,
+}
 _ABSENT = math.nan
-_NEW_ROW = (_ABSENT, _ABSENT, _ABSENT) + (0.0,) * 11
+_NEW_ROW = (_ABSENT, _ABSENT, _ABSENT) + (0.0,) * 12
 
 # name, help, label names, column; labels are (account, account_id) unless named otherwise.
 _GAUGES = (
@@ -207,8 +213,14 @@ _COUNTERS = (
     ),
     (
         "rotator_rotations",
-        "Key rotations decided by rotator, by result (success, error, dry_run).",
-        (("success", _ROTATIONS_SUCCESS), ("error", _ROTATIONS_ERROR), ("dry_run", _ROTATIONS_DRY_RUN)),
+        "Key rotations decided by rotator, by result (success, error, dry_run); elsewhere: "
+        "rotations rotator did not make (Cloudflare on its own, the dashboard, another tool).",
+        (
+            ("success", _ROTATIONS_SUCCESS),
+            ("error", _ROTATIONS_ERROR),
+            ("dry_run", _ROTATIONS_DRY_RUN),
+            ("elsewhere", _ROTATIONS_ELSEWHERE),
+        ),
     ),
 )
 

@@ -18,6 +18,9 @@ RESTART_REQUIRED = (
     ("cloudflare", "rate_limit"),
     ("cloudflare", "max_retry_after"),
     ("state_file",),
+    # The certs reader and the webhook queues are built once, with their secrets (rotator.followup).
+    ("publication",),
+    ("notify",),
 )
 
 

@@ -47,6 +47,9 @@ def write_config(
         "schedule": {"check_interval": "1h", "jitter": "0s"},
         "http": {"listen": f"127.0.0.1:{free_port()}"},
         "logging": {"format": "json"},
+        # Off unless a test asks for it (tests/test_publication_e2e.py): on, an account's first
+        # check would read its organization and certs, which the fault tests do not expect.
+        "publication": {"enabled": False},
         "accounts": list(accounts),
     }
     for name, values in sections.items():

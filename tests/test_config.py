@@ -35,6 +35,7 @@ from rotator.config import (
 )
 from rotator.credentials import CredentialSource
 from rotator.errors import ConfigError
+from rotator.followup_settings import NotifySettings, PublicationSettings, WebhookSettings
 
 CONFFILES = Path(__file__).parent / "conffiles"
 EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"
@@ -177,6 +178,20 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     "same_mistake_in_many_accounts": [
         ("accounts[0] (a), accounts[1] (b), accounts[2] (c) and 2 more (5 in all): dry_run:", "true or false")
     ],
+    "webhook_http_not_loopback": [
+        ("notify.webhooks[0].url:", "expected https:// for a host that is not loopback")
+    ],
+    "webhook_inline_secret": [
+        ("notify.webhooks[0]:", "'secret' holds a secret, and secrets are never read from the config file")
+    ],
+    "webhook_unknown_event": [("notify.webhooks[0].events[1]:", "'key_rotated', 'rotation_failed'")],
+    "certs_url_without_team_domain": [("publication.certs_url:", "expected a URL containing {team_domain}")],
+    "team_domain_is_a_url": [
+        (
+            "accounts[0] (production): team_domain:",
+            "expected a host name such as example.cloudflareaccess.com",
+        )
+    ],
     "several_problems": [
         ("schedule.jitter:", "expected a duration"),
         ("accounts[0] (production): dry_run:", "expected true or false"),
@@ -310,6 +325,8 @@ def test_defaults_applied(tmp_path: Path) -> None:
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9464)
     assert (settings.logging.level, settings.logging.format) == ("info", "auto")
     assert settings.state_file is None
+    assert settings.publication == PublicationSettings()
+    assert settings.notify.model_copy(update={"webhooks": ()}) == NotifySettings()
     (account,) = config.accounts
     assert (account.name, account.account_id) == ("production", ID_A)
     assert account.rotation == RotationSettings(
@@ -484,6 +501,8 @@ def test_example_config_shows_the_defaults() -> None:
     assert settings.http == HTTPSettings()
     assert settings.logging == LoggingSettings()
     assert settings.state_file is None
+    assert settings.publication == PublicationSettings()
+    assert settings.notify.model_copy(update={"webhooks": ()}) == NotifySettings()
 
 
 def test_example_config_uses_every_key() -> None:
@@ -510,6 +529,9 @@ def _missing_keys(model: type[BaseModel], data: Mapping[str, Any], prefix: str) 
             missing.append(prefix + key)
         elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             missing += _missing_keys(field.annotation, data[key], f"{prefix}{key}.")
+    if model is NotifySettings:  # webhooks: every key on one webhook or another
+        shown = {key for webhook in data.get("webhooks", []) for key in webhook}
+        missing += [f"{prefix}webhooks[].{k}" for k in WebhookSettings.model_fields if k not in shown]
     return missing
 
 

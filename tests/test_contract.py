@@ -113,3 +113,42 @@ def test_the_daemon_talks_to_the_spec(prism: str, tmp_path: Path) -> None:
     logs = log_lines(done.stdout)
     assert events(logs, "key_rotated", account="production")  # the spec's example is due
     assert events(logs, "interval_updated", account="production")
+
+
+async def test_the_organization_read_is_valid(prism: str) -> None:
+    credential = CredentialSource.token_env("T").load({"T": "spec-token"})
+    client = _client(prism)
+    try:
+        domain = await client.get_team_domain(ACCOUNT_ID, credential)
+    finally:
+        await client.aclose()
+    assert domain  # the spec's example auth_domain
+
+
+async def test_prism_refuses_an_organization_read_without_a_credential(prism: str) -> None:
+    """The negative control for the organization read: the path and its security are checked."""
+    async with httpx.AsyncClient(base_url=prism) as client:
+        anonymous = await client.get(f"/accounts/{ACCOUNT_ID}/access/organizations")
+        unknown = await client.get(
+            f"/accounts/{ACCOUNT_ID}/access/organisations", headers={"Authorization": "Bearer spec-token"}
+        )
+    assert anonymous.status_code == 401
+    assert unknown.status_code == 404
+
+
+def test_the_daemon_reads_the_organization_from_the_spec(prism: str, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "config.yaml",
+        prism,
+        accounts=[{"name": "production", "account_id": ACCOUNT_ID}],
+        # A loopback port nothing listens on: the certs read fails, which must not fail the run.
+        publication={"enabled": True, "certs_url": f"http://127.0.0.1:{free_port()}/{{team_domain}}/certs"},
+    )
+
+    done = rotator("run", "--once", "-c", str(config), env=environment("spec-token"))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    logs = log_lines(done.stdout)
+    assert events(logs, "team_domain_found", account="production")
+    assert not events(logs, "team_domain_unavailable")
+    assert events(logs, "certs_read_failed", account="production")

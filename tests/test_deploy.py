@@ -238,6 +238,8 @@ def test_installed_wheel_checks_every_account_against_the_simulator(
                 "cloudflare": {"base_url": simulator["base_url"]},
                 "http": {"listen": "127.0.0.1:0"},
                 "logging": {"format": "json"},
+                # The simulator's certs endpoints, on loopback: the installed wheel reads them too.
+                "publication": {"certs_url": simulator["certs_url"]},
                 "accounts": [
                     {"name": name, "account_id": account["account_id"]}
                     for name, account in zip(names, simulator["accounts"], strict=True)
@@ -256,6 +258,7 @@ def test_installed_wheel_checks_every_account_against_the_simulator(
     events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     checked = {e.get("account") for e in events if e.get("event") == "account_checked"}
     assert checked == set(names), result.stdout
+    assert not [e for e in events if e.get("event") in ("certs_read_failed", "team_domain_unavailable")]
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------

@@ -236,6 +236,11 @@ def test_demo_shows_rotations(tmp_path: Path) -> None:
     assert events(logs, "key_rotated")
     assert events(logs, "rotation_skipped", reason="dry_run")
     assert "/metrics" in done.stdout.split("\n\n", 1)[0]
+    # Every rotation is followed by its key seen at the team's certs endpoint.
+    rotated = {e["account"] for e in events(logs, "key_rotated")}
+    published = {e["account"] for e in events(logs, "key_published")}
+    # (The demo's last rotation may meet its end before its first certs read.)
+    assert rotated and published <= rotated and len(published) >= len(rotated) - 1
 
 
 def test_a_secret_is_blanked_out_of_logs_even_where_a_message_would_carry_it(

@@ -68,6 +68,9 @@ CONTRACT_METRICS = {
     "rotator_check_interval_seconds",
     "rotator_rotation_threshold_seconds",
     "rotator_dry_run",
+    # The publication check (issue 11).
+    "rotator_jwks_keys",
+    "rotator_key_publication_late",
 }
 # Alerts about the whole process, which has no account label to name.
 PROCESS_ALERTS = {"RotatorDown", "RotatorAbsent", "RotatorRateLimited"}
@@ -193,6 +196,9 @@ def test_required_alerts_exist() -> None:
         "RotatorCloudflareWillRotateFirst",
         "RotatorKeyOverdue",
         "RotatorRateLimited",
+        "RotatorKeyNotPublished",
+        "RotatorJWKSKeyCount",
+        "RotatorKeyRotatedElsewhere",
     }
 
 
@@ -573,6 +579,8 @@ def test_prometheus_scrapes_the_daemon_and_the_failing_checks_alert_goes_pending
             "schedule": {"check_interval": "1s", "jitter": "0s"},
             "http": {"listen": f"127.0.0.1:{metrics_port}"},
             "logging": {"format": "json"},
+            # The simulator's certs endpoints on loopback: the publication alerts' series come from them.
+            "publication": {"certs_url": sim["certs_url"]},
             "accounts": accounts,
         }
         config_path = tmp_path / "config.yaml"

@@ -3,9 +3,10 @@
 Why it exists: the daemon's hard cases (a rotate whose answer is lost, an edge that answers
 HTML, a GET that still reports the old key, a 429 with a long retry-after) cannot be produced
 against the real API on demand, and a mock of the client would not exercise the real socket.
-So this module plays Cloudflare: the three Access key operations under ``/client/v4``, both
-authentication schemes, per-account key state that Cloudflare itself rotates when it falls due,
-and a simulated clock that can run a day in two seconds.
+So this module plays Cloudflare: the three Access key operations and the organization read under
+``/client/v4``, both authentication schemes, per-account key state that Cloudflare itself rotates
+when it falls due, each team's certs endpoint with real RSA keys that rotate with it
+(``rotator.simulator.signing``), and a simulated clock that can run a day in two seconds.
 
 Layout, from the inside out:
 
@@ -14,6 +15,9 @@ Layout, from the inside out:
   can be reasoned about without sockets.
 - ``Simulator.app()`` is the aiohttp front end: it only parses requests, sleeps for the added
   latency, renders ``Reply`` objects, and carries out the ones that drop or hang the connection.
+- The certs endpoints are served by the same server, one per team under
+  ``/certs/<team domain>/cdn-cgi/access/certs`` (``Simulator.certs_url_template``), or at
+  ``/cdn-cgi/access/certs`` for the team named by the ``Host`` header. No credential, no rate limit.
 - ``SimulatorThread`` runs it on a private event loop for synchronous tests;
   ``Simulator.start``/``stop`` run it on the caller's loop (the demo serves it beside the daemon).
 - ``main()`` is the command line: ``python -m rotator.simulator``.
@@ -47,8 +51,12 @@ from typing import Any, Literal, Self, get_args
 
 from aiohttp import web
 
+from rotator.simulator.certs import ArmedCertsFault, CertsFault, failure, served_at
+from rotator.simulator.signing import KeyChain, access_claims
+
 __all__ = [
     "ApiCall",
+    "CertsFault",
     "Fault",
     "KeyState",
     "RateLimit",
@@ -61,8 +69,8 @@ __all__ = [
     "main",
 ]
 
-Op = Literal["get", "put", "rotate"]
-FaultOp = Literal["get", "put", "rotate", "any"]
+Op = Literal["get", "put", "rotate", "organizations", "certs"]
+FaultOp = Literal["get", "put", "rotate", "organizations", "any"]
 Permission = Literal["read", "write"]
 Source = Literal["api", "auto"]
 Action = Literal["respond", "drop", "hang"]
@@ -83,6 +91,9 @@ FaultKind = Literal[
 
 API_PREFIX = "/client/v4"
 ADMIN_PREFIX = "/__sim"
+CERTS_PATH = "/cdn-cgi/access/certs"
+CERTS_PREFIX = "/certs"
+TEAM_DOMAIN_SUFFIX = "cloudflareaccess.com"
 DAY = timedelta(days=1)
 MIN_INTERVAL_DAYS = 21
 MAX_INTERVAL_DAYS = 365
@@ -93,7 +104,13 @@ WRITE_PERMISSION = "Access: Organizations, Identity Providers, and Groups Write"
 # kind first performs the operation (a rotate rotates), then misreports it: those are the ones
 # that tempt a client into rotating twice.
 _NOT_APPLIED: frozenset[FaultKind] = frozenset({"status", "hang", "drop", "not_json", "success_false"})
-_OPS: dict[str, Op] = {"get": "get", "put": "put", "rotate": "rotate"}
+_OPS: dict[str, Op] = {
+    "get": "get",
+    "put": "put",
+    "rotate": "rotate",
+    "organizations": "organizations",
+    "certs": "certs",
+}
 _ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -237,7 +254,7 @@ class Fault:
         return cls(**data)
 
     def matches(self, op: Op, account_id: str) -> bool:
-        if self.op not in ("any", op) or self.account_id not in (None, account_id):
+        if op == "certs" or self.op not in ("any", op) or self.account_id not in (None, account_id):
             return False
         return self.kind != "stale" or op in ("get", "rotate")
 
@@ -319,7 +336,11 @@ class _Account:
     account_id: str
     interval_days: int
     last_key_rotation_at: datetime
+    team_domain: str
+    created_at: datetime
     history: list[Rotation] = field(default_factory=list)
+    # The signing keys, one per generation (rotator.simulator.signing), made when first needed.
+    keys: KeyChain = field(default_factory=KeyChain)
     # (interval, last rotation) as they were just before the latest API rotation: what a
     # `stale` GET reports, i.e. a read replica that has not seen the rotation yet.
     before_api_rotation: tuple[int, datetime] | None = None
@@ -340,9 +361,22 @@ class _Account:
         self.last_key_rotation_at = now
         self.history.append(Rotation(now, "api"))
 
+    def generation(self, at: datetime) -> int:
+        """Which key signs at ``at``: 0 is the starting key, each rotation up to then adds one."""
+        return sum(1 for rotation in self.history if rotation.at <= at)
+
+    def organization(self) -> dict[str, Any]:
+        return {
+            "auth_domain": self.team_domain,
+            "name": self.team_domain.partition(".")[0],
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.created_at),
+        }
+
     def to_json(self, now: datetime) -> dict[str, Any]:
         return {
             "account_id": self.account_id,
+            "team_domain": self.team_domain,
             **self.state(now).to_json(),
             "history": [rotation.to_json() for rotation in self.history],
         }
@@ -456,6 +490,8 @@ class Simulator:
         self._random = random.Random(seed)  # noqa: S311 -- fault dice, reproducible by seed; not crypto
         self._accounts: dict[str, _Account] = {}
         self._faults: list[_ArmedFault] = []
+        self._certs_faults: list[ArmedCertsFault] = []
+        self._teams: dict[str, str] = {}  # team domain -> account id
         self._log: list[RequestRecord] = []
         self._rate_limited = 0
         self._runner: web.AppRunner | None = None
@@ -552,7 +588,9 @@ class Simulator:
                 last = now - (interval_days - days_until_next_rotation) * DAY
             else:
                 last = last_key_rotation_at or now
-            self._accounts[account_id] = _Account(account_id, interval_days, last.astimezone(UTC))
+            team = f"team-{len(self._accounts)}.{TEAM_DOMAIN_SUFFIX}"
+            self._accounts[account_id] = _Account(account_id, interval_days, last.astimezone(UTC), team, now)
+            self._teams[team] = account_id
             return account_id
 
     def key_state(self, account_id: str) -> KeyState:
@@ -569,6 +607,85 @@ class Simulator:
             account = self._accounts[account_id]
             account.settle(self._clock.now())
             return list(account.history)
+
+    def team_domain(self, account_id: str) -> str:
+        """The account's team domain, as ``GET .../access/organizations`` reports it."""
+        with self._lock:
+            return self._accounts[account_id].team_domain
+
+    def certs(self, account_id: str) -> dict[str, Any]:
+        """The certs document a faithful endpoint serves now (no certs fault applied)."""
+        with self._lock:
+            now = self._clock.now()
+            account = self._accounts[account_id]
+            account.settle(now)
+            return account.keys.certs(account.generation(now), now)
+
+    def current_kid(self, account_id: str) -> str:
+        """The kid of the key that signs now."""
+        return str(self.certs(account_id)["public_cert"]["kid"])
+
+    def sign_token(
+        self,
+        account_id: str,
+        *,
+        audience: str = "rotator-simulator-app",
+        email: str = "user@example.com",
+        lifetime: timedelta = timedelta(hours=24),
+        now: datetime | None = None,
+    ) -> str:
+        """An Access-style application token (RS256) signed with the account's current key.
+
+        ``now`` stamps ``iat``/``nbf``/``exp`` (default: the real clock, as a validator compares
+        them with its own); the key is the one current at the simulated now.
+        """
+        with self._lock:
+            sim_now = self._clock.now()
+            account = self._accounts[account_id]
+            account.settle(sim_now)
+            key = account.keys.key(account.generation(sim_now), sim_now)
+            claims = access_claims(
+                account.team_domain,
+                now or datetime.now(UTC),
+                audience=audience,
+                email=email,
+                lifetime=lifetime,
+            )
+            return key.sign_jwt(claims)
+
+    def add_certs_fault(self, fault: CertsFault) -> None:
+        with self._lock:
+            self._certs_faults.append(ArmedCertsFault(fault, self._clock.now(), fault.times))
+
+    def clear_certs_faults(self) -> None:
+        with self._lock:
+            self._certs_faults.clear()
+
+    def serve_certs(self, team_domain: str) -> Reply:
+        """The certs endpoint of ``team_domain``: the keys current at the moment faults allow."""
+        with self._lock:
+            now = self._clock.now()
+            account_id = self._teams.get(team_domain.lower())
+            reply = self._certs_reply(account_id, now)
+            self._log.append(
+                RequestRecord(
+                    now, "GET", f"{CERTS_PREFIX}/{team_domain}{CERTS_PATH}", "certs", account_id, reply.status
+                )
+            )
+            return reply
+
+    def _certs_reply(self, account_id: str | None, now: datetime) -> Reply:
+        if account_id is None:
+            return Reply(404, _edge_html(404), "text/html")
+        broken = failure(self._certs_faults, account_id)
+        if broken is not None and broken.kind == "down":
+            return Reply(broken.status, _edge_html(broken.status), "text/html")
+        if broken is not None:
+            return Reply(200, broken.body, "application/json")
+        account = self._accounts[account_id]
+        account.settle(now)
+        moment = served_at(self._certs_faults, account_id, now)
+        return _json_reply(200, account.keys.certs(account.generation(moment), now))
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
@@ -613,6 +730,7 @@ class Simulator:
                     "rate_limited": self._rate_limited,
                 },
                 "faults": [armed.to_json() for armed in self._faults],
+                "certs_faults": [armed.to_json() for armed in self._certs_faults],
             }
 
     # ----------------------------------------------------------------- deciding answers
@@ -652,7 +770,7 @@ class Simulator:
                 f"Could not route to {call.path.removeprefix(API_PREFIX)}, "
                 "perhaps your object identifier is invalid?",
             )
-        if call.op != "get" and grant.permission != "write":
+        if call.op not in ("get", "organizations") and grant.permission != "write":
             return _error(
                 403,
                 9109,
@@ -662,15 +780,19 @@ class Simulator:
         fault = self._pick_fault(call.op, call.account_id)
         if fault is not None and fault.kind in _NOT_APPLIED:
             return self._fault_reply(fault, None)
-        failed = self._apply(call, account, now)
-        if failed is not None:
-            return failed
-        state = account.state(now)
+        if call.op == "organizations":
+            result = account.organization()
+        else:
+            failed = self._apply(call, account, now)
+            if failed is not None:
+                return failed
+            state = account.state(now)
+            if fault is not None and fault.kind == "stale" and account.before_api_rotation is not None:
+                state = KeyState.at(*account.before_api_rotation, now)
+            result = state.to_json()
         if fault is None:
-            return _ok({"result": state.to_json()})
-        if fault.kind == "stale" and account.before_api_rotation is not None:
-            state = KeyState.at(*account.before_api_rotation, now)
-        return self._fault_reply(fault, state)
+            return _ok({"result": result})
+        return self._fault_reply(fault, result)
 
     def _authenticate(self, call: ApiCall) -> _Grant | None:
         if call.authorization is not None:
@@ -714,7 +836,7 @@ class Simulator:
         return None
 
     @staticmethod
-    def _fault_reply(fault: Fault, state: KeyState | None) -> Reply:
+    def _fault_reply(fault: Fault, result: Mapping[str, Any] | None) -> Reply:
         kind = fault.kind
         if kind in ("hang", "apply_then_hang"):
             return Reply(0, action="hang", fault=kind)
@@ -735,10 +857,10 @@ class Simulator:
             return _ok({}, fault=kind)
         if kind == "null_result":
             return _ok({"result": None}, fault=kind)
-        assert state is not None, f"{kind} applies the operation first"
+        assert result is not None, f"{kind} applies the operation first"
         if kind == "top_level":
-            return _ok(state.to_json(), fault=kind)
-        return _ok({"result": state.to_json()}, fault=kind)  # stale
+            return _ok(result, fault=kind)
+        return _ok({"result": result}, fault=kind)  # stale
 
     # ----------------------------------------------------------------- serving
 
@@ -780,6 +902,14 @@ class Simulator:
     @property
     def admin_url(self) -> str:
         return self.base_url.removesuffix(API_PREFIX) + ADMIN_PREFIX
+
+    @property
+    def certs_url_template(self) -> str:
+        """rotator's ``publication.certs_url`` for this simulator: ``{team_domain}`` is filled in."""
+        return self.base_url.removesuffix(API_PREFIX) + CERTS_PREFIX + "/{team_domain}" + CERTS_PATH
+
+    def certs_url(self, account_id: str) -> str:
+        return self.certs_url_template.format(team_domain=self.team_domain(account_id))
 
 
 def _check_interval(days: int) -> None:
@@ -823,6 +953,8 @@ class _Frontend:
         app.router.add_get(keys, self._api("get"), allow_head=False)
         app.router.add_put(keys, self._api("put"))
         app.router.add_post(keys + "/rotate", self._api("rotate"))
+        organizations = API_PREFIX + "/accounts/{account_id}/access/organizations"
+        app.router.add_get(organizations, self._api("organizations"), allow_head=False)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._api(None))
         # The admin API has no authentication: the simulator is a test tool bound to loopback.
         app.router.add_get(ADMIN_PREFIX + "/state", self._state)
@@ -831,6 +963,11 @@ class _Frontend:
         app.router.add_delete(ADMIN_PREFIX + "/faults", self._clear_faults)
         app.router.add_post(ADMIN_PREFIX + "/advance", self._advance)
         app.router.add_post(ADMIN_PREFIX + "/accounts", self._add_account)
+        app.router.add_post(ADMIN_PREFIX + "/certs-faults", self._add_certs_fault)
+        app.router.add_delete(ADMIN_PREFIX + "/certs-faults", self._clear_certs_faults)
+        # The certs endpoints: public, no credential, outside the API's rate limit.
+        app.router.add_get(CERTS_PREFIX + "/{team}" + CERTS_PATH, self._certs, allow_head=False)
+        app.router.add_get(CERTS_PATH, self._certs, allow_head=False)
         self.app = app
 
     async def _stamp_date(self, _request: web.Request, response: web.StreamResponse) -> None:
@@ -863,6 +1000,26 @@ class _Frontend:
             return response
 
         return handle
+
+    async def _certs(self, request: web.Request) -> web.StreamResponse:
+        if self.sim.latency:
+            await asyncio.sleep(self.sim.latency)
+        team = request.match_info.get("team") or request.host.rpartition(":")[0] or request.host
+        reply = self.sim.serve_certs(team)
+        return web.Response(status=reply.status, text=reply.body, content_type=reply.content_type)
+
+    async def _add_certs_fault(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            fault = CertsFault.from_json(data)
+        except (ValueError, TypeError) as exc:
+            return _bad_request(str(exc))
+        self.sim.add_certs_fault(fault)
+        return web.json_response(asdict(fault), status=201)
+
+    async def _clear_certs_faults(self, _request: web.Request) -> web.Response:
+        self.sim.clear_certs_faults()
+        return web.json_response({"certs_faults": []})
 
     async def _hang(self) -> None:
         """Wait until the server stops (or ``hang_seconds`` pass): the client gives up first."""
@@ -1028,8 +1185,9 @@ def _parse_legacy(text: str) -> tuple[str, str]:
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m rotator.simulator",
-        description="Serve a simulated Cloudflare Access key API. Prints one JSON line "
-        "(base_url, admin_url, accounts) on stdout, then serves until SIGTERM or SIGINT.",
+        description="Serve a simulated Cloudflare Access key API and its teams' certs endpoints. "
+        "Prints one JSON line (base_url, admin_url, certs_url, accounts) on stdout, then serves "
+        "until SIGTERM or SIGINT.",
         epilog="example, rehearsing a config with one day every 10 seconds (README: 'Rehearse a config'):\n"
         "  python -m rotator.simulator --listen 127.0.0.1:8787 --accounts 0 --day-seconds 10 "
         "--token rehearsal\n"
@@ -1102,8 +1260,16 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    accounts = [{"account_id": a, **sim.key_state(a).to_json()} for a in sim.account_ids]
-    line = {"base_url": base_url, "admin_url": sim.admin_url, "accounts": accounts}
+    accounts = [
+        {"account_id": a, "team_domain": sim.team_domain(a), **sim.key_state(a).to_json()}
+        for a in sim.account_ids
+    ]
+    line = {
+        "base_url": base_url,
+        "admin_url": sim.admin_url,
+        "certs_url": sim.certs_url_template,
+        "accounts": accounts,
+    }
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
     try:
@@ -1116,7 +1282,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m rotator.simulator``."""
     asyncio.run(_serve(_arguments(argv)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

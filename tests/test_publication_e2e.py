@@ -1,0 +1,204 @@
+"""The real ``rotator run`` with the publication check and a webhook, against the simulator.
+
+The simulator serves each team's certs on loopback (``publication.certs_url`` points there) and the
+organization read names each account's team domain. A webhook receiver on loopback collects what
+the daemon sends. Certs faults make publication lag, stick, fail or serve garbage: checks and
+rotations go on, and the events and metrics the alerts use say what happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator.simulator import CertsFault, SimulatorThread
+from tests.processes import daemon, environment, events, write_config
+
+MakeSimulator = Callable[..., SimulatorThread]
+SECRET = "hook-secret-5d1e-not-real"
+
+
+class Hooks:
+    """A webhook receiver in a thread: every POST's headers and body."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.received.append((dict(self.headers), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def documents(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in list(self.received)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    receiver = Hooks()
+    yield receiver
+    receiver.close()
+
+
+def config(
+    tmp_path: Path, sim: SimulatorThread, hooks: Hooks | None = None, *, deadline: str = "5m", **sections: Any
+) -> Path:
+    notify = {"webhooks": [{"name": "ops", "url": hooks.url, "secret_env": "HOOK_SECRET"}]} if hooks else {}
+    return write_config(
+        tmp_path / "config.yaml",
+        sim,
+        publication={"enabled": True, "certs_url": sim.sim.certs_url_template, "deadline": deadline},
+        notify=notify,
+        **sections,
+    )
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def test_a_rotation_is_published_and_notified(
+    simulator: SimulatorThread, hooks: Hooks, tmp_path: Path
+) -> None:
+    due = simulator.sim.account_ids[0]
+    with daemon(config(tmp_path, simulator, hooks), environment(HOOK_SECRET=SECRET)) as running:
+        published = running.wait_for(
+            "key_published", lambda: events(running.logs, "key_published", account="account-0")
+        )[0]
+        assert published["kid"] == simulator.sim.current_kid(due)
+        assert published["late"] is False and published["publication_seconds"] < 300
+        running.wait_for("both notifications", lambda: len(hooks.received) >= 2)
+        text = running.wait_for(
+            "every account's key count",
+            lambda: (
+                (t := running.get("/metrics").text)
+                and "rotator_jwks_keys" in t
+                and t.count("rotator_jwks_keys{") == 3
+                and t
+            ),
+        )
+        assert running.terminate() == 0
+
+    for i in range(3):
+        assert metric(text, "rotator_jwks_keys", account=f"account-{i}") == 2
+    assert metric(text, "rotator_key_publication_seconds_count") == 1
+    assert metric(text, "rotator_key_publication_late", account="account-0") == 0
+    first_seen = metric(text, "rotator_jwks_current_kid_first_seen_timestamp_seconds", account="account-0")
+    assert first_seen is not None and first_seen >= simulator.sim.rotations(due)[0].at.timestamp() - 1
+    # The team domain is read once per account, from the organization; the certs cost no API budget.
+    assert len(simulator.sim.requests(op="organizations")) == 3
+    assert metric(text, "rotator_api_requests_total", method="GET", endpoint="organizations", code="200") == 3
+    assert not events(running.logs, "key_rotated_elsewhere")
+
+    documents = hooks.documents()
+    assert [d["type"] for d in documents][:2] == ["com.rotator.key_rotated", "com.rotator.key_published"]
+    assert {d["subject"] for d in documents} == {"account-0"}
+    assert documents[1]["data"]["kid"] == published["kid"]
+    for headers, body in hooks.received:
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["X-Rotator-Signature-256"], expected)
+        assert SECRET not in body.decode() and "test-token" not in body.decode()
+
+
+def test_late_stuck_down_and_garbage_certs_do_not_stop_checks_or_rotations(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    stuck, down, garbage = simulator.sim.account_ids
+    simulator.sim.add_certs_fault(CertsFault("stuck", account_id=stuck))
+    simulator.sim.add_certs_fault(CertsFault("down", account_id=down))
+    simulator.sim.add_certs_fault(CertsFault("garbage", account_id=garbage))
+    path = config(tmp_path, simulator, deadline="2s", schedule={"check_interval": "1s"})
+
+    with daemon(path) as running:
+        late = running.wait_for(
+            "key_publication_late", lambda: events(running.logs, "key_publication_late", account="account-0")
+        )[0]
+        assert "no new key is served" in late["reason"] and late["level"] == "error"
+        assert metric(running.get("/metrics").text, "rotator_key_publication_late", account="account-0") == 1
+        assert simulator.sim.rotations(stuck)[0].source == "api"  # the rotation itself happened
+        # Checks go on for every account, the broken certs are said and counted.
+        running.wait_for(
+            "three more checks of each account",
+            lambda: all(
+                len(events(running.logs, "account_checked", account=f"account-{i}")) >= 3 for i in range(3)
+            ),
+        )
+        failed = {e["account"] for e in events(running.logs, "certs_read_failed")}
+        assert failed == {"account-1", "account-2"}
+        text = running.get("/metrics").text
+        assert metric(text, "rotator_jwks_reads_total", account="account-1", result="error") >= 2  # type: ignore[operator]
+        assert metric(text, "rotator_jwks_keys", account="account-1") is None  # never read
+
+        # The endpoint recovers: the next check's read finds the key, late.
+        simulator.sim.clear_certs_faults()
+        published = running.wait_for(
+            "key_published after all", lambda: events(running.logs, "key_published", account="account-0")
+        )[0]
+        assert published["late"] is True and published["kid"] == simulator.sim.current_kid(stuck)
+        running.wait_for(
+            "the late gauge back to 0",
+            lambda: (
+                metric(running.get("/metrics").text, "rotator_key_publication_late", account="account-0") == 0
+            ),
+        )
+        assert running.terminate() == 0
+    assert not events(running.logs, "check_failed")
+
+
+def test_cloudflares_own_rotation_is_noticed(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    simulator = make_simulator(3)
+    path = write_config(
+        tmp_path / "config.yaml",
+        simulator,
+        accounts=[
+            {"name": f"account-{i}", "account_id": a, "dry_run": i == 1}
+            for i, a in enumerate(simulator.sim.account_ids)
+        ],
+        schedule={"check_interval": "1s"},
+    )
+    with daemon(path) as running:
+        running.wait_for(
+            "account-0 rotated", lambda: events(running.logs, "key_rotated", account="account-0")
+        )
+        running.wait_for("two checks of each", lambda: len(events(running.logs, "account_checked")) >= 6)
+        assert not events(running.logs, "key_rotated_elsewhere")  # rotator's own rotation is not one
+        simulator.sim.advance(30)  # account-1 (dry run) and account-2 fall due; Cloudflare rotates both
+        elsewhere = running.wait_for(
+            "key_rotated_elsewhere",
+            lambda: (found := events(running.logs, "key_rotated_elsewhere")) and len(found) >= 2 and found,
+        )
+        text = running.get("/metrics").text
+        assert running.terminate() == 0
+    assert {e["account"] for e in elsewhere} == {"account-1", "account-2"}
+    for event in elsewhere:
+        assert event["last_key_rotation_at"] > event["previous_last_key_rotation_at"]
+    assert metric(text, "rotator_rotations_total", account="account-1", result="elsewhere") == 1
+    assert metric(text, "rotator_rotations_total", account="account-0", result="elsewhere") == 0
