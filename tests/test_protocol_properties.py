@@ -1,0 +1,290 @@
+"""The rotation protocol under every interleaving hypothesis can find.
+
+A ``RuleBasedStateMachine`` drives the real Checker, Ledger and Cloudflare client (over
+``httpx.MockTransport``) against a model of Cloudflare whose reads and echoes lag by a random delay,
+whose rotate answers are lost after or before the rotation is applied, that answers 429 and 5xx,
+while rotator is crashed and restarted (with and without ``state_file``) and its config reloaded
+between any two steps, and time passes by minutes or days.
+
+Invariants:
+- never two applied rotations of one account within the minimum gap;
+- once Cloudflare is healthy again, a due rotation waits no longer than one check, or, when a
+  rotation was left open (its answer lost, or its process killed), than settle_time after the first
+  read that followed;
+- every applied rotation is then on record (the ledger's anchor reaches it) and nothing is left open.
+
+The guarantee has stated preconditions (README, Safety), and the model keeps to them: a replica lags
+by less than settle_time, and without ``state_file`` a restarted process's first read is current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx
+import stamina
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from prometheus_client import CollectorRegistry
+
+from rotator.checker import Checker
+from rotator.cloudflare import Backoff, CloudflareClient
+from rotator.config import Account, parse_config
+from rotator.credentials import CredentialSource
+from rotator.ledger import Ledger
+from rotator.metrics import Metrics
+from tests.test_ratelimit import FakeClock
+
+START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
+GAP = timedelta(days=7)
+INTERVAL_DAYS = 21
+THRESHOLD_DAYS = 3
+SETTLE = timedelta(hours=1)
+MAX_LAG = timedelta(minutes=50)  # under settle_time: the guarantee's precondition
+
+# What the next rotate POST meets.
+POST_OUTCOMES = ("ok", "429", "502", "applied_then_timeout", "timeout", "applied_then_crash", "crash")
+
+
+class Crash(BaseException):
+    """The process dies here: nothing below it runs, no handler catches it."""
+
+
+class Cloudflare:
+    """The account as Cloudflare holds it, served through replicas that lag."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.history: list[datetime] = [START - timedelta(days=INTERVAL_DAYS - 2)]  # due: 2 days left
+        self.applied: list[datetime] = []  # rotations made through the API
+        self.lag = timedelta(0)
+        self.fresh_reads = 0  # reads that skip the lag (a restart without state_file)
+        self.next_post = "ok"
+        self.failing_gets = 0
+
+    def now(self) -> datetime:
+        return START + timedelta(seconds=self.clock.now)
+
+    def last_as_of(self, moment: datetime) -> datetime:
+        """The last rotation a replica as of ``moment`` knows of."""
+        return max((t for t in self.history if t <= moment), default=self.history[0])
+
+    def answer(self, lagged: bool = True) -> httpx.Response:
+        now = self.now()
+        seen = now if not lagged else now - self.lag
+        last = self.last_as_of(seen)
+        result = {
+            "days_until_next_rotation": round(INTERVAL_DAYS - (now - last) / timedelta(days=1), 3),
+            "key_rotation_interval_days": INTERVAL_DAYS,
+            "last_key_rotation_at": last.isoformat().replace("+00:00", "Z"),
+        }
+        body = {"success": True, "errors": [], "messages": [], "result": result}
+        return httpx.Response(200, json=body, headers={"date": now.strftime("%a, %d %b %Y %H:%M:%S GMT")})
+
+    def rotate(self) -> None:
+        now = self.now()
+        self.history.append(now)
+        self.applied.append(now)
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            if self.failing_gets:
+                self.failing_gets -= 1
+                return httpx.Response(503, text="<html>503</html>")
+            if self.fresh_reads:
+                self.fresh_reads -= 1
+                return self.answer(lagged=False)
+            return self.answer()
+        outcome, self.next_post = self.next_post, "ok"
+        if outcome == "429":
+            return httpx.Response(429, json={"success": False, "errors": []}, headers={"retry-after": "600"})
+        if outcome == "502":
+            return httpx.Response(502, text="<html>502</html>")
+        if outcome == "timeout":
+            raise httpx.ReadTimeout("timed out")
+        if outcome == "crash":
+            raise Crash
+        self.rotate()
+        if outcome == "applied_then_timeout":
+            raise httpx.ReadTimeout("timed out")
+        if outcome == "applied_then_crash":
+            raise Crash
+        return self.answer()  # a 200, echoing a lagging replica's view
+
+
+class Rotator:
+    """One rotator process: client, ledger and checker; a crash throws it away."""
+
+    def __init__(self, cloudflare: Cloudflare, state_file: Path | None, account: Account) -> None:
+        clock = cloudflare.clock
+        self.client = CloudflareClient(
+            "https://api.cloudflare.test/client/v4",
+            transport=httpx.MockTransport(cloudflare.handler),
+            clock=cloudflare.now,
+            monotonic=clock.monotonic,
+            sleep=clock.sleep,
+            backoff=Backoff(initial=1.0, maximum=5.0),
+        )
+        self.ledger = Ledger(state_file, settle_time=SETTLE)
+        self.accounts = {ACCOUNT: account}
+        credential = CredentialSource.token_env("T").load({"T": "t0k3n-property"})
+        metrics = Metrics(CollectorRegistry())
+        self.checker = Checker(
+            self.client, metrics, self.ledger, {ACCOUNT: credential}, accounts=self.accounts.get
+        )
+
+
+def _account(dry_run: bool, directory: Path) -> Account:
+    text = (
+        "cloudflare: {base_url: 'https://api.cloudflare.test/client/v4'}\n"
+        f"rotation: {{threshold_days: {THRESHOLD_DAYS}, dry_run: {str(dry_run).lower()}}}\n"
+        f"accounts: [{{name: prod, account_id: '{ACCOUNT}'}}]\n"
+    )
+    return parse_config(text, directory / "config.yaml").accounts[0]
+
+
+class RotationProtocol(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.directory = Path(tempfile.mkdtemp(prefix="rotator-properties-"))
+        self.clock = FakeClock(auto=True)
+        self.cloudflare = Cloudflare(self.clock)
+        self.dry_run = False
+        self.state_file: Path | None = None
+        self.rotator: Rotator | None = None
+
+    @initialize(
+        persistent=st.booleans(),
+        lag_minutes=st.integers(min_value=0, max_value=int(MAX_LAG.total_seconds() // 60)),
+    )
+    def start(self, persistent: bool, lag_minutes: int) -> None:
+        self.cloudflare.lag = timedelta(minutes=lag_minutes)
+        self.state_file = self.directory / "state.json" if persistent else None
+        self.rotator = Rotator(self.cloudflare, self.state_file, _account(self.dry_run, self.directory))
+
+    def teardown(self) -> None:
+        if self.rotator is not None:
+            self.loop.run_until_complete(self.rotator.client.aclose())
+        self.loop.close()
+
+    # ----------------------------------------------------------------------- the world
+
+    @rule(minutes=st.integers(min_value=1, max_value=8 * 24 * 60))
+    def time_passes(self, minutes: int) -> None:
+        self.clock.now += minutes * 60
+
+    @rule(minutes=st.integers(min_value=0, max_value=int(MAX_LAG.total_seconds() // 60)))
+    def replicas_lag(self, minutes: int) -> None:
+        self.cloudflare.lag = timedelta(minutes=minutes)
+
+    @rule(outcome=st.sampled_from(POST_OUTCOMES))
+    def next_rotate_meets(self, outcome: str) -> None:
+        self.cloudflare.next_post = outcome
+
+    @rule(count=st.integers(min_value=1, max_value=6))
+    def reads_fail(self, count: int) -> None:
+        self.cloudflare.failing_gets = count
+
+    @rule(dry_run=st.booleans())
+    def reload(self, dry_run: bool) -> None:
+        assert self.rotator is not None
+        self.dry_run = dry_run
+        self.rotator.accounts[ACCOUNT] = _account(dry_run, self.directory)
+
+    @rule()
+    def crash_and_restart(self) -> None:
+        self._restart()
+
+    # ----------------------------------------------------------------------- rotator
+
+    @rule()
+    def scheduled_check(self) -> None:
+        self._check()
+
+    @rule(outcome=st.sampled_from(POST_OUTCOMES))
+    def scheduled_check_whose_rotate_meets(self, outcome: str) -> None:
+        self.cloudflare.next_post = outcome
+        self._check()
+
+    @rule()
+    def person_runs_rotate(self) -> None:
+        self._check(requested=True)
+
+    @precondition(lambda self: self.rotator is not None)
+    @rule()
+    def cloudflare_heals_and_settle_time_passes(self) -> None:
+        """Healthy again: no lag, no faults. A check's read starts the settle clock of anything left
+        open; settle_time later, one more check must leave nothing open and do what is due."""
+        cloudflare = self.cloudflare
+        cloudflare.lag, cloudflare.next_post, cloudflare.failing_gets = timedelta(0), "ok", 0
+        self._check()
+        self.clock.now += SETTLE.total_seconds() + 60
+        self._check()
+        now = cloudflare.now()
+        last = cloudflare.history[-1]
+        due = (last + timedelta(days=INTERVAL_DAYS) - now) <= timedelta(days=THRESHOLD_DAYS)
+        if due and not self.dry_run:
+            assert now - last < GAP, f"due and allowed, yet not rotated by a healthy check ({now - last})"
+        assert self.rotator is not None
+        record = self.rotator.ledger.record(ACCOUNT)
+        assert record.open is None, f"still open after healthy checks: {record.rotation}"
+        assert record.anchor is not None
+        assert record.anchor >= last - timedelta(seconds=1), "an applied rotation is not on record"
+
+    # ----------------------------------------------------------------------- invariants
+
+    @invariant()
+    def never_two_rotations_within_the_gap(self) -> None:
+        applied = self.cloudflare.applied
+        for earlier, later in pairwise(applied):
+            assert later - earlier >= GAP, f"two rotations {later - earlier} apart: {applied}"
+
+    # ----------------------------------------------------------------------- helpers
+
+    def _check(self, **kwargs: Any) -> None:
+        assert self.rotator is not None
+        rotator = self.rotator
+        try:
+            self.loop.run_until_complete(rotator.checker.check(rotator.accounts[ACCOUNT], **kwargs))
+        except Crash:
+            self._restart()
+
+    def _restart(self) -> None:
+        assert self.rotator is not None
+        old = self.rotator
+        # The old process's sockets and tasks die with it; its state file stays.
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.run_until_complete(old.client.aclose())
+        if self.state_file is None:
+            # Without state_file, Cloudflare's record is all a new process has: the guarantee
+            # then needs its first read to be current (README, Safety).
+            self.cloudflare.fresh_reads = 1
+        self.rotator = Rotator(self.cloudflare, self.state_file, _account(self.dry_run, self.directory))
+
+
+class TestRotationProtocol(RotationProtocol.TestCase):  # type: ignore[name-defined,misc]
+    # On this class: RotationProtocol.TestCase makes a new class each time it is read.
+    settings = settings(
+        max_examples=150,
+        stateful_step_count=40,
+        deadline=None,
+        derandomize=True,  # the same interleavings in CI every time; see the note above to explore
+        suppress_health_check=[HealthCheck.too_slow],
+        database=None,
+    )
+
+    def setUp(self) -> None:
+        stamina.set_testing(True, attempts=1000, cap=True)  # no real backoff; bounded attempts
+
+    def tearDown(self) -> None:
+        stamina.set_testing(False)
