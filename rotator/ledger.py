@@ -426,7 +426,10 @@ class _Store:
     ) -> dict[str, AccountRecord]:
         """Merge the file with ``mine``, apply ``change``, write it; return what was written."""
         with self._file_lock():
-            records = change(_merge(mine, self._read()))
+            # Unchanged since this process last read or wrote it: ``mine`` holds all it says.
+            theirs = self._read() if self._stat() != self._seen else None
+            # A copy: a write that fails leaves this process's record as it was.
+            records = change(dict(mine) if theirs is None else _merge(mine, theirs))
             self._write(records)
             return records
 

@@ -96,7 +96,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             session = self._session = self._session_factory()
             # aiohttp sends a failed GET or PUT again, once, on a fresh connection; rotator
             # retries on its own terms, so this layer sends each request once. (aiohttp's
-            # own test client turns it off the same way.)
+            # own test client turns it off the same way: aiohttp 3.14 has no public switch.)
             session._retry_connection = False
         url = request.url
         phase = _Phase()
