@@ -68,6 +68,8 @@ CONTRACT_METRICS = {
     "rotator_check_interval_seconds",
     "rotator_rotation_threshold_seconds",
     "rotator_dry_run",
+    # The rotation ledger (issue 9).
+    "rotator_rotation_unconfirmed",
     # The publication check (issue 11).
     "rotator_jwks_keys",
     "rotator_key_publication_late",
@@ -199,6 +201,7 @@ def test_required_alerts_exist() -> None:
         "RotatorKeyNotPublished",
         "RotatorJWKSKeyCount",
         "RotatorKeyRotatedElsewhere",
+        "RotatorRotationUnconfirmed",
     }
 
 
