@@ -20,7 +20,6 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
         │   └── NotFoundError        404: no such account (or the token cannot see it)
         ├── ResponseError            a 200 whose body is not the JSON Cloudflare promises
         ├── RotationUnconfirmed      a rotate POST may have been applied and could not be confirmed
-        ├── RotationRefused          Cloudflare refused a rotate POST (4xx, success: false): not applied
         └── Abandoned                a request was not sent: rotator is shutting down
 
 No message built here ever contains a token or key: messages are made from the account, the
@@ -127,10 +126,6 @@ class RotationUnconfirmed(CloudflareError):
     Nothing is sent again: the ledger keeps the attempt open (UNCONFIRMED), which holds the
     minimum gap until a later read settles it (rotator.ledger).
     """
-
-
-class RotationRefused(CloudflareError):
-    """Cloudflare refused the rotate POST, or the rotation was not applied: wraps the cause."""
 
 
 class Abandoned(CloudflareError):
