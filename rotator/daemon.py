@@ -38,6 +38,7 @@ from rotator.metrics import Metrics
 from rotator.problems import several
 from rotator.reload import ConfigChange, compare
 from rotator.server import StatusServer, why_not_listening
+from rotator.status import StatusBoard
 
 CredentialMap = dict[str, Credential | CredentialError]
 # How often the config file is compared with the running config, in seconds.
@@ -152,6 +153,8 @@ class Daemon:
             config, self._client, self._metrics, self._registry, self._checker.credential_for
         )
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        # The latest check of each account, served at / and /status.
+        self.status = StatusBoard(config.accounts, next_check=self._next_check)
         self._stop = asyncio.Event()
         self._stop_reason = "finished"
         self._answered = False
@@ -212,7 +215,9 @@ class Daemon:
 
     async def _serve(self) -> None:
         http = self._config.settings.http
-        server = StatusServer(self._registry, healthy=self._health_problem, ready=self._readiness_problem)
+        server = StatusServer(
+            self._registry, healthy=self._health_problem, ready=self._readiness_problem, status=self.status
+        )
         try:
             await server.start(http.host, http.port)
         except OSError as exc:  # before any check is scheduled: nothing to undo
@@ -220,7 +225,11 @@ class Daemon:
             raise ListenError(
                 f"{self._config.path}: http.listen: cannot listen on {http.listen}: {why_not_listening(exc)}"
             ) from None
-        self._log.info("http_listening", listen=http.listen, endpoints=["/metrics", "/healthz", "/readyz"])
+        self._log.info(
+            "http_listening",
+            listen=http.listen,
+            endpoints=["/", "/status", "/metrics", "/healthz", "/readyz"],
+        )
         try:
             self._schedule_checks()
             self._scheduler.start()
@@ -310,6 +319,7 @@ class Daemon:
                 self._metrics.forget(old)
         self._metrics.configure(new.accounts, new.settings.schedule.check_interval)
         self._followup.configure(new.accounts)
+        self.status.configure(new.accounts)  # a removed account leaves the status page
         if change.schedule_changed:
             for account in new.accounts:
                 if account not in change.added:
@@ -354,6 +364,10 @@ class Daemon:
                 retry_at = datetime.now(UTC) + timedelta(seconds=min(STARTUP_RETRY_SECONDS, self._interval))
                 self._scheduler.modify_job(account_id, next_run_time=retry_at)
 
+    def _next_check(self, account_id: str) -> datetime | None:
+        job = self._scheduler.get_job(account_id) if self._scheduler.running else None
+        return cast("datetime | None", job.next_run_time) if job is not None else None
+
     @property
     def _interval(self) -> float:
         return self._config.settings.schedule.check_interval
@@ -375,6 +389,7 @@ class Daemon:
             await self._followup.before_check(account)
             result = await self._checker.check(account)
         self._followup.after_check(result)
+        self.status.record(result)
         return result
 
     def _health_problem(self) -> str | None:

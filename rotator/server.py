@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from rotator.status import StatusBoard
+
 
 class StatusServer:
     def __init__(
@@ -16,18 +18,21 @@ class StatusServer:
         *,
         healthy: Callable[[], str | None],
         ready: Callable[[], str | None],
+        status: StatusBoard | None = None,
     ) -> None:
         """``healthy`` and ``ready`` return None when all is well, else the reason it is not."""
         self._registry = registry
         self._healthy = healthy
         self._ready = ready
         self._runner: web.AppRunner | None = None
+        self._status = status
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._probe(self._healthy))
         app.router.add_get("/readyz", self._probe(self._ready))
+        app.add_routes(self._status.routes() if self._status else [])  # / and /status (rotator.status)
         return app
 
     async def start(self, host: str, port: int) -> int:
