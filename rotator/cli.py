@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         "--listen", default="127.0.0.1:9464", help="where to serve /metrics (default %(default)s)"
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        help="every log line as JSON, unfiltered (default: a view for a person)",
+    )
     demo.set_defaults(handler=_demo)
     for name, command in commands.choices.items():
         command.description, command.epilog = _HELP[name]
@@ -165,6 +170,7 @@ _HELP = {
         "examples:\n"
         "  rotator demo\n"
         "  rotator demo --listen 127.0.0.1:0 --duration 60    # any free port, one minute\n"
+        "  rotator demo --json    # every log line as JSON instead of the view for a person\n"
         "\n"
         "To rehearse your own config, run it against python -m rotator.simulator (README:\n"
         "'Rehearse a config').",
@@ -246,7 +252,7 @@ def _rotate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from rotator.demo import run_demo  # the simulator is only loaded when asked for
 
-    return asyncio.run(run_demo(listen=args.listen, duration=args.duration))
+    return asyncio.run(run_demo(listen=args.listen, duration=args.duration, json_logs=args.json))
 
 
 async def _check_all(config: Config, credentials: dict[str, Credential]) -> list[CheckResult]:

@@ -23,15 +23,20 @@ _LEVELS = {
 }
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Send every log line to ``stream`` (stdout for the daemon, stderr for commands that print)."""
+def configure_logging(
+    level: str = "info", fmt: str = "auto", stream: TextIO | None = None, renderer: Any = None
+) -> None:
+    """Send every log line to ``stream`` (stdout for the daemon, stderr for commands that print).
+
+    ``renderer``, a structlog processor returning the line, replaces ``fmt`` (``rotator demo``'s view)."""
     stream = stream or sys.stdout
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    )
+    if renderer is None:
+        renderer = (
+            structlog.processors.JSONRenderer()
+            if use_json
+            else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -229,7 +231,9 @@ def test_version() -> None:
 
 
 def test_demo_shows_rotations(tmp_path: Path) -> None:
-    done = rotator("demo", "--duration", "8", "--listen", f"127.0.0.1:{free_port()}", env=environment(None))
+    done = rotator(
+        "demo", "--json", "--duration", "8", "--listen", f"127.0.0.1:{free_port()}", env=environment(None)
+    )
 
     assert done.returncode == 0, done.stderr
     logs = log_lines(done.stdout.split("\n\n", 1)[1])
@@ -255,3 +259,41 @@ def test_a_secret_is_blanked_out_of_logs_even_where_a_message_would_carry_it(
     assert done.returncode == 1
     assert events(log_lines(done.stdout), "check_failed")[0]["error"].count("[REDACTED]") == 1
     assert TOKEN not in done.stdout + done.stderr
+
+
+DEMO_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d)  (\S+) +(.*)$")
+
+
+def test_demo_is_a_view_a_person_can_watch() -> None:
+    """Routine checks quiet, rotations marked, the simulated clock on every line, a summary."""
+    seconds = 12  # six simulated days: one summary on the way, one at the end
+    done = rotator(
+        "demo", "--duration", str(seconds), "--listen", f"127.0.0.1:{free_port()}", env=environment(None)
+    )
+
+    assert done.returncode == 0, done.stderr
+    banner, view = done.stdout.split("\n\n", 1)
+    assert len(banner.splitlines()) <= 3 and "Status page: http://127.0.0.1:" in banner
+    header, *lines = view.splitlines()
+    assert header.split()[:3] == ["SIMULATED", "TIME", "ACCOUNT"]
+    parsed = [DEMO_LINE.match(line) for line in lines]
+    assert all(parsed), f"lines without the simulated time in front:\n{view}"
+    assert all(len(line) <= 120 for line in lines), view
+    # The clock in each line is the simulated one: twelve real seconds span about six days.
+    times = [datetime.fromisoformat(m[1]) for m in parsed if m]
+    days = (times[-1] - times[0]).total_seconds() / 86400
+    assert times == sorted(times) and 4.5 <= days <= 7, view
+    # Quiet: a few lines a simulated day (the JSON logs had about 12), no routine checks.
+    assert len(lines) <= 3 * days, view
+    assert "account_checked" not in view and "not_due" not in view
+    # Rotations stand out, marked, one line each, and only rotations carry the mark.
+    rotated = [line for line in lines if ">> KEY ROTATED" in line]
+    assert any(" production " in line for line in rotated), view
+    assert all("KEY ROTATED" in line or "ROTATED BY CLOUDFLARE" in line for line in lines if ">>" in line)
+    assert len({line.split()[2] for line in rotated}) == len(rotated)  # one line per account's rotation
+    assert any("** INTERVAL UPDATED" in line and "partners" in line for line in lines), view
+    # A summary on the way and at the end: rotations so far, by whom.
+    summaries = [line for line in lines if "---- summary:" in line]
+    assert len(summaries) >= 2, view
+    assert re.search(r"rotator [1-9]\d* \(production 1", summaries[-1]), summaries[-1]
+    assert "Cloudflare on its own" in summaries[-1]
