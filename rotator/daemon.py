@@ -58,6 +58,10 @@ def _fingerprint(path: Path) -> bytes | None:
         return None  # mid-swap or briefly absent: judge at the next poll
 
 
+def _fingerprints(credentials: Mapping[str, Credential | CredentialError]) -> dict[str, str]:
+    return {k: v.fingerprint for k, v in credentials.items() if isinstance(v, Credential)}
+
+
 def config_warnings(config: Config, credentials: Mapping[str, Credential | CredentialError]) -> list[str]:
     """What is worth a warning about a config: its own warnings, and each credential whose budget
     cannot check its accounts within check_interval."""
@@ -131,6 +135,13 @@ class Daemon:
         log_stream: TextIO | None = None,
     ) -> None:
         self._config = config
+        # The settings in force until a restart (rotator.reload.RESTART_REQUIRED) are this config's.
+        self._started = config
+        # The content of the config in force, and of the last one a reload read (applied or not),
+        # shared by the file watcher and SIGHUP so that one edit is one reload.
+        self._applied = _fingerprint(config.path)
+        self._read = self._applied
+        self._credentials = _fingerprints(credentials)
         self._registry = registry or CollectorRegistry()
         self._metrics = Metrics(self._registry)
         self._client = build_client(config, self._metrics, transport)
@@ -247,13 +258,12 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
     async def _watch_config(self) -> None:
-        """Reload when the file's content changes (a ConfigMap update swaps a symlink)."""
-        seen = _fingerprint(self._config.path)
+        """Reload when the file's content changes (a ConfigMap update swaps a symlink): content
+        no reload has read yet, so an edit already read after a SIGHUP is not read again."""
         while True:
             await asyncio.sleep(CONFIG_POLL_SECONDS)
             current = _fingerprint(self._config.path)
-            if current != seen and current is not None:
-                seen = current
+            if current != self._read and current is not None:
                 await self._reload("file_changed")
 
     async def _reload(self, trigger: str) -> None:
@@ -277,6 +287,10 @@ class Daemon:
     async def _try_reload(self, trigger: str) -> None:
         """Apply a new config without a restart, or refuse it and keep the running one."""
         async with self._reload_lock:
+            content = _fingerprint(self._config.path)
+            if trigger == "file_changed" and content == self._read:
+                return  # a SIGHUP read this content while the watcher waited for the lock
+            self._read = content
             try:
                 new = load_config(self._config.path)
                 credentials = require_credentials(new)
@@ -285,8 +299,20 @@ class Daemon:
                 self._metrics.config_last_reload_successful.set(0)
                 self._log.error("config_rejected", trigger=trigger, reason=str(exc), kept="previous config")
                 return
+            unchanged = content is not None and content == self._applied
+            if unchanged and _fingerprints(credentials) == self._credentials:
+                # The config in force, read again (a SIGHUP after an edit the watcher applied):
+                # not a reload. A SIGHUP after a token file changed still reloads (new fingerprints).
+                self._metrics.config_last_reload_successful.set(1)
+                self._log.info("config_unchanged", trigger=trigger)
+                return
             change = compare(self._config, new)
             self._apply(new, credentials, change)
+            self._applied, self._credentials = content, _fingerprints(credentials)
+            # Against the settings the process started with, not the previous reload's: a setting
+            # that needs a restart stays listed until one (or until the edit is undone).
+            restart_required = compare(self._started, new).restart_required
+            self._metrics.restart_required(restart_required)
             self._metrics.config_reloads.labels("success").inc()
             self._metrics.config_last_reload_successful.set(1)
             for warning in config_warnings(new, credentials):
@@ -298,7 +324,7 @@ class Daemon:
                 added=[a.name for a in change.added],
                 removed=[a.name for a in change.removed],
                 changed=[new_account.name for _, new_account in change.changed],
-                restart_required=list(change.restart_required),
+                restart_required=list(restart_required),
             )
 
     def _apply(self, new: Config, credentials: Mapping[str, Credential], change: ConfigChange) -> None:

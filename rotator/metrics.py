@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from rotator import __version__
 from rotator.config import Account
 from rotator.keys import KeyConfig, cloudflare_rotates_at
+from rotator.reload import restart_settings
 
 ENDPOINTS = (("GET", "keys"), ("PUT", "keys"), ("POST", "rotate"), ("GET", "organizations"))
 DAY_SECONDS = 86400.0
@@ -69,7 +70,16 @@ class Metrics:
             "1 when the last config reload was applied (or none was tried), 0 when it was refused.",
             registry=registry,
         )
+        self.config_restart_required = Gauge(
+            "rotator_config_restart_required",
+            "1 while a reloaded setting keeps its old value until a restart, else 0; one series per "
+            "such setting.",
+            ["setting"],
+            registry=registry,
+        )
         self.build_info.labels(__version__).set(1)
+        for setting in restart_settings():
+            self.config_restart_required.labels(setting).set(0)
         for result in ("success", "error"):
             self.config_reloads.labels(result)
         self.config_last_reload_successful.set(1)
@@ -85,6 +95,12 @@ class Metrics:
             row.values[_DRY_RUN] = 1.0 if account.rotation.dry_run else 0.0
         for method, endpoint in ENDPOINTS:
             self.api_request_duration.labels(method, endpoint)
+
+    def restart_required(self, settings: Iterable[str]) -> None:
+        """The settings whose new value waits for a restart (the others back to 0)."""
+        pending = set(settings)
+        for setting in restart_settings():
+            self.config_restart_required.labels(setting).set(1 if setting in pending else 0)
 
     def forget(self, account: Account) -> None:
         """Drop the series of an account that is no longer configured (after a reload)."""

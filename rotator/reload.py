@@ -24,6 +24,11 @@ RESTART_REQUIRED = (
 )
 
 
+def restart_settings() -> tuple[str, ...]:
+    """The dotted names of the settings that need a restart, as logs and metrics name them."""
+    return tuple(".".join(path) for path in RESTART_REQUIRED)
+
+
 @dataclass(frozen=True)
 class ConfigChange:
     added: tuple[Account, ...]

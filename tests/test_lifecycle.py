@@ -168,6 +168,37 @@ def test_a_reload_names_the_settings_that_need_a_restart(simulator: SimulatorThr
         assert running.terminate() == 0
 
 
+def test_an_edit_and_a_sighup_are_one_reload_and_a_pending_restart_stays_listed(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    """Issue 12, item 4: the watcher and SIGHUP read the same edit once, and a later reload that
+    changes something else still names the setting that waits for a restart."""
+    path = tmp_path / "config.yaml"
+    config = _config(path, simulator, 1)
+    listen = {"listen": f"127.0.0.1:{free_port()}"}
+    with daemon(path) as running:
+        running.wait_ready()
+        assert _samples(running)[("rotator_config_restart_required", (("setting", "http.listen"),))] == 0
+        path.write_text(yaml.safe_dump({**config, "http": listen}))
+        running.process.send_signal(signal.SIGHUP)
+        first = running.wait_for("config_reloaded", lambda: events(running.logs, "config_reloaded"))[0]
+        assert first["restart_required"] == ["http.listen"]
+
+        path.write_text(yaml.safe_dump(_config(tmp_path / "draft.yaml", simulator, 2, http=listen)))
+        running.wait_for(
+            "account-1 added",
+            lambda: [e for e in events(running.logs, "config_reloaded") if e["added"] == ["account-1"]],
+        )
+        reloads = events(running.logs, "config_reloaded")
+        assert len(reloads) == 2, reloads
+        assert reloads[1]["restart_required"] == ["http.listen"]
+        samples = _samples(running)
+        assert samples[("rotator_config_reloads_total", (("result", "success"),))] == 2
+        assert samples[("rotator_config_restart_required", (("setting", "http.listen"),))] == 1
+        assert samples[("rotator_config_restart_required", (("setting", "state_file"),))] == 0
+        assert running.terminate() == 0
+
+
 def test_sighup_during_start_up_does_not_kill_the_daemon(simulator: SimulatorThread, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     _config(path, simulator, 1)
@@ -176,8 +207,9 @@ def test_sighup_during_start_up_does_not_kill_the_daemon(simulator: SimulatorThr
         running.process.send_signal(signal.SIGHUP)  # long before the daemon's loop is up
 
         running.wait_ready()
-        reloaded = running.wait_for("config_reloaded", lambda: events(running.logs, "config_reloaded"))[0]
-        assert reloaded["trigger"] == "sighup"
+        # The file is the one the daemon started with: the SIGHUP is answered, not a reload.
+        answered = running.wait_for("config_unchanged", lambda: events(running.logs, "config_unchanged"))[0]
+        assert answered["trigger"] == "sighup"
         assert running.terminate() == 0
 
 
