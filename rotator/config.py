@@ -226,6 +226,9 @@ class RotationSettings(_Strict):
 
 class HTTPSettings(_Strict):
     listen: str = "0.0.0.0:9464"
+    # A file holding a bearer token that /metrics (and any endpoint but the probes) requires;
+    # unset: open to whoever reaches the port. Read at start-up (rotator.server).
+    auth_token_file: Path | None = None
 
     @field_validator("listen", mode="before")
     @classmethod

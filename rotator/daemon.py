@@ -29,7 +29,7 @@ from rotator.capacity import capacity_warnings
 from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config, read_config_file
-from rotator.credentials import Credential
+from rotator.credentials import Credential, read_secret
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
 from rotator.followup import FollowUp
 from rotator.ledger import Ledger
@@ -60,6 +60,17 @@ def _fingerprint(path: Path) -> bytes | None:
 
 def _fingerprints(credentials: Mapping[str, Credential | CredentialError]) -> dict[str, str]:
     return {k: v.fingerprint for k, v in credentials.items() if isinstance(v, Credential)}
+
+
+def read_auth_token(config: Config) -> str | None:
+    """The bearer token of ``http.auth_token_file``, remembered for redaction; None when unset."""
+    path = config.settings.http.auth_token_file
+    if path is None:
+        return None
+    try:
+        return read_secret(None, path)
+    except CredentialError as exc:
+        raise CredentialError(f"{config.path}: http.auth_token_file: {exc}") from None
 
 
 def config_warnings(config: Config, credentials: Mapping[str, Credential | CredentialError]) -> list[str]:
@@ -135,6 +146,8 @@ class Daemon:
         log_stream: TextIO | None = None,
     ) -> None:
         self._config = config
+        # Read once, at start (a new file needs a restart): CredentialError, exit 2, if unreadable.
+        self._auth_token = read_auth_token(config)
         # The settings in force until a restart (rotator.reload.RESTART_REQUIRED) are this config's.
         self._started = config
         # The content of the config in force, and of the last one a reload read (applied or not),
@@ -227,7 +240,11 @@ class Daemon:
     async def _serve(self) -> None:
         http = self._config.settings.http
         server = StatusServer(
-            self._registry, healthy=self._health_problem, ready=self._readiness_problem, status=self.status
+            self._registry,
+            healthy=self._health_problem,
+            ready=self._readiness_problem,
+            status=self.status,
+            auth_token=self._auth_token,
         )
         try:
             await server.start(http.host, http.port)
@@ -240,6 +257,7 @@ class Daemon:
             "http_listening",
             listen=http.listen,
             endpoints=["/", "/status", "/metrics", "/healthz", "/readyz"],
+            auth="bearer" if self._auth_token else "none",
         )
         try:
             self._schedule_checks()

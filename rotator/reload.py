@@ -11,6 +11,7 @@ from rotator.config import Account, Config
 # budgets (rebuilding them mid-flight could lose a rotation's confirmation), and its state file.
 RESTART_REQUIRED = (
     ("http", "listen"),
+    ("http", "auth_token_file"),
     ("cloudflare", "base_url"),
     ("cloudflare", "ca_bundle"),
     ("cloudflare", "timeout"),

@@ -1,14 +1,24 @@
-"""The daemon's HTTP endpoints: /metrics for Prometheus, /healthz and /readyz for Kubernetes."""
+"""The daemon's HTTP endpoints: the status page / and /status, /metrics for Prometheus, /healthz and
+/readyz for Kubernetes.
+
+With a bearer token (``http.auth_token_file``), every endpoint but the two probes answers 401 to a
+request without ``Authorization: Bearer <token>``: the kubelet probes without credentials, and a
+probe says nothing an attacker could use.
+"""
 
 from __future__ import annotations
 
 import errno
+import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from rotator.status import StatusBoard
+
+# Open even with a token: the kubelet's probes carry no credentials.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class StatusServer:
@@ -19,8 +29,11 @@ class StatusServer:
         healthy: Callable[[], str | None],
         ready: Callable[[], str | None],
         status: StatusBoard | None = None,
+        auth_token: str | None = None,
     ) -> None:
-        """``healthy`` and ``ready`` return None when all is well, else the reason it is not."""
+        """``healthy`` and ``ready`` return None when all is well, else the reason it is not;
+        ``auth_token``: the bearer token every other endpoint requires (None: none)."""
+        self._expected = f"Bearer {auth_token}".encode() if auth_token else None
         self._registry = registry
         self._healthy = healthy
         self._ready = ready
@@ -28,7 +41,7 @@ class StatusServer:
         self._status = status
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._authorize])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._probe(self._healthy))
         app.router.add_get("/readyz", self._probe(self._ready))
@@ -48,6 +61,22 @@ class StatusServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @web.middleware
+    async def _authorize(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self._expected is None or request.path in OPEN_PATHS:
+            return await handler(request)
+        given = request.headers.get("Authorization", "").encode()
+        # Constant time, so the answer's timing does not tell how much of a guess was right.
+        if not hmac.compare_digest(given, self._expected):
+            return web.Response(
+                status=401,
+                text="a bearer token is required (http.auth_token_file)\n",
+                headers={"WWW-Authenticate": 'Bearer realm="rotator"'},
+            )
+        return await handler(request)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)
