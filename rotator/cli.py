@@ -1,6 +1,7 @@
 """The command line: ``rotator run | check | rotate | validate | demo``.
 
-Exit codes: 0 success; 1 an account failed (``run --once``, ``check``, ``rotate``); 2 a bad config
+Exit codes: 0 success; 1 an account failed (``run --once``, ``check``), or ``rotate`` did not rotate
+(the gap, a dry-run account, a ``--force`` not confirmed, a failure); 2 a bad config
 or usage, an unknown account name or a missing credential. ``run`` logs to stdout as containers
 expect; commands that print a result print it on stdout and log on stderr, so
 ``rotator check --json | jq`` works. A user's mistake is one clear line, never a traceback.
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from rotator import __version__
 from rotator.capacity import capacity_warnings
 from rotator.checker import Checker, CheckResult
-from rotator.config import DEFAULT_CONFIG_PATH, Config, load_config
+from rotator.config import DEFAULT_CONFIG_PATH, Account, Config, load_config
 from rotator.credentials import Credential
 from rotator.daemon import (
     Daemon,
@@ -37,6 +38,7 @@ from rotator.errors import ConfigError, CredentialError, ListenError, StateFileE
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics import Metrics
+from rotator.policy import Reason
 
 EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -84,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[config], help="show what the daemon would do; change nothing"
     )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     check.set_defaults(handler=_check)
 
     rotate = commands.add_parser("rotate", parents=[config], help="rotate one account's key now")
@@ -91,8 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument(
         "--force",
         action="store_true",
-        help="rotate even within min_days_between_rotations of the last one",
+        help="rotate even within min_days_between_rotations of the last one (asks first: see --yes)",
     )
+    rotate.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="with --force: break the minimum gap without asking (users holding tokens signed by "
+        "the previous key are logged out)",
+    )
+    rotate.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     rotate.set_defaults(handler=_rotate)
 
     validate = commands.add_parser(
@@ -116,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
+
+_QUIET_HELP = "print only the result: no log lines or warnings on stderr, but errors"
 
 # Each command's --help: what it does, then examples. Kept apart from the arguments above so that
 # the prose reads as a whole (and RawDescriptionHelpFormatter keeps its line breaks).
@@ -149,9 +162,17 @@ _HELP = {
         "windows do not apply to a person. An enforced key_rotation_interval_days is corrected too.",
         "examples:\n"
         "  rotator rotate -c config.yaml production\n"
-        "  rotator rotate -c config.yaml production --force    # within the gap: can log users out\n"
+        "  rotator rotate -c config.yaml production --force    # within the gap: asks first\n"
+        "  rotator rotate -c config.yaml production --force --yes -q    # no question, one line\n"
         "\n"
-        "ACCOUNT is the account's name in the config (accounts[].name).",
+        "--force within the minimum gap retires a key tokens in flight may still be signed with,\n"
+        "which logs their users out: rotator says so and asks (y/N) on a terminal; elsewhere it\n"
+        "sends nothing and exits 1 unless --yes is given.\n"
+        "\n"
+        "ACCOUNT is the account's name in the config (accounts[].name).\n"
+        "\n"
+        "exit codes: 0 rotated; 1 not rotated (the gap, a dry-run account, a refused --force, a\n"
+        "failure); 2 the config, a credential or ACCOUNT cannot be used.",
     ),
     "validate": (
         "Check the config and say what is wrong: one line per problem, naming the file, the account,\n"
@@ -186,7 +207,8 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _load(args: argparse.Namespace, *, stream: Any) -> Config:
     config = load_config(_config_path(args))
-    configure_logging(config.settings.logging.level, config.settings.logging.format, stream)
+    level = "error" if getattr(args, "quiet", False) else config.settings.logging.level
+    configure_logging(level, config.settings.logging.format, stream)
     return config
 
 
@@ -210,8 +232,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     config = _load(args, stream=sys.stderr)
     credentials = require_credentials(config)
-    for warning in capacity_warnings(config, credentials):
-        print(f"rotator: warning: {warning}", file=sys.stderr)
+    if not args.quiet:
+        for warning in capacity_warnings(config, credentials):
+            print(f"rotator: warning: {warning}", file=sys.stderr)
     results = asyncio.run(_check_all(config, credentials))
     if args.json:
         print(json.dumps({"accounts": [r.as_dict() for r in results]}, indent=2))
@@ -228,6 +251,17 @@ def _rotate(args: argparse.Namespace) -> int:
         _say_error(f"{config.path}: no account named '{args.account}' (configured: {names})")
         return EXIT_USAGE
     credentials = require_credentials(config)
+    if args.force and not account.policy.dry_run:
+        # A read-only check first: would a plain request be held back by the gap? Then --force
+        # breaks it, and a person says so before anything is sent.
+        (preview,) = asyncio.run(_check_all(config, credentials, [account], requested=True))
+        if preview.error is not None:
+            print(f"{account.name}: not rotated: {preview.error}")
+            return EXIT_ACCOUNT_FAILED
+        assert preview.decision is not None
+        if preview.decision.reason in _GAP and not _confirmed(account.name, preview, args):
+            print(f"{account.name}: not rotated: --force within the minimum gap needs --yes ({_REFUSED})")
+            return EXIT_ACCOUNT_FAILED
 
     async def rotate_one() -> CheckResult:
         checker, close = _one_shot_checker(config, credentials, read_only=False)
@@ -246,7 +280,35 @@ def _rotate(args: argparse.Namespace) -> int:
         return EXIT_ACCOUNT_FAILED
     assert result.decision is not None
     print(f"{account.name}: not rotated: {result.decision.message}")
-    return EXIT_OK if result.decision.reason == "dry_run" else EXIT_ACCOUNT_FAILED
+    # A dry-run account too: nothing was rotated, and a script must not take it for done.
+    return EXIT_ACCOUNT_FAILED
+
+
+# Decisions that --force overrides by breaking the minimum gap.
+_GAP = (Reason.TOO_SOON, Reason.UNSETTLED)
+_REFUSED = "nothing was sent"
+
+
+def _confirmed(name: str, preview: CheckResult, args: argparse.Namespace) -> bool:
+    """Whether a person accepts breaking the gap: --yes, or a "y" on a terminal."""
+    assert preview.decision is not None
+    if args.yes:
+        return True
+    warning = (
+        f"rotator: {name}: --force would break the minimum gap: {preview.decision.message}.\n"
+        "rotator: rotating now retires the key that tokens in flight may be signed with: their users "
+        "are logged out."
+    )
+    if not sys.stdin.isatty():
+        if not args.quiet:
+            print(warning, file=sys.stderr)
+        return False
+    print(warning, file=sys.stderr)  # even with --quiet: it is the question's reason
+    try:
+        answer = input(f"Rotate {name} anyway? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -255,10 +317,24 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(listen=args.listen, duration=args.duration, json_logs=args.json))
 
 
-async def _check_all(config: Config, credentials: dict[str, Credential]) -> list[CheckResult]:
+async def _check_all(
+    config: Config,
+    credentials: dict[str, Credential],
+    accounts: Sequence[Account] | None = None,
+    *,
+    requested: bool = False,
+) -> list[CheckResult]:
+    """Each account checked without acting (``requested``: as ``rotate`` would decide)."""
     checker, close = _one_shot_checker(config, credentials, read_only=True)
     try:
-        return list(await asyncio.gather(*(checker.check(a, act=False) for a in config.accounts)))
+        return list(
+            await asyncio.gather(
+                *(
+                    checker.check(a, act=False, requested=requested)
+                    for a in (config.accounts if accounts is None else accounts)
+                )
+            )
+        )
     finally:
         await close()
 

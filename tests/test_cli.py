@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import socket
@@ -210,3 +211,93 @@ def test_every_time_in_check_output_is_utc_with_a_z(make_simulator: MakeSimulato
         a["message"] for a in json.loads(rotator("check", "--json", "-c", str(config)).stdout)["accounts"]
     ]
     assert all(TIME.search(m) for m in messages), messages  # each message names a time
+
+
+# --- rotate --force, dry run, --quiet (issue 12, item 10) -----------------------------------------
+
+
+def _rotate(
+    config: Path, *args: str, stdin: int | None = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rotator", "rotate", "-c", str(config), *args],
+        env=environment(),
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _within_the_gap(make_simulator: MakeSimulator, tmp_path: Path) -> tuple[SimulatorThread, str, Path]:
+    simulator = make_simulator(2)  # account 1 was rotated 20 days ago: within a 25-day gap
+    account_id = simulator.sim.account_ids[1]
+    accounts = [{"name": "gapped", "account_id": account_id, "min_days_between_rotations": 25}]
+    return simulator, account_id, write_config(tmp_path / "config.yaml", simulator, accounts=accounts)
+
+
+def test_force_within_the_gap_says_what_happens_and_sends_nothing_without_yes(
+    make_simulator: MakeSimulator, tmp_path: Path
+) -> None:
+    simulator, account_id, config = _within_the_gap(make_simulator, tmp_path)
+
+    refused = _rotate(config, "gapped", "--force")
+    assert refused.returncode == 1
+    assert (
+        refused.stdout.strip()
+        == "gapped: not rotated: --force within the minimum gap needs --yes (nothing was sent)"
+    )
+    assert "--force would break the minimum gap: the last rotation was at" in refused.stderr
+    assert "logged out" in refused.stderr
+    assert simulator.sim.rotations(account_id) == []
+    assert simulator.sim.requests(op="rotate") == []
+
+    confirmed = _rotate(config, "gapped", "--force", "--yes")
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert confirmed.stdout.startswith("gapped: rotated")
+    assert len(simulator.sim.rotations(account_id)) == 1
+
+
+def test_force_within_the_gap_asks_on_a_terminal(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    simulator, account_id, config = _within_the_gap(make_simulator, tmp_path)
+    for answer, code, rotations in ((b"\n", 1, 0), (b"n\n", 1, 0), (b"y\n", 0, 1)):
+        controller, terminal = os.openpty()
+        try:
+            os.write(controller, answer)
+            done = _rotate(config, "gapped", "--force", stdin=terminal)
+        finally:
+            os.close(controller)
+            os.close(terminal)
+        assert done.returncode == code, (answer, done.stdout, done.stderr)
+        assert "Rotate gapped anyway? [y/N]" in done.stdout
+        assert "logged out" in done.stderr
+        assert len(simulator.sim.rotations(account_id)) == rotations
+
+
+def test_rotate_on_a_dry_run_account_exits_1(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    simulator = make_simulator(1)
+    (account_id,) = simulator.sim.account_ids
+    accounts = [{"name": "rehearsal", "account_id": account_id, "dry_run": True}]
+    config = write_config(tmp_path / "config.yaml", simulator, accounts=accounts)
+    for args in ((), ("--force",)):
+        done = _rotate(config, "rehearsal", *args)
+        assert done.returncode == 1
+        assert done.stdout.startswith("rehearsal: not rotated: dry run: would rotate")
+    assert simulator.sim.rotations(account_id) == []
+
+
+def test_quiet_prints_only_the_result(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    simulator = make_simulator(2)
+    config = write_config(tmp_path / "config.yaml", simulator)
+    loud = rotator("check", "-c", str(config))
+    assert loud.stderr  # account_checked lines
+    quiet = rotator("check", "-q", "-c", str(config))
+    assert quiet.returncode == 0
+    assert quiet.stderr == ""
+    assert quiet.stdout == loud.stdout
+
+    rotated = _rotate(config, "account-0", "--quiet")
+    assert rotated.returncode == 0
+    assert rotated.stderr == ""
+    assert len(rotated.stdout.splitlines()) == 1 and rotated.stdout.startswith("account-0: rotated")

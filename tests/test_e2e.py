@@ -91,10 +91,13 @@ def test_rotate_command_holds_the_gap_unless_forced(simulator: SimulatorThread, 
     first = rotator("rotate", "account-1", "-c", config)
     again = rotator("rotate", "account-1", "-c", config)
     assert len(simulator.sim.rotations(account_id)) == 1
-    forced = rotator("rotate", "account-1", "--force", "-c", config)
+    unconfirmed = rotator("rotate", "account-1", "--force", "-c", config)
+    assert len(simulator.sim.rotations(account_id)) == 1
+    forced = rotator("rotate", "account-1", "--force", "--yes", "-c", config)
 
     assert first.returncode == 0 and "rotated" in first.stdout
     assert again.returncode == 1 and "less than 7 days ago" in again.stdout
+    assert unconfirmed.returncode == 1 and "needs --yes" in unconfirmed.stdout
     assert forced.returncode == 0
     assert len(simulator.sim.rotations(account_id)) == 2
 
