@@ -28,7 +28,7 @@ from rotator.cloudflare import CloudflareClient
 from rotator.config import Account
 from rotator.credentials import Credential
 from rotator.errors import CloudflareError, CredentialError, InternalError, RotatorError
-from rotator.keys import KeyConfig, cloudflare_rotates_at
+from rotator.keys import DAY, KeyConfig, cloudflare_rotates_at
 from rotator.ledger import AccountRecord, Ledger, Rotation, State, iso
 from rotator.metrics import Metrics
 from rotator.policy import Decision, Reason, decide
@@ -49,6 +49,8 @@ class CheckResult:
     rotation: Outcome | None = None  # set when the check tried to rotate
     interval_set: int | None = None
     error: RotatorError | None = None
+    # The latest the daemon checks the account again: this check plus check_interval and jitter.
+    next_check_by: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -65,9 +67,44 @@ class CheckResult:
             return None
         return self.key.as_of(self.record.anchor if self.record else None)
 
+    def next_rotation(self) -> tuple[str, datetime] | None:
+        """Who rotates the key next, ``rotator`` or ``cloudflare``, and when (from this check's
+        view: the earliest time rotator would, at the first check from then, within a window if
+        any); None when it cannot be told (a failed check, an unknown or unsettled state).
+
+        With an interval a run would PUT, Cloudflare's own time is the one after the PUT."""
+        decision, seen = self.decision, self.seen
+        if decision is None or seen is None:
+            return None
+        now = seen.observed_at
+        if decision.rotate:
+            return "rotator", now
+        cloudflare_at = cloudflare_rotates_at(seen)
+        if decision.set_interval is not None and seen.last_key_rotation_at is not None:
+            cloudflare_at = seen.last_key_rotation_at + decision.set_interval * DAY
+        if cloudflare_at is None or decision.reason in (Reason.UNKNOWN, Reason.UNSETTLED):
+            return None
+        policy = self.account.policy
+        if policy.dry_run:
+            return "cloudflare", cloudflare_at
+        rotator_at = max(now, cloudflare_at - policy.threshold_days * DAY)
+        if decision.reason is Reason.TOO_SOON:
+            last = max(t for t in (seen.last_key_rotation_at, self.record and self.record.anchor) if t)
+            rotator_at = max(rotator_at, last + policy.min_days_between_rotations * DAY)
+        window = decision.window
+        if decision.reason is Reason.OUTSIDE_WINDOW and window is not None:
+            period = self.next_check_by - now if self.next_check_by else timedelta(0)
+            opening = window.next_opening
+            if opening is not None and opening + period < cloudflare_at:
+                rotator_at = max(rotator_at, opening)
+            else:  # no window in time: the last check before Cloudflare would (policy.decide)
+                rotator_at = max(now, cloudflare_at - period)
+        return ("rotator", rotator_at) if rotator_at < cloudflare_at else ("cloudflare", cloudflare_at)
+
     def as_dict(self) -> dict[str, Any]:
         key, decision, seen = self.key, self.decision, self.seen
         rotation = self.record.rotation if self.record else None
+        planned = self.next_rotation()
         return {
             "account": self.account.name,
             "account_id": self.account.account_id,
@@ -85,6 +122,9 @@ class CheckResult:
             "rotated": self.rotated,
             "new_last_key_rotation_at": iso(_rotated_at(self.rotation)) if self.rotated else None,
             "set_interval": decision.set_interval if decision else None,  # what a run would PUT
+            "next_check_by": iso(self.next_check_by) if self.next_check_by else None,
+            "next_rotation_by": planned[0] if planned else None,
+            "next_rotation_at": iso(planned[1]) if planned else None,
             "interval_set": self.interval_set,
             # The ledger's latest rotation of this account: its state shows one left unconfirmed.
             "rotation": rotation.to_json() if rotation else None,
@@ -192,7 +232,9 @@ class Checker:
             reason=decision.reason.value,
             message=decision.message,
         )
-        result = CheckResult(account, key, decision, record)
+        result = CheckResult(
+            account, key, decision, record, next_check_by=key.observed_at + self._check_period
+        )
         if confirmed is not None:
             result = replace(result, rotation=Outcome(confirmed, answer=key))
         if not act:

@@ -147,7 +147,8 @@ _HELP = {
     ),
     "check": (
         "Read every account's key configuration from Cloudflare and show what the daemon would do\n"
-        "and why: the days until Cloudflare rotates, the action and its reason, the next window.\n"
+        "and why: the days until Cloudflare rotates, the interval a run would set, the action and\n"
+        "its reason, who rotates next (rotator or Cloudflare) and when, the next check and window.\n"
         "Changes nothing: no rotation, no PUT. The result is on stdout, logs on stderr.",
         "examples:\n"
         "  rotator check -c config.yaml\n"
@@ -363,7 +364,18 @@ def _one_shot_checker(
 
 
 def _table(results: list[CheckResult]) -> str:
-    header = ("ACCOUNT", "DAYS LEFT", "INTERVAL", "LAST ROTATION", "NEXT WINDOW", "ACTION", "WHY")
+    header = (
+        "ACCOUNT",
+        "DAYS LEFT",
+        "INTERVAL",
+        "LAST ROTATION",
+        "ACTION",
+        "REASON",
+        "NEXT ROTATION",
+        "NEXT CHECK BY",
+        "NEXT WINDOW",
+        "WHY",
+    )
     rows = [header]
     for result in results:
         row = result.as_dict()
@@ -371,10 +383,13 @@ def _table(results: list[CheckResult]) -> str:
             (
                 row["account"],
                 _cell(row["days_until_next_rotation"]),
-                _cell(row["key_rotation_interval_days"]),
+                _interval_cell(row["key_rotation_interval_days"], row["set_interval"]),
                 row["last_key_rotation_at"] or "-",
-                _window_cell(row["window_open_until"], row["next_window_at"]),
                 row["action"] or "error",
+                row["reason"] or "-",
+                _rotation_cell(row["next_rotation_by"], row["next_rotation_at"], row["action"]),
+                row["next_check_by"] or "-",
+                _window_cell(row["window_open_until"], row["next_window_at"]),
                 row["message"] or row["error"] or "",
             )
         )
@@ -383,6 +398,19 @@ def _table(results: list[CheckResult]) -> str:
         "  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1])
         for r in rows
     )
+
+
+def _interval_cell(interval: float | None, set_to: int | None) -> str:
+    """Cloudflare's interval, and the one a run would PUT: ``42 -> 30``."""
+    return _cell(interval) if set_to is None else f"{_cell(interval)} -> {set_to}"
+
+
+def _rotation_cell(by: str | None, at: str | None, action: str | None) -> str:
+    if by is None or at is None:
+        return "-"
+    if action == "rotate":
+        return "now, by rotator"
+    return f"{at} by {'Cloudflare' if by == 'cloudflare' else 'rotator'}"
 
 
 def _window_cell(open_until: str | None, next_at: str | None) -> str:

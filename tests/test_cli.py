@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -295,9 +296,65 @@ def test_quiet_prints_only_the_result(make_simulator: MakeSimulator, tmp_path: P
     quiet = rotator("check", "-q", "-c", str(config))
     assert quiet.returncode == 0
     assert quiet.stderr == ""
-    assert quiet.stdout == loud.stdout
+    assert TIME.sub("T", quiet.stdout) == TIME.sub("T", loud.stdout)  # the same table, a moment later
 
     rotated = _rotate(config, "account-0", "--quiet")
     assert rotated.returncode == 0
     assert rotated.stderr == ""
     assert len(rotated.stdout.splitlines()) == 1 and rotated.stdout.startswith("account-0: rotated")
+
+
+# --- what check shows (issue 12, item 11) ---------------------------------------------------------
+
+
+def test_check_shows_the_interval_a_run_would_set_and_who_rotates_when(
+    make_simulator: MakeSimulator, tmp_path: Path
+) -> None:
+    simulator = make_simulator(3)  # Cloudflare's interval 42; due in 2, 22 and 42 days... at most
+    due, enforced, rehearsal = simulator.sim.account_ids
+    accounts = [
+        {"name": "due", "account_id": due},
+        {"name": "enforced", "account_id": enforced, "key_rotation_interval_days": 30},
+        {"name": "rehearsal", "account_id": rehearsal, "dry_run": True},
+    ]
+    config = write_config(tmp_path / "config.yaml", simulator, accounts=accounts)
+    report = {
+        a["account"]: a for a in json.loads(rotator("check", "--json", "-c", str(config)).stdout)["accounts"]
+    }
+    table = rotator("check", "-c", str(config)).stdout.splitlines()
+    header, rows = table[0].split(), {line.split()[0]: line for line in table[1:]}
+    for column in ("ACTION", "REASON", "NEXT", "ROTATION", "CHECK", "BY"):
+        assert column in header
+
+    # A run would PUT 30 where Cloudflare says 42: both are shown, and Cloudflare's time follows 30.
+    assert report["enforced"]["set_interval"] == 30
+    assert " 42 -> 30 " in rows["enforced"]
+    last = report["enforced"]["last_key_rotation_at"]
+    by, at = report["enforced"]["next_rotation_by"], report["enforced"]["next_rotation_at"]
+    assert by == "rotator"  # threshold 3: rotator rotates 3 days before Cloudflare's day 30
+    assert _days_between(last, at) == pytest.approx(27, abs=0.01)
+    assert re.search(r" \S+Z by rotator ", rows["enforced"])  # (another run: another second)
+
+    assert report["due"]["action"] == "rotate" and report["due"]["next_rotation_by"] == "rotator"
+    assert "now, by rotator" in rows["due"]
+    assert " due " in rows["due"]
+
+    # In dry run nobody but Cloudflare rotates, when its interval runs out.
+    assert report["rehearsal"]["next_rotation_by"] == "cloudflare"
+    assert report["rehearsal"]["next_rotation_at"] == report["rehearsal"]["cloudflare_rotates_at"]
+    assert re.search(r" \S+Z by Cloudflare ", rows["rehearsal"])
+
+    # The next check: this one plus check_interval (1h) and jitter (0s).
+    now = datetime.now(UTC).isoformat()
+    column = table[0].index("NEXT CHECK BY")
+    for name, entry in report.items():
+        assert _days_between(now, entry["next_check_by"]) * 24 == pytest.approx(1, abs=0.05)
+        shown = rows[name][column:].split()[0]
+        assert _days_between(now, shown) * 24 == pytest.approx(1, abs=0.05)
+
+
+def _days_between(start: str, end: str) -> float:
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    return (parse(end) - parse(start)).total_seconds() / 86400
