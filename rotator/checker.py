@@ -34,6 +34,8 @@ from rotator.metrics import Metrics
 from rotator.policy import Decision, Reason, decide
 from rotator.rotation import Outcome, RotationProtocol
 
+_NEVER = object()  # no held-back rotation counted yet for an account
+
 # Decisions that hold a due rotation back, each logged as `rotation_skipped`.
 _HELD = (Reason.DRY_RUN, Reason.TOO_SOON, Reason.UNKNOWN, Reason.OUTSIDE_WINDOW, Reason.UNSETTLED)
 
@@ -153,6 +155,8 @@ class Checker:
         self._check_period = check_period
         self._protocol = RotationProtocol(client, ledger, client.backoff)
         self._rotations: set[asyncio.Task[CheckResult]] = set()
+        # Per account, the key (its last_key_rotation_at) whose rotation a dry run held back.
+        self._held_back: dict[str, datetime | None] = {}
         self._log = structlog.get_logger("rotator")
 
     async def check(
@@ -367,7 +371,12 @@ class Checker:
             result.decision is not None
             and result.decision.reason is Reason.DRY_RUN
             and result.rotation is None
+            and seen is not None
+            and self._held_back.get(account.account_id, _NEVER) != seen.last_key_rotation_at
         ):
+            # One held-back rotation per key: a dry run finds the same key due at every check
+            # until Cloudflare rotates it, and that is one rotation rotator did not make.
+            self._held_back[account.account_id] = seen.last_key_rotation_at
             self._metrics.record_rotation(account, "dry_run", at)
         if result.record is not None:
             self._metrics.record_unconfirmed(account, result.record.open is not None)

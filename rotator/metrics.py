@@ -213,7 +213,8 @@ _GAUGES = (
         _UNCONFIRMED,
     ),
 )
-_NAME_GAUGES = (
+# The account's settings: every account has them from start-up (no NaN).
+_SETTING_GAUGES = (
     (
         "rotator_rotation_threshold_seconds",
         "rotator rotates when Cloudflare's own rotation is this close (threshold_days).",
@@ -229,8 +230,9 @@ _COUNTERS = (
     ),
     (
         "rotator_rotations",
-        "Key rotations decided by rotator, by result (success, error, dry_run); elsewhere: "
-        "rotations rotator did not make (Cloudflare on its own, the dashboard, another tool).",
+        "Key rotations decided by rotator, by result (success, error, dry_run: each rotation a dry "
+        "run held back, once per key however many checks found it due); elsewhere: rotations "
+        "rotator did not make (Cloudflare on its own, the dashboard, another tool).",
         (
             ("success", _ROTATIONS_SUCCESS),
             ("error", _ROTATIONS_ERROR),
@@ -277,10 +279,10 @@ class _Accounts(Collector):
                 if not math.isnan(value):
                     gauge.add_metric((account, row.account_id), value)
             yield gauge
-        for name, documentation, column in _NAME_GAUGES:
-            gauge = GaugeMetricFamily(name, documentation, labels=("account",))
+        for name, documentation, column in _SETTING_GAUGES:
+            gauge = GaugeMetricFamily(name, documentation, labels=("account", "account_id"))
             for account, row in rows.items():
-                gauge.add_metric((account,), row.values[column])
+                gauge.add_metric((account, row.account_id), row.values[column])
             yield gauge
         for name, documentation, results in _COUNTERS:
             counter = CounterMetricFamily(name, documentation, labels=("account", "result"))

@@ -162,8 +162,8 @@ def test_daemon_serves_metrics_and_probes_and_stops_on_sigterm(
         assert samples[("rotator_key_rotation_interval_seconds", ids)] == 42 * 86400
         next_rotation = state.last_key_rotation_at.timestamp() + 42 * 86400
         assert samples[("rotator_key_next_rotation_timestamp_seconds", ids)] == pytest.approx(next_rotation)
-        assert samples[("rotator_rotation_threshold_seconds", (("account", f"account-{i}"),))] == 3 * 86400
-        assert samples[("rotator_dry_run", (("account", f"account-{i}"),))] == 0
+        assert samples[("rotator_rotation_threshold_seconds", ids)] == 3 * 86400
+        assert samples[("rotator_dry_run", ids)] == 0
     assert samples[("rotator_check_interval_seconds", ())] == 3600
     assert any(name == "rotator_build_info" for name, _ in samples)
     assert events(running.logs, "shutdown")
@@ -226,6 +226,32 @@ def test_sigterm_during_a_rotation_lets_it_finish_and_the_next_process_settles_i
     assert confirmed["reason"] == "confirmed"
     assert len(simulator.sim.requests(op="rotate")) == 1
     assert len(simulator.sim.rotations(account_id)) == 1
+
+
+def test_a_dry_run_counts_each_held_back_rotation_once(make_simulator: MakeSimulator, tmp_path: Path) -> None:
+    """rotator_rotations_total{result="dry_run"} counts rotations a dry run held back, not the
+    checks that found the same key due again."""
+    simulator = make_simulator(1)  # due within 2 days
+    (account_id,) = simulator.sim.account_ids
+    accounts = [{"name": "rehearsal", "account_id": account_id, "dry_run": True}]
+    path = write_config(
+        tmp_path / "config.yaml", simulator, accounts=accounts, schedule={"check_interval": "1s"}
+    )
+    with daemon(path) as running:
+        running.wait_for(
+            "three checks held back",
+            lambda: len(events(running.logs, "rotation_skipped", reason="dry_run")) >= 3,
+        )
+        exposition = running.get("/metrics").text
+        assert running.terminate() == 0
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
+    assert samples[("rotator_rotations_total", (("account", "rehearsal"), ("result", "dry_run")))] == 1
+    assert samples[("rotator_dry_run", (("account", "rehearsal"), ("account_id", account_id)))] == 1
+    assert simulator.sim.rotations(account_id) == []
 
 
 def test_version() -> None:
