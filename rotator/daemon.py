@@ -159,7 +159,9 @@ class Daemon:
         self._metrics = Metrics(self._registry)
         self._client = build_client(config, self._metrics, transport)
         self._ledger = Ledger(
-            config.settings.state_file, settle_time=timedelta(seconds=config.settings.settle_time)
+            config.settings.state_file,
+            settle_time=timedelta(seconds=config.settings.settle_time),
+            on_save_failed=self._metrics.state_save_failures.inc,
         )
         self._accounts = {a.account_id: a for a in config.accounts}
         self._checker = Checker(

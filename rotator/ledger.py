@@ -234,9 +234,12 @@ class Ledger:
         read_only: bool = False,
         owner: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_save_failed: Callable[[], None] | None = None,
     ) -> None:
-        """``read_only``: settle what reads show in memory, never write (``rotator check``)."""
+        """``read_only``: settle what reads show in memory, never write (``rotator check``);
+        ``on_save_failed``: called at each ``state_save_failed`` (the daemon counts them)."""
         self.settle_time = settle_time
+        self._on_save_failed = on_save_failed
         self._store = _Store(state_file) if state_file is not None else None
         self._read_only = read_only
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
@@ -280,7 +283,7 @@ class Ledger:
             try:
                 self._records = self._store.update(self._records, lambda records: records)
             except StateFileError as exc:
-                _log.error("state_save_failed", error=str(exc))
+                self._save_failed(exc)
                 return
         self._dirty = False
         self._flushed_at = self._monotonic()
@@ -321,7 +324,11 @@ class Ledger:
             rotates_from=rotates_from,
             owner=self._owner,
         )
-        self._write(account_id, lambda record: replace(record, rotation=rotation))
+        try:
+            self._write(account_id, lambda record: replace(record, rotation=rotation))
+        except StateFileError as exc:
+            self._save_failed(exc)  # and nothing is sent: the caller has no intent on record
+            raise
         _log_transition(None, rotation)
         return rotation
 
@@ -351,10 +358,15 @@ class Ledger:
             self._write(account_id, update)
         except StateFileError as exc:
             # The intent is on disk already and holds the gap; this step is in memory and logged.
-            _log.error("state_save_failed", error=str(exc))
+            self._save_failed(exc)
             self._records[account_id] = update(self._records.get(account_id, _EMPTY))
         _log_transition(before, after)
         return after
+
+    def _save_failed(self, exc: StateFileError) -> None:
+        _log.error("state_save_failed", error=str(exc))
+        if self._on_save_failed is not None:
+            self._on_save_failed()
 
     def _write(self, account_id: str, update: Callable[[AccountRecord], AccountRecord]) -> None:
         if self._store is None or self._read_only:

@@ -70,6 +70,12 @@ class Metrics:
             "1 when the last config reload was applied (or none was tried), 0 when it was refused.",
             registry=registry,
         )
+        self.state_save_failures = Counter(
+            "rotator_state_save_failures",
+            "Writes of state_file that failed (state_save_failed): before a POST nothing was sent; "
+            "after one, the outcome is kept in memory only.",
+            registry=registry,
+        )
         self.config_restart_required = Gauge(
             "rotator_config_restart_required",
             "1 while a reloaded setting keeps its old value until a restart, else 0; one series per "

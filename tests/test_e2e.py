@@ -165,6 +165,7 @@ def test_daemon_serves_metrics_and_probes_and_stops_on_sigterm(
         assert samples[("rotator_rotation_threshold_seconds", ids)] == 3 * 86400
         assert samples[("rotator_dry_run", ids)] == 0
     assert samples[("rotator_check_interval_seconds", ())] == 3600
+    assert samples[("rotator_state_save_failures_total", ())] == 0
     assert any(name == "rotator_build_info" for name, _ in samples)
     assert events(running.logs, "shutdown")
 

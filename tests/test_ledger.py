@@ -12,14 +12,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from rotator.errors import StateFileError
 from rotator.keys import KeyConfig
 from rotator.ledger import AccountRecord, Ledger, Rotation, State, settle
+from rotator.metrics import Metrics
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 BEFORE = NOW - timedelta(days=40)  # the rotation the POST rotates away from
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
+OTHER = "1" * 32
 HOUR = timedelta(hours=1)
 
 
@@ -133,6 +137,26 @@ def test_a_failed_write_raises_naming_the_file_and_leaves_nothing_behind(tmp_pat
     with pytest.raises(StateFileError, match=r"volume/state\.json\.lock: cannot open the lock file"):
         ledger.begin(ACCOUNT, at=NOW, rotates_from=BEFORE)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_failed_write_is_logged_and_counted(tmp_path: Path) -> None:
+    """state_save_failed has a metric: the ledger calls back at each one, the daemon counts."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    assert registry.get_sample_value("rotator_state_save_failures_total") == 0
+    directory = tmp_path / "volume"
+    directory.mkdir()
+    ledger = Ledger(directory / "state.json", on_save_failed=metrics.state_save_failures.inc)
+    rotation = ledger.begin(ACCOUNT, at=NOW, rotates_from=BEFORE)
+    (directory / "state.json").unlink()
+    (directory / "state.json.lock").unlink(missing_ok=True)
+    directory.rmdir()  # the volume went away under a running process
+    with capture_logs() as logs:
+        ledger.sent(ACCOUNT, rotation)  # kept in memory
+        with pytest.raises(StateFileError):
+            ledger.begin(OTHER, at=NOW, rotates_from=BEFORE)  # nothing may be sent
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["state_save_failed"] * 2
+    assert registry.get_sample_value("rotator_state_save_failures_total") == 2
 
 
 @pytest.mark.parametrize(
