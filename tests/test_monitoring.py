@@ -73,9 +73,11 @@ CONTRACT_METRICS = {
     # The publication check (issue 11).
     "rotator_jwks_keys",
     "rotator_key_publication_late",
+    "rotator_rotation_unconfirmed",
+    "rotator_config_last_reload_successful",
 }
 # Alerts about the whole process, which has no account label to name.
-PROCESS_ALERTS = {"RotatorDown", "RotatorAbsent", "RotatorRateLimited"}
+PROCESS_ALERTS = {"RotatorDown", "RotatorAbsent", "RotatorRateLimited", "RotatorConfigReloadRefused"}
 # What the dashboard's Grafana variables stand for when its queries are checked outside Grafana.
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
@@ -202,6 +204,7 @@ def test_required_alerts_exist() -> None:
         "RotatorJWKSKeyCount",
         "RotatorKeyRotatedElsewhere",
         "RotatorRotationUnconfirmed",
+        "RotatorConfigReloadRefused",
     }
 
 
