@@ -13,7 +13,7 @@ import functools
 import ipaddress
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -358,8 +358,25 @@ class Config:
         return next((a for a in self.accounts if a.name == name), None)
 
 
-def load_config(path: Path) -> Config:
-    """Read, validate and resolve the config at ``path``; raise ConfigError saying what is wrong."""
+# Set to true (the dry-run overlay does, in the container's environment): every account is in dry
+# run whatever the file says, at start-up and at every reload, for `run`, `check` and `rotate` alike.
+DRY_RUN_ENV = "ROTATOR_DRY_RUN"
+
+
+def forced_dry_run(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether $ROTATOR_DRY_RUN puts every account in dry run; ConfigError for another value."""
+    value = (os.environ if environ is None else environ).get(DRY_RUN_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"${DRY_RUN_ENV}: expected true or false, not {value!r}")
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve the config at ``path``; raise ConfigError saying what is wrong.
+    ``environ`` (default: the process's) is read for $ROTATOR_DRY_RUN."""
+    dry_run = forced_dry_run(environ)
     try:
         raw = read_config_file(path)
     except FileNotFoundError:
@@ -371,7 +388,7 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}: not valid YAML at line {line}: expected UTF-8 text") from None
-    return parse_config(text, path)
+    return parse_config(text, path, force_dry_run=dry_run)
 
 
 def read_config_file(path: Path) -> bytes:
@@ -402,7 +419,7 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "a special file")
 
 
-def parse_config(text: str, path: Path) -> Config:
+def parse_config(text: str, path: Path, *, force_dry_run: bool = False) -> Config:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:
@@ -412,6 +429,8 @@ def parse_config(text: str, path: Path) -> Config:
         raise ConfigError(f"{path}: not valid YAML{where}: {_yaml_problem(exc, text)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with at least an 'accounts' list")
+    if force_dry_run:
+        _dry_run_everywhere(data)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -420,7 +439,24 @@ def parse_config(text: str, path: Path) -> Config:
     problems = _unsatisfiable(settings, accounts)
     if problems:
         raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
-    return Config(path, settings, accounts, _warnings(settings, accounts))
+    warnings = _warnings(settings, accounts)
+    if force_dry_run:
+        warnings = (f"${DRY_RUN_ENV} is set: every account is in dry run, whatever the file says", *warnings)
+    return Config(path, settings, accounts, warnings)
+
+
+def _dry_run_everywhere(data: dict[str, Any]) -> None:
+    """``dry_run: true`` in the file's defaults and on every account, before validation (so that
+    every check that depends on dry run, interval enforcement included, sees it). Shapes that are
+    not mappings are left for validation to name."""
+    rotation = data.get("rotation")
+    if rotation is None:
+        rotation = data["rotation"] = {}
+    if isinstance(rotation, dict):
+        rotation["dry_run"] = True
+    for account in data.get("accounts") or []:
+        if isinstance(account, dict) and "dry_run" in account:
+            account["dry_run"] = True
 
 
 # libyaml's C loader where present: ten times faster on large account lists.

@@ -12,6 +12,7 @@ import os
 import resource
 import subprocess
 import sys
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -721,3 +722,29 @@ def test_rotate_unknown_account(tmp_path: Path) -> None:
     result = rotator("rotate", "-c", str(path), "prodution", env=environment(**{TOKEN_ENV: "a-token"}))
     (line,) = assert_refused(result)
     assert line == f"rotator: error: {path}: no account named 'prodution' (configured: production)"
+
+
+def test_rotator_dry_run_puts_every_account_in_dry_run_whatever_the_file_says(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            rotation:
+              dry_run: false
+              key_rotation_interval_days: 30
+            accounts:
+              - {name: a, account_id: "0123456789abcdef0123456789abcdef"}
+              - {name: b, account_id: "0123456789abcdef0123456789abcdee", dry_run: false}
+            """
+        ),
+        encoding="utf-8",
+    )
+    forced = load_config(path, environ={"ROTATOR_DRY_RUN": "true"})
+    assert [a.policy.dry_run for a in forced.accounts] == [True, True]
+    assert forced.warnings[0].startswith("$ROTATOR_DRY_RUN is set")
+    assert [a.policy.dry_run for a in load_config(path, environ={"ROTATOR_DRY_RUN": "false"}).accounts] == [
+        False,
+        False,
+    ]
+    with pytest.raises(ConfigError, match=r"^\$ROTATOR_DRY_RUN: expected true or false, not 'maybe'$"):
+        load_config(path, environ={"ROTATOR_DRY_RUN": "maybe"})

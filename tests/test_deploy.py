@@ -30,16 +30,18 @@ import pytest
 import yaml
 
 from rotator import __version__
+from rotator.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
 BASE = KUSTOMIZE / "base"
 SECRET_EXAMPLE = BASE / "secret.example.yaml"
+PROMETHEUS_RULES = BASE / "prometheusrule.yaml"
 # The targets users apply, and the config file each one ships.
 TARGETS = {
     "base": (KUSTOMIZE, BASE / "config.yaml"),
-    "dry-run": (KUSTOMIZE / "overlays" / "dry-run", KUSTOMIZE / "overlays" / "dry-run" / "config.yaml"),
+    "dry-run": (KUSTOMIZE / "overlays" / "dry-run", BASE / "config.yaml"),
 }
 # Objects of these kinds come from CRDs (the prometheus-operator's): kubernetes-validate has no
 # schema for them. The PrometheusRule's rules are checked with promtool in tests/test_monitoring.py.
@@ -487,15 +489,31 @@ def test_shipped_config_is_accepted_by_rotator(rendered: Rendered, tmp_path: Pat
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dry_run_overlay_changes_only_dry_run() -> None:
+def test_dry_run_overlay_is_a_patch_that_sets_only_dry_run(tmp_path: Path) -> None:
+    """The overlay carries no copy of the config: it adds ROTATOR_DRY_RUN=true to the container,
+    and that puts every account in dry run, whatever the shipped config says."""
     base, dry_run = render("base"), render("dry-run")
-    assert base.config["rotation"]["dry_run"] is False
-    expected = copy.deepcopy(base.config)
-    expected["rotation"]["dry_run"] = True
-    assert dry_run.config == expected
-    # Switching from the dry run to the base replaces the config and nothing else.
-    others = [o for o in base.objects if o["kind"] != "ConfigMap"]
-    assert [o for o in dry_run.objects if o["kind"] != "ConfigMap"] == others
+    overlay = KUSTOMIZE / "overlays" / "dry-run"
+    assert sorted(p.name for p in overlay.iterdir()) == ["kustomization.yaml"]
+    assert dry_run.config == base.config and base.config["rotation"]["dry_run"] is False
+    assert dry_run.container.get("env") == [{"name": "ROTATOR_DRY_RUN", "value": "true"}]
+    assert "env" not in base.container
+    # Otherwise the same objects.
+    patched = copy.deepcopy(dry_run.objects)
+    for o in patched:
+        if o["kind"] == "Deployment":
+            del o["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert patched == base.objects
+
+    config = tmp_path / "config.yaml"
+    config.write_text(dry_run.one("ConfigMap")["data"]["config.yaml"], encoding="utf-8")
+    env = {**without_credentials(), **{e["name"]: e["value"] for e in dry_run.container["env"]}}
+    result = run([sys.executable, "-m", "rotator", "validate", "-c", config], env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: $ROTATOR_DRY_RUN is set: every account is in dry run" in result.stdout
+    loaded = load_config(config, environ={"ROTATOR_DRY_RUN": "true"})
+    assert [a.policy.dry_run for a in loaded.accounts] == [True] * len(loaded.accounts)
+    assert not any(a.policy.dry_run for a in load_config(config, environ={}).accounts)
 
 
 def test_deployment_runs_the_image_of_this_version(rendered: Rendered) -> None:
@@ -503,3 +521,80 @@ def test_deployment_runs_the_image_of_this_version(rendered: Rendered) -> None:
     assert image.rpartition(":")[2] == __version__, (
         f"{image}: update `images` in deploy/kubernetes/base/kustomization.yaml on each release"
     )
+
+
+# --- components, runbook links (issue 12, items 14 and 15) ------------------------------------------
+
+
+def _overlay(tmp_path: Path, text: str) -> list[dict[str, Any]]:
+    """Render a user's overlay next to this checkout (``BASE_DIR`` stands for deploy/kubernetes)."""
+    overlay = tmp_path / "my-rotator"
+    overlay.mkdir(exist_ok=True)
+    (overlay / "kustomization.yaml").write_text(
+        text.replace("BASE_DIR", os.path.relpath(KUSTOMIZE, overlay)), encoding="utf-8"
+    )
+    return kustomize(overlay)
+
+
+def _runbook_urls(objects: list[dict[str, Any]]) -> list[str]:
+    (rule,) = [o for o in objects if o["kind"] == "PrometheusRule"]
+    return [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]]
+
+
+def test_runbook_links_are_absolute_and_their_base_is_one_setting(rendered: Rendered, tmp_path: Path) -> None:
+    placeholder = "https://github.com/your-org/rotator/blob/main/README.md"
+    urls = _runbook_urls(rendered.objects)
+    assert urls and all(u.startswith(f"{placeholder}#rotator") for u in urls), urls
+
+    overlay_dir = tmp_path / "my-rotator"
+    overlay_dir.mkdir()
+    example = KUSTOMIZE / "components" / "runbook-links" / "runbook.example.yaml"
+    (overlay_dir / "runbook.yaml").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    base_url = yaml.safe_load(example.read_text(encoding="utf-8"))["data"]["base_url"]
+    objects = _overlay(
+        tmp_path,
+        """\
+resources:
+  - BASE_DIR/base
+  - runbook.yaml
+components:
+  - BASE_DIR/components/runbook-links
+""",
+    )
+    rules = yaml.safe_load(PROMETHEUS_RULES.read_text(encoding="utf-8"))["spec"]["groups"]
+    alerts = [r["alert"] for g in rules for r in g["rules"]]
+    assert _runbook_urls(objects) == [f"{base_url}#{a.lower()}" for a in alerts]
+    assert "rotator-runbook" not in [o["metadata"]["name"] for o in objects]  # local-config: not applied
+
+
+def test_token_file_and_metrics_token_components_mount_what_the_configs_name(tmp_path: Path) -> None:
+    objects = _overlay(
+        tmp_path,
+        """\
+resources:
+  - BASE_DIR/base
+components:
+  - BASE_DIR/components/token-file
+  - BASE_DIR/components/metrics-token
+""",
+    )
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"] if m["name"] in secrets}
+
+    example = yaml.safe_load((ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+    (token_file,) = [a["api_token_file"] for a in example["accounts"] if "api_token_file" in a]
+    mount = mounts[str(Path(token_file).parent)]
+    assert secrets[mount["name"]] == "rotator-cloudflare-files" and mount["readOnly"] is True
+
+    base_config = (BASE / "config.yaml").read_text(encoding="utf-8")
+    (auth_token_file,) = re.findall(r"# auth_token_file: (\S+)", base_config)
+    mount = mounts[str(Path(auth_token_file).parent)]
+    assert secrets[mount["name"]] == "rotator-metrics-token" and mount["readOnly"] is True
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "rotator-metrics-token", "key": Path(auth_token_file).name},
+    }

@@ -48,6 +48,9 @@ PROMETHEUS_RULE = ROOT / "deploy" / "kubernetes" / "base" / "prometheusrule.yaml
 DASHBOARD = ROOT / "deploy" / "grafana" / "rotator-dashboard.json"
 PROMTOOL_TESTS = sorted((ROOT / "tests" / "promtool").glob("*.test.yaml"))
 README = ROOT / "README.md"
+# Absolute, so that a link in a page or a chat message leads somewhere; a placeholder to replace
+# (README.md, "Runbook links"), set for the PrometheusRule by deploy/kubernetes/base/runbook.yaml.
+RUNBOOK_BASE = "https://github.com/your-org/rotator/blob/main/README.md"
 
 # The metrics the daemon exports (issue 2's contract), as Prometheus stores their samples.
 CONTRACT_METRICS = {
@@ -216,7 +219,7 @@ def test_alert_says_what_and_where_and_links_its_runbook(alert: dict[str, Any]) 
     assert annotations["description"]
     if alert["alert"] not in PROCESS_ALERTS:
         assert "{{ $labels.account }}" in annotations["description"]
-    assert annotations["runbook_url"] == f"README.md#{alert['alert'].lower()}"
+    assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#{alert['alert'].lower()}"
     assert _metric_names(alert["expr"]) <= CONTRACT_METRICS
 
 
