@@ -76,7 +76,6 @@ CONTRACT_METRICS = {
     # The publication check (issue 11).
     "rotator_jwks_keys",
     "rotator_key_publication_late",
-    "rotator_rotation_unconfirmed",
     "rotator_config_last_reload_successful",
 }
 # Alerts about the whole process, which has no account label to name.
