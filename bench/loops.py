@@ -142,8 +142,8 @@ def rotator_pass(args: argparse.Namespace) -> dict[str, Any]:
     os.environ[TOKEN_ENV] = args.token
     wall, cpu = time.perf_counter(), time.process_time()
     from rotator.config import load_config
-    from rotator.credentials import Credential
-    from rotator.daemon import Daemon, load_credentials
+    from rotator.credentials import Credential, load_credentials
+    from rotator.daemon import Daemon
     from rotator.logs import configure_logging
 
     imported = time.perf_counter() - wall

@@ -10,12 +10,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rotator.errors import CredentialError
+from rotator.problems import several
+
+if TYPE_CHECKING:
+    from rotator.config import Account, Config
+
+CredentialMap = dict[str, "Credential | CredentialError"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,45 @@ class CredentialSource:
         for value in headers.values():  # the token, or the legacy email and key
             _loaded_secrets.remember(value.removeprefix("Bearer "))
         return Credential(self, headers, fingerprint)
+
+
+def require_credentials(config: Config) -> dict[str, Credential]:
+    """Every account's credential; CredentialError naming each one that cannot be read."""
+    loaded = load_credentials(config.accounts)
+    missing = credential_problems(config.accounts, loaded)
+    if missing:
+        raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
+    return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
+
+
+def credential_problems(
+    accounts: Sequence[Account], loaded: Mapping[str, Credential | CredentialError]
+) -> list[str]:
+    """One line per credential that cannot be read, naming the accounts that need it: 300,000
+    accounts without their token set are one problem, not 300,000 lines."""
+    needed_by: dict[str, list[str]] = {}
+    for account in accounts:
+        problem = loaded.get(account.account_id)
+        if isinstance(problem, CredentialError):
+            what = str(problem).removeprefix(f"account {account.name}: ")
+            needed_by.setdefault(what, []).append(account.name)
+    return [
+        f"account{'s' if len(names) > 1 else ''} {several(names)}: {what}"
+        for what, names in needed_by.items()
+    ]
+
+
+def load_credentials(accounts: Iterable[Account]) -> CredentialMap:
+    """Each account's credential, or the error that says why it cannot be read."""
+    loaded: CredentialMap = {}
+    for account in accounts:
+        try:
+            loaded[account.account_id] = account.credential.load()
+        except CredentialError as exc:
+            loaded[account.account_id] = CredentialError(
+                f"account {account.name}: {exc} ({account.credential.describe()})"
+            )
+    return loaded
 
 
 # Secrets shorter than this are blanked out only where they stand alone (see _Secrets).
