@@ -20,6 +20,7 @@ the numbers; the server runs it there.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import threading
 import time
@@ -370,9 +371,16 @@ _go_number = cast("Callable[[float], str]", floatToGoString)  # untyped in prome
 
 
 def _number(value: float) -> str:
-    """A number as prometheus-client writes it (Go's format: 1.7e+09, +Inf, NaN)."""
+    """A number as prometheus-client's ``floatToGoString`` writes it (Go's format: 1.7e+09, +Inf),
+    in a third of the time for the timestamps that make up most of a scrape."""
     if -math.inf < value < 1e6:
-        return repr(value)  # the same below a million, and several times faster
+        return repr(value)
+    if math.isfinite(value):
+        text = repr(value)
+        dot = text.find(".")
+        if dot > 6:  # Go writes an exponent from 1e+06 on
+            return f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.") + f"e+{dot - 1:02d}"
+        return text
     return _go_number(value)
 
 
@@ -391,14 +399,17 @@ def _header(name: str, documentation: str, kind: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
 
 
+# The writers read each number once, into a column: the event loop may change a row meanwhile.
+
+
 def _write_key_gauge(name: str, documentation: str, column: int, rows: list[_Row], created: bool) -> str:
-    # (No list of (row, value) pairs: 10,000 tuples would wake the garbage collector.)
-    shown = _shown(row.values[column] for row in rows)
+    values = [row.values[column] for row in rows]
+    shown = _shown(values)
     lines = [_header(name, documentation, "gauge")]
     lines += [
         f"{name}{{{row.labels}}} {shown[value]}\n"
-        for row in rows
-        if not math.isnan(value := row.values[column])
+        for row, value in zip(rows, values, strict=True)
+        if not math.isnan(value)
     ]
     return "".join(lines)
 
@@ -406,12 +417,14 @@ def _write_key_gauge(name: str, documentation: str, column: int, rows: list[_Row
 def _write_counter(
     name: str, documentation: str, results: tuple[tuple[str, int], ...], rows: list[_Row], created: bool
 ) -> str:
-    shown = _shown(row.values[column] for row in rows for _, column in results)
+    counts = [[row.values[column] for row in rows] for _, column in results]
+    shown = _shown(itertools.chain.from_iterable(counts))
+    names = [result for result, _ in results]
     lines = [_header(f"{name}_total", documentation, "counter")]
     lines += [
-        f'{name}_total{{{row.account_label},result="{result}"}} {shown[row.values[column]]}\n'
-        for row in rows
-        for result, column in results
+        f'{name}_total{{{row.account_label},result="{result}"}} {shown[count[index]]}\n'
+        for index, row in enumerate(rows)
+        for result, count in zip(names, counts, strict=True)
     ]
     return "".join(lines)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import threading
 import time
 import urllib.request
@@ -22,11 +23,12 @@ import prometheus_client.metrics
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 from rotator.config import Account, RotationSettings
 from rotator.credentials import CredentialSource
 from rotator.keys import KeyConfig
-from rotator.metrics import Metrics, exposition
+from rotator.metrics import Metrics, _number, exposition
 from rotator.server import StatusServer
 
 NOW = datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=UTC)
@@ -131,6 +133,15 @@ def test_the_page_is_the_one_prometheus_client_writes_in_every_state(created: bo
     third = _assert_as_prometheus_client_writes(registry)
     assert b'account="interval-only"' not in third
     assert f'account_id="{rotated.account_id}"'.encode() not in third
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 1.0, 3.5, 999999.9999999999, 1e6, 1e6 + 0.5, 3628800.0, 1764230400.0, 1764230400.123456,
+     1.0000001e9, 12345678901234.5, 1e16, 1.5e22, -2.5e9, 5e-324, math.inf, -math.inf, math.nan],
+)  # fmt: skip
+def test_numbers_are_written_as_prometheus_client_writes_them(value: float) -> None:
+    assert _number(value) == floatToGoString(value)
 
 
 def test_a_number_changed_after_a_scrape_is_in_the_next() -> None:
