@@ -1,4 +1,5 @@
-"""Start-up: each command loads only what it needs, so the quick ones answer at once.
+"""Start-up: each command loads only what it needs, so the quick ones answer at once; and what
+``rotator run`` builds at start-up is kept out of the garbage collector's way.
 
 Timing a process start in a test would be flaky on a shared CI machine; what a command imports is
 exact, and it is where the time goes (``python -X importtime``): pydantic and the config's models
@@ -8,9 +9,11 @@ times the commands themselves (section 5 of bench/RESULTS.md).
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,27 @@ def test_the_cli_default_config_path_is_the_configs() -> None:
 
 def test_the_reasons_force_overrides_are_the_policys() -> None:
     assert set(cli._GAP) == {Reason.TOO_SOON, Reason.UNSETTLED}
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Returns what a test froze to the collector's care (gc.freeze is process-wide)."""
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_what_start_up_builds_is_frozen_out_of_the_collectors_sight() -> None:
+    frozen = gc.get_freeze_count()
+    with cli.long_lived():
+        assert not gc.isenabled()  # no collection walks start-up's objects while they are made
+        built = [[index] for index in range(1000)]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= frozen + len(built)
+    assert not any(obj is built for obj in gc.get_objects())  # no later collection walks them
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_a_start_up_that_fails_leaves_the_collector_on(tmp_path: Path) -> None:
+    assert cli.main(["run", "-c", str(tmp_path / "missing.yaml")]) == cli.EXIT_USAGE
+    assert gc.isenabled()
