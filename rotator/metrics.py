@@ -24,6 +24,7 @@ import itertools
 import math
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -272,7 +273,8 @@ class _Row:
     account: str
     account_id: str
     created: float
-    values: list[float] = field(default_factory=lambda: list(_NEW_ROW))
+    # C doubles, not a list of float objects: 150 bytes less an account.
+    values: array[float] = field(default_factory=lambda: array("d", _NEW_ROW))
     # The row's label pairs as the text format writes them, escaped once: ``account="..."`` and
     # ``account="...",account_id="..."``.
     account_label: str = field(init=False)
