@@ -320,13 +320,14 @@ def rate_limit_adherence(work: Path, latency: float, seconds: float) -> dict[str
 
 
 def _rotator_run(config: Path, log: IO[str], tree: Path | None = None) -> subprocess.Popen[bytes]:
-    """The daemon as users run it, its output (logs) into ``log``."""
+    """The daemon as users run it, its output (logs) into ``log``; ``tree``: that checkout's rotator
+    (``python -m`` puts the working directory first on the path, ahead of PYTHONPATH)."""
     return subprocess.Popen(
         [sys.executable, "-m", "rotator", "run", "-c", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=_environment(tree),
-        cwd=ROOT,
+        cwd=tree or ROOT,
     )
 
 
@@ -735,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--large-rounds", type=int, default=1, help="runs per growth size above the throughput sizes"
     )
-    parser.add_argument("--start-up-runs", type=int, default=20, help="runs of each quick command")
+    parser.add_argument("--start-up-runs", type=int, default=15, help="runs of each quick command")
     parser.add_argument(
         "--before",
         metavar="REF",
