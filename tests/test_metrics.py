@@ -118,6 +118,7 @@ def test_the_page_is_the_one_prometheus_client_writes_in_every_state(created: bo
     metrics.record_rotation(days_left_only, "dry_run", NOW)
     metrics.record_rotation(rotated, "error", NOW)
     metrics.record_rotation(rotated, "success", NOW + timedelta(minutes=1))
+    metrics.record_rotation(odd, "elsewhere", NOW)
     metrics.record_unconfirmed(days_left_only, True)
     metrics.record_unconfirmed(rotated, False)
     metrics.observe_request("GET", "keys", "200", 0.02)
