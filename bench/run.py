@@ -161,6 +161,10 @@ def write_config(
         "rotation": {"threshold_days": 1},
         "http": {"listen": listen},
         "logging": {"level": level, "format": "json"},
+        # The key check alone, as before the publication check existed: on, every check would also
+        # read its account's organization and its team's certs (the simulator's team domains do
+        # not resolve, and the checks would wait on them).
+        "publication": {"enabled": False},
         "accounts": [
             {"name": f"account-{i}", "account_id": a} for i, a in enumerate(sim.account_ids[:accounts])
         ],
