@@ -14,7 +14,8 @@ interleaved runs (one round of every contender, then the next round), every run 
    200 from /readyz, CPU per check, and what a scrape of /metrics costs it (one run).
 4. Cost growth: pass time and peak memory at 100, 1,000, 10,000 and 50,000 accounts.
 5. Start-up: ``rotator --version`` and ``rotator validate`` on a small file, start to exit
-   (``--start-up-runs`` runs each, median and best).
+   (``--start-up-runs`` runs each, median and best), and ``rotator run`` with 10,000 accounts from
+   start to /readyz (``--ready-runs`` starts).
 
 ``--before REF`` also runs parts 3 and 5 with the rotator package as of that git commit (extracted
 from git into a temporary directory, first on PYTHONPATH), in the same run, and adds a section
@@ -422,6 +423,36 @@ def start_up(work: Path, runs: int, trees: dict[str, Path | None]) -> dict[str, 
     return out
 
 
+def ready_times(
+    sim: Simulator, work: Path, accounts: int, runs: int, trees: dict[str, Path | None]
+) -> dict[str, Any]:
+    """``rotator run`` from start to /readyz answering 200, ``runs`` starts per tree, interleaved;
+    stopped once ready. Many short runs: one start is at the mercy of the machine's other work."""
+    times: dict[str, list[float]] = {tree: [] for tree in trees}
+    for _ in range(runs):
+        for tree, path in trees.items():
+            port = free_port()
+            config = write_config(
+                work / "ready.yaml", sim, accounts, level="info", listen=f"127.0.0.1:{port}"
+            )
+            with (work / "ready.log").open("w") as log:
+                started = time.perf_counter()
+                daemon = _rotator_run(config, log, path)
+                try:
+                    times[tree].append(_wait_ready(port, started, daemon))
+                finally:
+                    daemon.send_signal(signal.SIGTERM)
+                    daemon.wait(30)
+    return {
+        "accounts": accounts,
+        "runs": runs,
+        **{
+            tree: {"median_seconds": statistics.median(values), "best_seconds": min(values), "all": values}
+            for tree, values in times.items()
+        },
+    }
+
+
 def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU seconds of one run of ``argv``, start to exit."""
     started = time.perf_counter()
@@ -661,7 +692,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.large_rounds} run(s), to keep the whole benchmark near ten minutes.)",
         "",
     ]
-    lines += _start_up_report(results["start_up"])
+    lines += _start_up_report(results["start_up"], results.get("ready"))
     if "before" in results:
         lines += _side_by_side(results)
     lines += [
@@ -671,7 +702,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _start_up_report(su: dict[str, Any]) -> list[str]:
+def _start_up_report(su: dict[str, Any], ready: dict[str, Any] | None) -> list[str]:
     this = su["this"]
     names = {
         "version": "`rotator --version`",
@@ -692,6 +723,13 @@ def _start_up_report(su: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {name} | {r['median_seconds'] * 1000:.0f} | {r['best_seconds'] * 1000:.0f} | "
             f"{r['median_cpu_seconds'] * 1000:.0f} | {goal} |"
+        )
+    if ready is not None:
+        r = ready["this"]
+        lines.append(
+            f"| `rotator run` with {ready['accounts']:,} accounts to /readyz answering 200 "
+            f"({ready['runs']} starts) | {r['median_seconds'] * 1000:.0f} | {r['best_seconds'] * 1000:.0f} "
+            "| - | under 1 s |"
         )
     return [*lines, ""]
 
@@ -719,6 +757,10 @@ def _side_by_side(results: dict[str, Any]) -> list[str]:
             rows.append(
                 (name, before[key]["median_seconds"] * 1000, this[key]["median_seconds"] * 1000, "ms")
             )
+    if "ready" in results:
+        ready = results["ready"]
+        medians = (ready["before"]["median_seconds"], ready["this"]["median_seconds"])
+        rows.append((f"start to /readyz, median of {ready['runs']} starts", *medians, "s"))
     lines = [
         "## 6. Side by side with an earlier commit",
         "",
@@ -750,6 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--footprint-rounds", type=int, default=1, help="daemon runs of part 3 (each measure's best kept)"
     )
     parser.add_argument("--start-up-runs", type=int, default=15, help="runs of each quick command")
+    parser.add_argument("--ready-runs", type=int, default=5, help="starts of the daemon to /readyz (part 5)")
     parser.add_argument(
         "--before",
         metavar="REF",
@@ -796,6 +839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "5" in parts:
             _progress(f"start-up: {args.start_up_runs} runs of each command")
             results["start_up"] = start_up(work, args.start_up_runs, trees)
+            _progress(f"start-up: {args.ready_runs} starts of the daemon to /readyz")
+            results["ready"] = ready_times(sim, work, max(sizes), args.ready_runs, trees)
     results["duration_seconds"] = time.perf_counter() - started
     results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(json.dumps(results, indent=2))
