@@ -3,18 +3,19 @@
 Every configured account's series exist from start-up (counters at 0), so dashboards and alerts see
 an account before its first check, and ``absent()`` never has to stand in for "zero so far".
 
-The per-account series live in one table (``_Accounts``), a row of numbers per account, turned into
-metric families only when scraped. prometheus-client's labelled metrics keep each series as an
+The per-account series live in one table (``AccountTable``), a row of numbers per account, turned
+into metric families only when scraped. prometheus-client's labelled metrics keep each series as an
 object of its own, with a lock: 13 series an account came to 6 kB an account (60 MB of a daemon with
 10,000 accounts), a second and a half of start-up, and a label lookup on every update. What a scrape
 shows is the same: names, help, types, labels, and the counters' ``_created``.
 
 A scrape's text for those families is written here, not sample by sample by prometheus-client's
-exposition (a second of CPU for the 180,000 samples of 10,000 accounts): each account's labels are
-escaped once, and each family's text is kept and written again only when one of its numbers
-changed. ``exposition(registry)`` gives the page ``generate_latest(registry)`` would, byte for byte
-(tests/test_metrics.py holds it to that), and may run in a thread while the event loop updates
-the numbers; the server runs it there.
+exposition (two seconds of CPU for the 210,000 samples of 10,000 accounts): each account's labels
+are escaped once, and each family's text is kept and written again only when one of its numbers
+changed (rotator.publication's per-account series use the same table). ``exposition(registry)``
+gives the page ``generate_latest(registry)`` would, byte for byte (tests/test_metrics.py holds it
+to that), and may run in a thread while the event loop updates the numbers; the server runs it
+there.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
@@ -48,7 +49,8 @@ DAY_SECONDS = 86400.0
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._accounts = _Accounts()
+        # The settings' gauges are written as the key's are (they are never NaN).
+        self._accounts = AccountTable(_NEW_ROW, (*_GAUGES, *_SETTING_GAUGES), _COUNTERS)
         registry.register(self._accounts)
         self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self.api_requests = Counter(
@@ -109,11 +111,11 @@ class Metrics:
         accounts = list(accounts)
         self.accounts.set(len(accounts))
         self.check_interval.set(check_interval)
-        table, now = self._accounts, time.time()
+        now = time.time()  # one _created for the accounts configured together
         for account in accounts:
-            row = table.row(account, created=now)
-            table.set(row, _THRESHOLD, account.rotation.threshold_days * DAY_SECONDS)
-            table.set(row, _DRY_RUN, 1.0 if account.rotation.dry_run else 0.0)
+            row = self._accounts.row(account, created=now)
+            row.values[_THRESHOLD] = account.rotation.threshold_days * DAY_SECONDS
+            row.values[_DRY_RUN] = 1.0 if account.rotation.dry_run else 0.0
         for method, endpoint in ENDPOINTS:
             self.api_request_duration.labels(method, endpoint)
 
@@ -125,7 +127,7 @@ class Metrics:
 
     def forget(self, account: Account) -> None:
         """Drop the series of an account that is no longer configured (after a reload)."""
-        self._accounts.drop(account.name)
+        self._accounts.rows.pop(account.name, None)
 
     def observe_request(self, method: str, endpoint: str, code: str, seconds: float) -> None:
         # The labelled children, looked up once: this runs on every request.
@@ -140,36 +142,32 @@ class Metrics:
         children[1].observe(seconds)
 
     def record_key(self, account: Account, key: KeyConfig) -> None:
-        table = self._accounts
-        row = table.row(account)
+        values = self._accounts.row(account).values
         last, interval = key.last_key_rotation_at, key.key_rotation_interval_days
         if last is not None:
-            table.set(row, _KEY_LAST_ROTATION, last.timestamp())
+            values[_KEY_LAST_ROTATION] = last.timestamp()
         if interval is not None:
-            table.set(row, _KEY_INTERVAL, interval * DAY_SECONDS)
+            values[_KEY_INTERVAL] = interval * DAY_SECONDS
         rotates_at = cloudflare_rotates_at(key)
         if rotates_at is not None:
-            table.set(row, _KEY_NEXT_ROTATION, rotates_at.timestamp())
+            values[_KEY_NEXT_ROTATION] = rotates_at.timestamp()
 
     def record_check(self, account: Account, ok: bool, at: datetime) -> None:
-        table = self._accounts
-        row = table.row(account)
-        table.add(row, _CHECKS_SUCCESS if ok else _CHECKS_ERROR)
+        values = self._accounts.row(account).values
+        values[_CHECKS_SUCCESS if ok else _CHECKS_ERROR] += 1
         if ok:
-            table.set(row, _LAST_CHECK, at.timestamp())
+            values[_LAST_CHECK] = at.timestamp()
 
     def record_unconfirmed(self, account: Account, unconfirmed: bool) -> None:
-        table = self._accounts
-        table.set(table.row(account), _UNCONFIRMED, 1.0 if unconfirmed else 0.0)
+        self._accounts.row(account).values[_UNCONFIRMED] = 1.0 if unconfirmed else 0.0
 
     def record_rotation(self, account: Account, result: str, at: datetime) -> None:
-        table = self._accounts
-        row = table.row(account)
-        table.add(row, _ROTATIONS[result])
+        values = self._accounts.row(account).values
+        values[_ROTATIONS[result]] += 1
         if result == "success":
-            table.set(row, _LAST_ROTATION, at.timestamp())
+            values[_LAST_ROTATION] = at.timestamp()
         elif result == "error":
-            table.set(row, _LAST_FAILED_ROTATION, at.timestamp())
+            values[_LAST_FAILED_ROTATION] = at.timestamp()
 
 
 # The columns of an account's row. NaN: the series does not exist yet (the key gauges, until the
@@ -268,13 +266,19 @@ _COUNTERS = (
 )
 
 
+# (name, help, column): a gauge labelled account and account_id; NaN: no sample (yet).
+GaugeSpec = tuple[str, str, int]
+# (name, help, ((result, column), ...)): a counter labelled account (and account_id) and result.
+CounterSpec = tuple[str, str, tuple[tuple[str, int], ...]]
+
+
 @dataclass(slots=True)
 class _Row:
     account: str
     account_id: str
     created: float
     # C doubles, not a list of float objects: 150 bytes less an account.
-    values: array[float] = field(default_factory=lambda: array("d", _NEW_ROW))
+    values: array[float]
     # The row's label pairs as the text format writes them, escaped once: ``account="..."`` and
     # ``account="...",account_id="..."``.
     account_label: str = field(init=False)
@@ -287,86 +291,138 @@ class _Row:
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    """A piece of the per-account families' text: a family's samples, or a counter's _created
-    samples, which prometheus-client shows after it as a gauge of their own."""
+    """A piece of a table's text: a family's samples, or a counter's _created samples, which
+    prometheus-client shows after it as a gauge of their own."""
 
     family: int  # which family (in the order a scrape shows them) the piece belongs to
-    columns: tuple[int, ...]  # the numbers it shows: a change to one makes it stale
-    write: Callable[[list[_Row], bool], str]  # (rows, whether _created samples are shown)
+    columns: tuple[int, ...]  # the numbers it shows
+    # (rows, those numbers read once per row and column, whether _created samples are shown)
+    write: Callable[[tuple[_Row, ...], list[array[float]], bool], str]
 
 
 @dataclass(frozen=True, slots=True)
 class _Text:
     """A part's text as last written, and what it was written from."""
 
-    generation: int
+    rows: tuple[_Row, ...]
     created: bool
+    numbers: bytes
     text: bytes
 
 
-class _Accounts(Collector):
-    """Every account's series, as rows of numbers; metric families are built when scraped.
+class AccountTable(Collector):
+    """Per-account series as rows of numbers, one ``_Row`` per account name, turned into metric
+    families only when scraped.
 
-    The text a scrape shows is kept, part by part, and a part is written again only when one of
-    its numbers changed or an account came or went: a check changes two parts (the time of the
-    last check and the checks counter) of thirteen. Rows change on the event loop while a scrape
-    renders in a thread: a writer changes a number, then marks its column stale; the renderer
-    clears the marks, then reads the numbers. A change that lands during a rendering is in the
-    text or marked for the next one, never lost.
+    The text a scrape shows is kept, part by part (a family, or a counter's _created samples),
+    and a part is written again only when the numbers it shows, read afresh at each scrape, are
+    not those it was written from, or an account came or went: a check changes two parts of
+    thirteen. Writers change ``row(account).values`` in place and need not say so; rows change on
+    the event loop while a scrape renders in a thread, and each number is read once, so a part's
+    text and the numbers it is kept against always agree.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        new_row: Sequence[float],
+        gauges: Sequence[GaugeSpec],
+        counters: Sequence[CounterSpec],
+        *,
+        account_id_on_counters: bool = False,
+    ) -> None:
         self.rows: dict[str, _Row] = {}
-        self._generation = 0  # bumped when a row is added, replaced or dropped
-        self._stale = [True] * len(_NEW_ROW)
-        self._texts: list[_Text | None] = [None] * len(_PARTS)
+        self._new_row = tuple(new_row)
+        counter_labels = (
+            ("account", "account_id", "result") if account_id_on_counters else ("account", "result")
+        )
+        self._families = [
+            *((name, help_, "gauge", ("account", "account_id")) for name, help_, _ in gauges),
+            *((name, help_, "counter", counter_labels) for name, help_, _ in counters),
+        ]
+        self._gauges, self._counters = tuple(gauges), tuple(counters)
+        self._parts: list[_Part] = [
+            _Part(family, (column,), functools.partial(_write_gauge, name, help_))
+            for family, (name, help_, column) in enumerate(gauges)
+        ]
+        for family, (name, help_, results) in enumerate(counters, len(gauges)):
+            self._parts += [
+                _Part(
+                    family,
+                    tuple(column for _, column in results),
+                    functools.partial(_write_counter, name, help_, results, account_id_on_counters),
+                ),
+                _Part(
+                    family,
+                    (),
+                    functools.partial(_write_created, name, help_, results, account_id_on_counters),
+                ),
+            ]
+        self._kept: list[_Text | None] = [None] * len(self._parts)
+        self._rows_seen: tuple[_Row, ...] = ()
         self._rendering = threading.Lock()  # one renderer at a time; writers never take it
 
     def row(self, account: Account, created: float | None = None) -> _Row:
         row = self.rows.get(account.name)
         if row is None or row.account_id != account.account_id:
             # A name now naming another account starts afresh, as a new label set would.
-            row = _Row(account.name, account.account_id, time.time() if created is None else created)
-            self.rows[account.name] = row
-            self._generation += 1
+            when = time.time() if created is None else created
+            row = self.rows[account.name] = _Row(
+                account.name, account.account_id, when, array("d", self._new_row)
+            )
         return row
 
-    def drop(self, name: str) -> None:
-        if self.rows.pop(name, None) is not None:
-            self._generation += 1
-
-    def set(self, row: _Row, column: int, value: float) -> None:
-        if row.values[column] != value:
-            row.values[column] = value
-            self._stale[column] = True
-
-    def add(self, row: _Row, column: int) -> None:
-        row.values[column] += 1
-        self._stale[column] = True
-
     def describe(self) -> Iterable[Metric]:
-        return _families([()] * len(_FAMILIES), [], created=False)
+        return self._metric_families([()] * len(self._families), (), created=False)
 
     def collect(self) -> Iterable[Metric]:
         # prometheus-client's own switch (PROMETHEUS_DISABLE_CREATED_SERIES) applies here too.
         created = prometheus_client.metrics._use_created
-        chunks: list[list[bytes]] = [[] for _ in _FAMILIES]
+        chunks: list[list[bytes]] = [[] for _ in self._families]
         with self._rendering:
-            generation = self._generation  # read before the rows: a row added later bumps it
-            rows = list(self.rows.values())  # a snapshot: a reload may change the dict meanwhile
-            for index, part in enumerate(_PARTS):
-                kept = self._texts[index]
-                if (
-                    kept is None
-                    or (kept.generation, kept.created) != (generation, created)
-                    or any([self._stale[column] for column in part.columns])
-                ):
-                    for column in part.columns:
-                        self._stale[column] = False
-                    kept = _Text(generation, created, part.write(rows, created).encode())
-                    self._texts[index] = kept
+            rows = tuple(self.rows.values())  # a snapshot: a reload may change the dict meanwhile
+            if rows == self._rows_seen:  # the same rows (by identity): the kept texts may serve
+                rows = self._rows_seen
+            self._rows_seen = rows
+            for index, part in enumerate(self._parts):
+                columns = [array("d", [row.values[column] for row in rows]) for column in part.columns]
+                numbers = b"".join(column.tobytes() for column in columns)  # NaN equals NaN here
+                kept = self._kept[index]
+                if kept is None or (kept.rows, kept.created, kept.numbers) != (rows, created, numbers):
+                    text = part.write(rows, columns, created).encode()
+                    kept = self._kept[index] = _Text(rows, created, numbers, text)
                 chunks[part.family].append(kept.text)
-        return _families([tuple(c) for c in chunks], rows, created=created)
+        return self._metric_families([tuple(c) for c in chunks], rows, created=created)
+
+    def _metric_families(
+        self, chunks: list[tuple[bytes, ...]], rows: tuple[_Row, ...], *, created: bool
+    ) -> list[Metric]:
+        """Each family: its text, and its samples if something reads them."""
+        families: list[Metric] = []
+        for index, (name, help_, kind, _) in enumerate(self._families):
+            family = _AccountFamily(name, help_, kind, chunks[index])
+            family.fill = functools.partial(self._samples, index, rows, created)
+            families.append(family)
+        return families
+
+    def _samples(self, index: int, rows: tuple[_Row, ...], created: bool) -> Metric:
+        """A family as prometheus-client's own types build it, sample by sample."""
+        name, help_, _, labels = self._families[index]
+        if index < len(self._gauges):
+            column = self._gauges[index][2]
+            gauge = GaugeMetricFamily(name, help_, labels=labels)
+            for row in rows:
+                if not math.isnan(value := row.values[column]):
+                    gauge.add_metric((row.account, row.account_id), value)
+            return gauge
+        results = self._counters[index - len(self._gauges)][2]
+        counter = CounterMetricFamily(name, help_, labels=labels)
+        with_id = len(labels) == 3
+        for row in rows:
+            since = row.created if created else None
+            for result, column in results:
+                label_values = (row.account, row.account_id, result) if with_id else (row.account, result)
+                counter.add_metric(label_values, row.values[column], created=since)
+        return counter
 
 
 _go_number = cast("Callable[[float], str]", floatToGoString)  # untyped in prometheus-client
@@ -401,11 +457,10 @@ def _header(name: str, documentation: str, kind: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
 
 
-# The writers read each number once, into a column: the event loop may change a row meanwhile.
-
-
-def _write_key_gauge(name: str, documentation: str, column: int, rows: list[_Row], created: bool) -> str:
-    values = [row.values[column] for row in rows]
+def _write_gauge(
+    name: str, documentation: str, rows: tuple[_Row, ...], columns: list[array[float]], created: bool
+) -> str:
+    (values,) = columns
     shown = _shown(values)
     lines = [_header(name, documentation, "gauge")]
     lines += [
@@ -417,90 +472,46 @@ def _write_key_gauge(name: str, documentation: str, column: int, rows: list[_Row
 
 
 def _write_counter(
-    name: str, documentation: str, results: tuple[tuple[str, int], ...], rows: list[_Row], created: bool
+    name: str,
+    documentation: str,
+    results: tuple[tuple[str, int], ...],
+    with_id: bool,
+    rows: tuple[_Row, ...],
+    columns: list[array[float]],
+    created: bool,
 ) -> str:
-    counts = [[row.values[column] for row in rows] for _, column in results]
-    shown = _shown(itertools.chain.from_iterable(counts))
+    shown = _shown(itertools.chain.from_iterable(columns))
     names = [result for result, _ in results]
     lines = [_header(f"{name}_total", documentation, "counter")]
     lines += [
-        f'{name}_total{{{row.account_label},result="{result}"}} {shown[count[index]]}\n'
+        f'{name}_total{{{row.labels if with_id else row.account_label},result="{result}"}} '
+        f"{shown[counts[index]]}\n"
         for index, row in enumerate(rows)
-        for result, count in zip(names, counts, strict=True)
+        for result, counts in zip(names, columns, strict=True)
     ]
     return "".join(lines)
 
 
 def _write_created(
-    name: str, documentation: str, results: tuple[tuple[str, int], ...], rows: list[_Row], created: bool
+    name: str,
+    documentation: str,
+    results: tuple[tuple[str, int], ...],
+    with_id: bool,
+    rows: tuple[_Row, ...],
+    columns: list[array[float]],
+    created: bool,
 ) -> str:
     if not (created and rows):
         return ""
     shown = _shown(row.created for row in rows)
     lines = [_header(f"{name}_created", documentation, "gauge")]
     lines += [
-        f'{name}_created{{{row.account_label},result="{result}"}} {shown[row.created]}\n'
+        f'{name}_created{{{row.labels if with_id else row.account_label},result="{result}"}} '
+        f"{shown[row.created]}\n"
         for row in rows
         for result, _ in results
     ]
     return "".join(lines)
-
-
-# The per-account families, in the order a scrape shows them (name, help, type, label names), and
-# the parts of their text. The settings' gauges are written as the key's are (they are never NaN).
-_ACCOUNT_GAUGES = (*_GAUGES, *_SETTING_GAUGES)
-_FAMILIES = (
-    *((name, help_, "gauge", ("account", "account_id")) for name, help_, _ in _ACCOUNT_GAUGES),
-    *((name, help_, "counter", ("account", "result")) for name, help_, _ in _COUNTERS),
-)
-_PARTS = (
-    *(
-        _Part(family, (column,), functools.partial(_write_key_gauge, name, documentation, column))
-        for family, (name, documentation, column) in enumerate(_ACCOUNT_GAUGES)
-    ),
-    *(
-        part
-        for family, (name, documentation, results) in enumerate(_COUNTERS, len(_ACCOUNT_GAUGES))
-        for part in (
-            _Part(
-                family,
-                tuple(column for _, column in results),
-                functools.partial(_write_counter, name, documentation, results),
-            ),
-            _Part(family, (), functools.partial(_write_created, name, documentation, results)),
-        )
-    ),
-)
-
-
-def _families(chunks: list[tuple[bytes, ...]], rows: list[_Row], *, created: bool) -> list[Metric]:
-    """The per-account families: each its text, and its samples if something reads them."""
-    families: list[Metric] = []
-    for index, (name, documentation, kind, _) in enumerate(_FAMILIES):
-        family = _AccountFamily(name, documentation, kind, chunks[index])
-        family.fill = functools.partial(_samples, index, rows, created)
-        families.append(family)
-    return families
-
-
-def _samples(index: int, rows: list[_Row], created: bool) -> Metric:
-    """A family as prometheus-client's own types build it, sample by sample."""
-    name, documentation, _, labels = _FAMILIES[index]
-    if index < len(_ACCOUNT_GAUGES):
-        column = _ACCOUNT_GAUGES[index][2]
-        gauge = GaugeMetricFamily(name, documentation, labels=labels)
-        for row in rows:
-            if not math.isnan(value := row.values[column]):
-                gauge.add_metric((row.account, row.account_id), value)
-        return gauge
-    results = _COUNTERS[index - len(_ACCOUNT_GAUGES)][2]
-    counter = CounterMetricFamily(name, documentation, labels=labels)
-    for row in rows:
-        for result, column in results:
-            counter.add_metric(
-                (row.account, result), row.values[column], created=row.created if created else None
-            )
-    return counter
 
 
 class _AccountFamily(Metric):

@@ -29,6 +29,7 @@ from rotator.config import Account, RotationSettings
 from rotator.credentials import CredentialSource
 from rotator.keys import KeyConfig
 from rotator.metrics import Metrics, _number, exposition
+from rotator.publication import PublicationMetrics
 from rotator.server import StatusServer
 
 NOW = datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=UTC)
@@ -143,6 +144,24 @@ def test_the_page_is_the_one_prometheus_client_writes_in_every_state(created: bo
 )  # fmt: skip
 def test_numbers_are_written_as_prometheus_client_writes_them(value: float) -> None:
     assert _number(value) == floatToGoString(value)
+
+
+def test_the_publication_checks_series_are_written_as_prometheus_client_writes_them() -> None:
+    _, registry, accounts = _fleet(20)
+    publication = PublicationMetrics(registry)
+    publication.configure(accounts[:15])
+    _assert_as_prometheus_client_writes(registry)
+    for i, account in enumerate(accounts[:10]):
+        row = publication.row(account)
+        row[0] = 2.0  # keys served
+        row[1] = (NOW - timedelta(days=i, microseconds=i)).timestamp()  # current kid first seen
+        row[2] = float(i % 2)  # late
+        row[3 + i % 2] += 1 + i  # reads, success or error
+    _assert_as_prometheus_client_writes(registry)
+    publication.configure(accounts[5:20])  # a reload: five gone, five new
+    page = _assert_as_prometheus_client_writes(registry)
+    assert b'rotator_jwks_reads_total{account="account-19",account_id=' in page
+    assert b'rotator_jwks_keys{account="account-0",' not in page
 
 
 def test_a_number_changed_after_a_scrape_is_in_the_next() -> None:
