@@ -37,11 +37,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-# A benchmark, not a test (it asserts nothing, so `make test` does not run it): about 6 minutes,
-# writes bench/RESULTS.md. Its extra packages (Cloudflare's SDK to compare with, a profiler) are
+# A benchmark, not a test (it asserts nothing, so `make test` does not run it): about 9 minutes,
+# writes bench/RESULTS.md (BENCH_ARGS='--before REF' adds a side-by-side with rotator as of REF;
+# `bench/run.py --help` for the rest). Its extra packages (Cloudflare's SDK to compare with, a profiler) are
 # the `bench` extra, installed here only.
 bench: $(BENCH_STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'

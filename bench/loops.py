@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -141,28 +142,27 @@ def rotator_pass(args: argparse.Namespace) -> dict[str, Any]:
     """rotator's pass as ``rotator.cli._run`` does it, with the config load and the pass timed apart."""
     os.environ[TOKEN_ENV] = args.token
     wall, cpu = time.perf_counter(), time.process_time()
+    import gc
+
+    from rotator.cli import long_lived
     from rotator.config import load_config
-    from rotator.credentials import Credential
-    from rotator.daemon import Daemon, load_credentials
+    from rotator.credentials import Credential, load_credentials
+    from rotator.daemon import Daemon
     from rotator.logs import configure_logging
 
     imported = time.perf_counter() - wall
-    config = load_config(Path(args.config))
-    configure_logging(config.settings.logging.level, config.settings.logging.format, sys.stderr)
-    credentials = {k: v for k, v in load_credentials(config.accounts).items() if isinstance(v, Credential)}
-    daemon = Daemon(config, credentials, transport=transport(args.transport, args.concurrency))
-    loaded = time.perf_counter() - wall
-    if args.gc == "freeze":
-        import gc
-
-        gc.freeze()
-    elif args.gc.startswith("t"):
-        import gc
-
+    # As `rotator run` builds the daemon (--gc start-up-on: with the collector on, as before).
+    with long_lived() if args.gc != "start-up-on" else contextlib.nullcontext():
+        config = load_config(Path(args.config))
+        configure_logging(config.settings.logging.level, config.settings.logging.format, sys.stderr)
+        credentials = {
+            k: v for k, v in load_credentials(config.accounts).items() if isinstance(v, Credential)
+        }
+        daemon = Daemon(config, credentials, transport=transport(args.transport, args.concurrency))
+    load_seconds = time.perf_counter() - wall
+    if args.gc.startswith("t"):
         gc.set_threshold(*(int(x) for x in args.gc[1:].split(",")))
     elif args.gc == "off":
-        import gc
-
         gc.disable()
     pass_wall, pass_cpu = time.perf_counter(), time.process_time()
     code = asyncio.run(daemon.run(once=True))
@@ -170,7 +170,7 @@ def rotator_pass(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": time.perf_counter() - pass_wall,
         "cpu_seconds": time.process_time() - pass_cpu,
         "import_seconds": imported,
-        "load_seconds": loaded,
+        "load_seconds": load_seconds,
         "total_cpu_seconds": time.process_time() - cpu,
         "ok": len(config.accounts) if code == 0 else -1,
     }
@@ -187,7 +187,11 @@ def main() -> None:
     parser.add_argument("--accounts", type=Path, help="JSON list of account ids (bare loops)")
     parser.add_argument("--config", type=Path, help="rotator config (kind rotator)")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--gc", default="on", help="on, off, freeze, or tN,N,N: thresholds (kind rotator)")
+    parser.add_argument(
+        "--gc",
+        default="on",
+        help="on (as rotator runs), start-up-on (not frozen), off, or tN,N,N: thresholds (kind rotator)",
+    )
     parser.add_argument("--transport", default="rotator", help="under rotator's pass (kind rotator)")
     args = parser.parse_args()
     if args.kind == "rotator":

@@ -33,8 +33,8 @@ def main() -> int:
     os.environ[bench.TOKEN_ENV] = bench.TOKEN
 
     from rotator.config import load_config
-    from rotator.credentials import Credential
-    from rotator.daemon import Daemon, load_credentials
+    from rotator.credentials import Credential, load_credentials
+    from rotator.daemon import Daemon
     from rotator.logs import configure_logging
 
     with tempfile.TemporaryDirectory() as tmp, bench.simulator(args.accounts, args.latency) as sim:

@@ -88,3 +88,9 @@ def capacity_warnings(config: Config, credentials: Mapping[str, Credential | Exc
     named = {" and ".join(sources[fingerprint]): count for fingerprint, count in counts.items()}
     found = shortfalls(named, config.settings.schedule.check_interval, budget.requests, budget.per)
     return [shortfall.message(budget.requests, budget.per) for shortfall in found]
+
+
+def config_warnings(config: Config, credentials: Mapping[str, Credential | Exception]) -> list[str]:
+    """What is worth a warning about a config: its own warnings, and each credential whose budget
+    cannot check its accounts within check_interval."""
+    return [*config.warnings, *capacity_warnings(config, credentials)]

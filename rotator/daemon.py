@@ -25,22 +25,20 @@ from prometheus_client import CollectorRegistry
 
 import rotator
 from rotator import __version__
-from rotator.capacity import capacity_warnings
+from rotator.capacity import config_warnings
 from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config, read_config_file
-from rotator.credentials import Credential, read_secret
+from rotator.credentials import Credential, read_secret, require_credentials
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
 from rotator.followup import FollowUp
 from rotator.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics import Metrics
-from rotator.problems import several
 from rotator.reload import ConfigChange, compare
 from rotator.server import StatusServer, why_not_listening
 from rotator.status import StatusBoard
 
-CredentialMap = dict[str, Credential | CredentialError]
 # How often the config file is compared with the running config, in seconds.
 CONFIG_POLL_SECONDS = 2.0
 # Checks admitted at once per credential, per request slot (cloudflare.max_concurrency).
@@ -71,51 +69,6 @@ def read_auth_token(config: Config) -> str | None:
         return read_secret(None, path)
     except CredentialError as exc:
         raise CredentialError(f"{config.path}: http.auth_token_file: {exc}") from None
-
-
-def config_warnings(config: Config, credentials: Mapping[str, Credential | CredentialError]) -> list[str]:
-    """What is worth a warning about a config: its own warnings, and each credential whose budget
-    cannot check its accounts within check_interval."""
-    return [*config.warnings, *capacity_warnings(config, credentials)]
-
-
-def require_credentials(config: Config) -> dict[str, Credential]:
-    """Every account's credential; CredentialError naming each one that cannot be read."""
-    loaded = load_credentials(config.accounts)
-    missing = credential_problems(config.accounts, loaded)
-    if missing:
-        raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
-    return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
-
-
-def credential_problems(
-    accounts: tuple[Account, ...], loaded: Mapping[str, Credential | CredentialError]
-) -> list[str]:
-    """One line per credential that cannot be read, naming the accounts that need it: 300,000
-    accounts without their token set are one problem, not 300,000 lines."""
-    needed_by: dict[str, list[str]] = {}
-    for account in accounts:
-        problem = loaded.get(account.account_id)
-        if isinstance(problem, CredentialError):
-            what = str(problem).removeprefix(f"account {account.name}: ")
-            needed_by.setdefault(what, []).append(account.name)
-    return [
-        f"account{'s' if len(names) > 1 else ''} {several(names)}: {what}"
-        for what, names in needed_by.items()
-    ]
-
-
-def load_credentials(accounts: tuple[Account, ...]) -> CredentialMap:
-    """Each account's credential, or the error that says why it cannot be read."""
-    loaded: CredentialMap = {}
-    for account in accounts:
-        try:
-            loaded[account.account_id] = account.credential.load()
-        except CredentialError as exc:
-            loaded[account.account_id] = CredentialError(
-                f"account {account.name}: {exc} ({account.credential.describe()})"
-            )
-    return loaded
 
 
 def build_client(

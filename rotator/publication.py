@@ -30,7 +30,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, MutableSequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -39,8 +39,6 @@ from enum import Enum
 import httpx
 import structlog
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from rotator import __version__
 from rotator.checker import CheckResult
@@ -48,6 +46,7 @@ from rotator.config import Account
 from rotator.errors import CertsError
 from rotator.events import Event, EventSink, iso, rotated
 from rotator.followup_settings import PublicationSettings
+from rotator.metrics import AccountTable
 from rotator.ratelimit import SlidingWindowLimiter
 
 USER_AGENT = f"rotator/{__version__} (publication check)"
@@ -247,21 +246,37 @@ class ServerClock:
 
 
 _KEYS, _FIRST_SEEN, _LATE, _READS_OK, _READS_ERROR = range(5)
+_NEW_ROW = (math.nan, math.nan, 0.0, 0.0, 0.0)
+_GAUGES = (
+    ("rotator_jwks_keys", "Keys in keys[] at the last read of the account's certs endpoint.", _KEYS),
+    (
+        "rotator_jwks_current_kid_first_seen_timestamp_seconds",
+        "When rotator first saw the key that signs now served by the certs endpoint.",
+        _FIRST_SEEN,
+    ),
+    (
+        "rotator_key_publication_late",
+        "1 while a key rotator rotated to is past the publication deadline and not served.",
+        _LATE,
+    ),
+)
+_COUNTERS = (
+    (
+        "rotator_jwks_reads",
+        "Reads of the account's certs endpoint, by result (success, error).",
+        (("success", _READS_OK), ("error", _READS_ERROR)),
+    ),
+)
 
 
-@dataclass(slots=True)
-class _Row:
-    account_id: str
-    values: list[float] = field(default_factory=lambda: [math.nan, math.nan, 0.0, 0.0, 0.0])
-
-
-class PublicationMetrics(Collector):
-    """Per-account series as rows of numbers (as ``rotator.metrics``), plus one histogram."""
+class PublicationMetrics:
+    """Per-account series as rows of numbers (``rotator.metrics.AccountTable``, whose scrape is
+    cheap), plus one histogram."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.rows: dict[str, _Row] = {}
         self._created = time.time()
-        registry.register(self)
+        self._table = AccountTable(_NEW_ROW, _GAUGES, _COUNTERS, account_id_on_counters=True)
+        registry.register(self._table)
         self.publication_seconds = Histogram(
             "rotator_key_publication_seconds",
             "Time from a rotate answer to the first read of the certs endpoint serving the new key.",
@@ -270,57 +285,16 @@ class PublicationMetrics(Collector):
         )
 
     def configure(self, accounts: Iterable[Account]) -> None:
-        wanted = {a.name: a.account_id for a in accounts}
-        for name in list(self.rows):
+        wanted = {a.name: a for a in accounts}
+        rows = self._table.rows
+        for name in list(rows):
             if name not in wanted:
-                del self.rows[name]
-        for name, account_id in wanted.items():
-            if name not in self.rows or self.rows[name].account_id != account_id:
-                self.rows[name] = _Row(account_id)
+                del rows[name]
+        for account in wanted.values():
+            self._table.row(account, created=self._created)
 
-    def row(self, account: Account) -> list[float]:
-        row = self.rows.get(account.name)
-        if row is None or row.account_id != account.account_id:
-            row = self.rows[account.name] = _Row(account.account_id)
-        return row.values
-
-    def describe(self) -> Iterable[Metric]:
-        return self._families({})
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families(dict(self.rows))
-
-    def _families(self, rows: dict[str, _Row]) -> Iterator[Metric]:
-        labels = ("account", "account_id")
-        for name, documentation, column in (
-            ("rotator_jwks_keys", "Keys in keys[] at the last read of the account's certs endpoint.", _KEYS),
-            (
-                "rotator_jwks_current_kid_first_seen_timestamp_seconds",
-                "When rotator first saw the key that signs now served by the certs endpoint.",
-                _FIRST_SEEN,
-            ),
-            (
-                "rotator_key_publication_late",
-                "1 while a key rotator rotated to is past the publication deadline and not served.",
-                _LATE,
-            ),
-        ):
-            gauge = GaugeMetricFamily(name, documentation, labels=labels)
-            for account, row in rows.items():
-                if not math.isnan(row.values[column]):
-                    gauge.add_metric((account, row.account_id), row.values[column])
-            yield gauge
-        counter = CounterMetricFamily(
-            "rotator_jwks_reads",
-            "Reads of the account's certs endpoint, by result (success, error).",
-            labels=("account", "account_id", "result"),
-        )
-        for account, row in rows.items():
-            for result, column in (("success", _READS_OK), ("error", _READS_ERROR)):
-                counter.add_metric(
-                    (account, row.account_id, result), row.values[column], created=self._created
-                )
-        yield counter
+    def row(self, account: Account) -> MutableSequence[float]:
+        return self._table.row(account, created=self._created).values
 
 
 # --------------------------------------------------------------------------- per account

@@ -4,17 +4,23 @@
 With a bearer token (``http.auth_token_file``), every endpoint but the two probes answers 401 to a
 request without ``Authorization: Bearer <token>``: the kubelet probes without credentials, and a
 probe says nothing an attacker could use.
+
+/metrics is written in a thread, never on the event loop: with 10,000 accounts the page is 19 MB,
+and the requests in flight would wait for it. Scrapes that arrive while it is being written
+share that one. It is sent a family at a time, so the loop never copies the whole page at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from rotator.metrics import exposition_chunks
 from rotator.status import StatusBoard
 
 # Open even with a token: the kubelet's probes carry no credentials.
@@ -39,6 +45,7 @@ class StatusServer:
         self._ready = ready
         self._runner: web.AppRunner | None = None
         self._status = status
+        self._writing: asyncio.Future[list[bytes]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._authorize])
@@ -78,9 +85,24 @@ class StatusServer:
             )
         return await handler(request)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        if self._writing is None:
+            self._writing = asyncio.ensure_future(asyncio.to_thread(exposition_chunks, self._registry))
+            self._writing.add_done_callback(self._written)
+        # Shielded: a scraper that hangs up leaves the page to the others waiting for it.
+        chunks = await asyncio.shield(self._writing)
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        response.content_length = sum(len(chunk) for chunk in chunks)
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    def _written(self, writing: asyncio.Future[list[bytes]]) -> None:
+        self._writing = None
+        if not writing.cancelled():
+            writing.exception()  # retrieved here, so a failure no one awaited is not logged again
 
     @staticmethod
     def _probe(judge: Callable[[], str | None]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
