@@ -43,6 +43,8 @@ from rotator.status import StatusBoard
 CONFIG_POLL_SECONDS = 2.0
 # Checks admitted at once per credential, per request slot (cloudflare.max_concurrency).
 ADMITTED_PER_SLOT = 4
+# The longest a check waits for its account's first certs read (the publication check's baseline).
+BASELINE_WAIT_SECONDS = 2.0
 # Until Cloudflare has answered once, a failed check is tried again this soon (at most).
 STARTUP_RETRY_SECONDS = 15.0
 
@@ -142,6 +144,7 @@ class Daemon:
         self._log_stream = log_stream
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self._background_baselines: set[asyncio.Future[None]] = set()
         self._gates: dict[str, asyncio.Semaphore] = {}
         self._max_concurrency = config.settings.cloudflare.max_concurrency
 
@@ -384,8 +387,14 @@ class Daemon:
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = asyncio.Semaphore(ADMITTED_PER_SLOT * self._max_concurrency)
+        # The baseline read of the account's certs (rotator.publication) waits at most a moment,
+        # outside the gate, then goes on in the background: a certs endpoint that hangs or does
+        # not resolve must never hold the checks up (it stalled a 10,000-account pass for minutes).
+        baseline = asyncio.ensure_future(self._followup.before_check(account))
+        self._background_baselines.add(baseline)
+        baseline.add_done_callback(self._background_baselines.discard)
+        await asyncio.wait({baseline}, timeout=BASELINE_WAIT_SECONDS)
         async with gate:
-            await self._followup.before_check(account)
             result = await self._checker.check(account)
         self._followup.after_check(result)
         self.status.record(result)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -202,3 +204,33 @@ def test_cloudflares_own_rotation_is_noticed(make_simulator: MakeSimulator, tmp_
         assert event["last_key_rotation_at"] > event["previous_last_key_rotation_at"]
     assert metric(text, "rotator_rotations_total", account="account-1", result="elsewhere") == 1
     assert metric(text, "rotator_rotations_total", account="account-0", result="elsewhere") == 0
+
+
+def test_a_certs_endpoint_that_never_answers_holds_no_check_up(
+    make_simulator: MakeSimulator, tmp_path: Path
+) -> None:
+    """The first certs read of each account (the baseline) waits a moment at most: a certs endpoint
+    that accepts connections and never answers (or does not resolve) once stalled every check."""
+    sim = make_simulator(40)  # account 0 is due; 40 baseline reads against 4 certs reads in flight
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepts, never answers
+    try:
+        port = silent.getsockname()[1]
+        path = write_config(
+            tmp_path / "config.yaml",
+            sim,
+            publication={"enabled": True, "certs_url": f"http://127.0.0.1:{port}/{{team_domain}}/certs"},
+        )
+        with daemon(path) as running:
+            started = time.monotonic()
+            running.wait_for(
+                "every account checked", lambda: len(events(running.logs, "account_checked")) >= 40
+            )
+            took = time.monotonic() - started
+            assert events(running.logs, "key_rotated", account="account-0")
+            assert running.terminate() == 0
+    finally:
+        silent.close()
+    # 40 baselines at 4 in flight and a 5 s timeout would take 50 s and more; each check waits 2 s.
+    assert took < 15, f"the first pass took {took:.1f} s"
