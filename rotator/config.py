@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import ipaddress
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -21,7 +20,6 @@ from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import annotated_types
-import httpx
 import yaml
 from pydantic import (
     BaseModel,
@@ -40,6 +38,7 @@ from rotator.errors import ConfigError
 from rotator.followup_settings import NotifySettings, PublicationSettings, TeamDomain
 from rotator.policy import PolicySettings
 from rotator.problems import lines as problem_lines
+from rotator.urls import checked_url
 from rotator.windows import Window, Windows, never_opens
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
@@ -136,27 +135,12 @@ class CloudflareSettings(CredentialSettings):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        # Parsed by httpx, the parser of the client that sends the token there: the host judged
-        # here is the host connected to. (A pattern took http://localhost:80@evil.example/ for
-        # localhost; it is evil.example, with "localhost:80" as user and password.)
-        try:
-            url = httpx.URL(value)
-        except (httpx.InvalidURL, ValueError):
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("expected an http(s) URL such as https://api.cloudflare.com/client/v4")
-        if url.userinfo:
-            raise ValueError(
-                "expected a URL without a 'user:password@' part: the host is what follows the '@', "
-                "and credentials are never read from the config file (name them with "
-                "api_token_env or api_token_file)"
-            )
-        if url.scheme == "http" and not _is_loopback(url.host):
-            # The token travels in a header: plain HTTP is for local simulators and mocks only.
-            raise ValueError(
-                "expected https:// for a host that is not loopback: the API token would "
-                "otherwise cross the network in clear text"
-            )
+        checked_url(
+            value,
+            example="https://api.cloudflare.com/client/v4",
+            carried="the API token",
+            credentials_hint=" (name them with api_token_env or api_token_file)",
+        )
         return value.rstrip("/")
 
     @field_validator("ca_bundle")
@@ -165,15 +149,6 @@ class CloudflareSettings(CredentialSettings):
         if value is not None and not value.is_file():
             raise ValueError("expected the path of a PEM file of CA certificates that exists")
         return value
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Schedule(_Strict):

@@ -8,15 +8,14 @@ refused, no secret inline (a webhook's secret comes from ``secret_env`` or ``sec
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from rotator.durations import parse_duration
+from rotator.urls import checked_url
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 EventName = Literal[
@@ -34,35 +33,6 @@ _TEAM_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _checked_url(value: str, example: str, what: str) -> str:
-    """An http(s) URL; ``http://`` only to a loopback host; no user:password in it."""
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname or ""
-    except ValueError:
-        parts, host = None, ""
-    if parts is None or parts.scheme not in ("http", "https") or not host:
-        raise ValueError(f"expected an http(s) URL such as {example}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(
-            "a URL must not carry a user or password: secrets are never read from the config file"
-        )
-    if parts.scheme == "http" and not is_loopback(host):
-        raise ValueError(
-            f"expected https:// for a host that is not loopback: {what} would cross the network in clear text"
-        )
-    return value
 
 
 def _team_domain(value: Any) -> Any:
@@ -101,7 +71,7 @@ class PublicationSettings(_Strict):
             sample = value.format(team_domain="team.cloudflareaccess.com")
         except (IndexError, KeyError, ValueError):
             raise ValueError("expected {team_domain} as the only placeholder in the URL") from None
-        _checked_url(sample, DEFAULT_CERTS_URL, "the certs read")
+        checked_url(sample, example=DEFAULT_CERTS_URL, carried="the certs read")
         return value
 
 
@@ -139,7 +109,7 @@ class WebhookSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _https(cls, value: str) -> str:
-        return _checked_url(value, "https://hooks.example.com/rotator", "every notification")
+        return checked_url(value, example="https://hooks.example.com/rotator", carried="every notification")
 
 
 class NotifySettings(_Strict):
