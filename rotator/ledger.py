@@ -243,8 +243,8 @@ class Ledger:
         rotator.ledger_configmap)."""
         self.settle_time = settle_time
         self._on_save_failed = on_save_failed
-        self._store: Store | None = store if store is not None else (
-            StateFile(state_file) if state_file is not None else None
+        self._store: Store | None = (
+            store if store is not None else (StateFile(state_file) if state_file is not None else None)
         )
         self._read_only = read_only
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
