@@ -29,7 +29,6 @@ then never mistaken for the holder whose Lease it finds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import socket
@@ -164,8 +163,8 @@ class LeaderElector:
         """One renewal at a time (the loop's and a fence's share it), until the deadline."""
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.ensure_future(self._renew())
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._renewing)
+        # Shielded: a fence's caller cancelled (a check at shutdown) leaves the renewal running.
+        await asyncio.shield(self._renewing)
 
     async def _renew(self) -> bool:
         # Tried every retry_period until one succeeds or renew_deadline (from the latest success) passes.
