@@ -142,15 +142,18 @@ class LeaderElector:
         """Write the Lease free (when this process holds it), so a follower leads at once."""
         if self._renewed_at is None:
             return
-        observed = self._observed
         self._renewed_at = None
         self._on_stopped("shutdown")
-        if observed is None or observed.holder != self.identity:
-            return
-        now = self._now()
-        free = replace(observed, holder=None, lease_duration_seconds=1, acquire_time=now, renew_time=now)
         try:
+            # After a renewal still in flight: it moves the resourceVersion this write must carry.
             async with self._write_lock:
+                observed = self._observed
+                if observed is None or observed.holder != self.identity:
+                    return
+                now = self._now()
+                free = replace(
+                    observed, holder=None, lease_duration_seconds=1, acquire_time=now, renew_time=now
+                )
                 await self._leases.replace_lease(self.lease_name, free, deadline=self._retry_period)
         except KubernetesError as exc:
             _log.warning("leader_release_failed", lease=self.lease_name, error=str(exc))

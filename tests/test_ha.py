@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import base64
 import gzip
+import itertools
 import json
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.simulator import SimulatorThread
+from rotator.simulator.core import Fault
 from tests.kubeapi import KubeAPIServer
 from tests.processes import Daemon, environment, events, free_port, write_config
 
@@ -30,6 +34,7 @@ LEASE_DURATION = 3.0
 RENEW_DEADLINE = 2.0
 RETRY_PERIOD = 0.5
 NAMESPACE = "rotator"
+LEADERSHIP_EVENTS = ("leader_elected", "leader_lost", "leader_released")
 ELECTION = {
     "enabled": True,
     "lease_duration": f"{LEASE_DURATION}s",
@@ -72,11 +77,11 @@ class Replicas:
         assert len(leading) <= 1, "two replicas lead at once"
         return leading[0] if leading else None
 
-    def wait_for_leader(self, timeout: float = 20) -> Daemon:
+    def wait_for_leader(self, timeout: float = 20, *, besides: Daemon | None = None) -> Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             leader = self.leader()
-            if leader is not None:
+            if leader is not None and leader is not besides:
                 return leader
             time.sleep(0.02)
         raise AssertionError(
@@ -91,6 +96,19 @@ def is_leader(replica: Daemon) -> bool:
         e["event"] for e in replica.logs if e["event"] in ("leader_elected", "leader_lost", "leader_released")
     ]
     return bool(said) and said[-1] == "leader_elected"
+
+
+def acted(replica: Daemon, intents: int, checked: int) -> Callable[[], bool]:
+    """Whether ``replica`` recorded another intent, or checked every account once more."""
+
+    def predicate() -> bool:
+        logs = replica.logs
+        return (
+            len(events(logs, "rotation_intent")) > intents
+            or len(events(logs, "account_checked")) >= checked + 6
+        )
+
+    return predicate
 
 
 def metric(text: str, name: str) -> float:
@@ -139,3 +157,135 @@ def test_two_replicas_elect_exactly_one_leader_that_alone_checks(
     account_id = sim.sim.account_ids[0]
     assert ledger(kube)[account_id]["rotation"]["state"] == "done"
     assert len(sim.sim.rotations(account_id)) >= 1
+
+
+def test_a_follower_leads_soon_after_the_leader_is_killed_and_at_once_after_it_is_stopped(
+    make_simulator: Any, kube: KubeAPIServer, tmp_path: Path
+) -> None:
+    """SIGKILL: the Lease must run out first (lease_duration, seen by the follower's own clock,
+    plus up to a retry_period on each side). SIGTERM: the leader releases it, so a follower leads
+    at its next try."""
+    sim = make_simulator(3)
+    config = ha_config(tmp_path, sim)
+    with ExitStack() as stack:
+        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+        replicas.start(), replicas.start()
+        leader = replicas.wait_for_leader()
+        leader.process.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        leader.process.wait()
+        second = replicas.wait_for_leader(besides=leader)
+        after_kill = time.monotonic() - killed
+
+        replicas.start().wait_ready()  # the Deployment's replacement, following
+        second.process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        third = replicas.wait_for_leader(besides=second)
+        after_stop = time.monotonic() - stopped
+        assert second.process.wait(timeout=30) == 0
+        assert events(second.logs, "leader_released")
+        assert third.terminate() == 0
+    print(f"\nfailover: {after_kill:.2f} s after SIGKILL, {after_stop:.2f} s after SIGTERM")
+    assert LEASE_DURATION - RETRY_PERIOD < after_kill < LEASE_DURATION + 2 * RETRY_PERIOD + 1.0
+    assert after_stop < RETRY_PERIOD + 1.0  # well inside the Lease: it was released
+
+
+def test_no_account_is_rotated_twice_across_twenty_failovers(
+    make_simulator: Any, kube: KubeAPIServer, tmp_path: Path
+) -> None:
+    """Three replicas; twenty times the leader is killed (SIGKILL and SIGTERM in turn) just as
+    rotations fall due, and a replacement starts. Cloudflare's record shows every rotation rotator
+    made: none of an account within min_days_between_rotations (7 days) of the one before."""
+    sim = make_simulator(6)
+    config = ha_config(tmp_path, sim)
+    with ExitStack() as stack:
+        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+        for _ in range(3):
+            replicas.start()
+        leader = replicas.wait_for_leader()
+        for round in range(20):
+            intents = len(events(leader.logs, "rotation_intent"))
+            checked = len(events(leader.logs, "account_checked"))
+            sim.sim.advance(9)  # more accounts fall due: the leader starts rotating them now
+            # Killed as soon as it records an intent (its POST about to leave, or on the wire), or
+            # after a whole pass found nothing to rotate.
+            leader.wait_for("a rotation begun, or a pass", acted(leader, intents, checked))
+            leader.process.send_signal(signal.SIGKILL if round % 2 == 0 else signal.SIGTERM)
+            leader.process.wait(timeout=30)
+            replicas.start()
+            leader = replicas.wait_for_leader(besides=leader)
+        leader.wait_for("the last rotations", lambda: events(leader.logs, "account_checked"))
+        for replica in replicas.running:
+            if replica.process.poll() is None:
+                replica.wait_ready()  # its signal handlers installed
+                assert replica.terminate() == 0
+    rotated = 0
+    for account_id in sim.sim.account_ids:
+        ours = [r.at for r in sim.sim.rotations(account_id) if r.source == "api"]
+        rotated += len(ours)
+        for before, after in itertools.pairwise(ours):
+            assert after - before >= timedelta(days=7), f"{account_id} rotated twice: {before}, {after}"
+    # The rounds did make rotations fall due, and some were made. (A leader killed with its POST
+    # on the wire leaves the account held until a read settles it: settle_time, 10 minutes at
+    # least, so fewer than one a round.)
+    assert rotated >= 5
+
+
+def test_a_leader_whose_api_calls_hang_stops_acting_before_another_can_lead(
+    make_simulator: Any, kube: KubeAPIServer, tmp_path: Path
+) -> None:
+    sim = make_simulator(3)
+    config = ha_config(tmp_path, sim)
+    with ExitStack() as stack:
+        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+        replicas.start(), replicas.start()
+        leader = replicas.wait_for_leader()
+        leader.wait_for("a first pass", lambda: events(leader.logs, "key_rotated"))
+        kube.stall()
+        stalled = time.monotonic()
+        sim.sim.advance(30)  # every account due: a leader would rotate them all
+        leader.wait_for("leader_lost", lambda: events(leader.logs, "leader_lost"))
+        stepped_down = time.monotonic() - stalled
+        lost = len(leader.logs)
+        # Time passing, as the replica itself tells it: two more of its tries at the Lease fail.
+        leader.wait_for(
+            "two failed tries at the Lease",
+            lambda: len(events(leader.logs[lost:], "leader_election_failed")) >= 2,
+        )
+        acted = [e for e in leader.logs[lost:] if e["event"] in ("account_checked", "rotation_intent")]
+        assert acted == []
+        kube.unstall()
+        replicas.wait_for_leader()
+        for replica in replicas.running:
+            assert replica.terminate() == 0
+    print(f"\nstepped down {stepped_down:.2f} s after the API server stopped answering")
+    # Before the Lease could pass to another: no follower counts it expired sooner than
+    # lease_duration after the last renewal.
+    assert stepped_down < LEASE_DURATION
+
+
+def test_a_new_leader_remembers_the_rotation_its_predecessor_had_on_the_wire(
+    make_simulator: Any, kube: KubeAPIServer, tmp_path: Path
+) -> None:
+    """The leader is killed while its rotate POST hangs. The intent was in the ConfigMap before the
+    POST left, so the replica that takes over holds the account (unsettled), and sends nothing."""
+    sim = make_simulator(3)
+    sim.sim.add_fault(Fault(kind="hang", op="rotate"))
+    config = ha_config(tmp_path, sim)
+    with ExitStack() as stack:
+        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+        first = replicas.start()
+        first.wait_for("rotation_sent", lambda: events(first.logs, "rotation_sent"))
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        assert ledger(kube)[sim.sim.account_ids[0]]["rotation"]["state"] in ("intent", "sent")
+        second = replicas.start()
+        second.wait_for("ledger_loaded", lambda: events(second.logs, "ledger_loaded"), timeout=30)
+        skipped = second.wait_for(
+            "rotation_skipped", lambda: events(second.logs, "rotation_skipped", account="account-0")
+        )
+        assert second.terminate() == 0
+    assert skipped[0]["reason"] == "unsettled"
+    assert events(second.logs, "rotation_unconfirmed", account="account-0")
+    assert len(sim.sim.requests(op="rotate")) == 1
+    assert ledger(kube)[sim.sim.account_ids[0]]["rotation"]["state"] == "unconfirmed"
