@@ -90,7 +90,7 @@ class LeaderElector:
         self._observed: Lease | None = None  # the Lease as last read or written
         self._observed_at = -math.inf  # when it last changed, by this process's clock
         self._renewed_at: float | None = None  # when the latest successful renewal was sent; None: following
-        self._renewing: asyncio.Task[bool] | None = None
+        self._renewing: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self.reached = False  # the API server has answered once: this replica can take over
         self.holder: str | None = None  # who leads, as last seen
@@ -123,20 +123,26 @@ class LeaderElector:
     # ----------------------------------------------------------------------- the loop
 
     async def run(self) -> None:
-        """Follow, lead, renew: until cancelled (then ``release()``)."""
+        """Follow, lead, renew, every ``retry_period``: until cancelled (then ``release()``)."""
         while True:
-            if self._renewed_at is None:
-                sent = await self._attempt(deadline=self._retry_period)
-                if sent is not None:
-                    self._start_leading(sent)
-            else:
-                await self._renew_now()
-                if not self.leading:
-                    self._stop_leading(
-                        f"the Lease was not renewed within renew_deadline ({self._renew_deadline:g}s)"
-                    )
-                    continue  # follow at once: try to take the Lease again
+            await self.step()
             await asyncio.sleep(self._retry_period)
+
+    async def step(self) -> None:
+        """One try: a follower tries to take the Lease, the leader to renew it. A leader that has
+        not renewed within ``renew_deadline``, or that finds another holder, stops leading."""
+        if self._renewed_at is None:
+            sent = await self._attempt(deadline=self._retry_period)
+            if sent is not None:
+                self._renewed_at = sent
+                _log.info("leader_elected", lease=self.lease_name, identity=self.identity)
+                self._on_leading()
+            return
+        await self._renew_now()
+        if self.holder not in (None, self.identity):
+            self._stop_leading(f"the Lease is held by {self.holder}")
+        elif not self.leading:
+            self._stop_leading(f"the Lease was not renewed within renew_deadline ({self._renew_deadline:g}s)")
 
     async def release(self) -> None:
         """Write the Lease free (when this process holds it), so a follower leads at once."""
@@ -163,26 +169,20 @@ class LeaderElector:
     # ----------------------------------------------------------------------- internals
 
     async def _renew_now(self) -> None:
-        """One renewal at a time (the loop's and a fence's share it), until the deadline."""
+        """One renewal at a time: the loop's and the fences' share it."""
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.ensure_future(self._renew())
         # Shielded: a fence's caller cancelled (a check at shutdown) leaves the renewal running.
         await asyncio.shield(self._renewing)
 
-    async def _renew(self) -> bool:
-        # Tried every retry_period until one succeeds or renew_deadline (from the latest success) passes.
-        while self.leading:
-            assert self._renewed_at is not None
-            left = self._renewed_at + self._renew_deadline - self._monotonic()
-            sent = await self._attempt(deadline=max(0.0, min(left, self._retry_period)))
-            if sent is not None:
-                self._renewed_at = sent
-                return True
-            if self._observed is not None and self._observed.holder not in (None, self.identity):
-                return False  # another replica holds it: no renewal can succeed
-            left = self._renewed_at + self._renew_deadline - self._monotonic()
-            await asyncio.sleep(max(0.0, min(self._retry_period, left)))
-        return False
+    async def _renew(self) -> None:
+        if not self.leading:
+            return
+        assert self._renewed_at is not None
+        left = self._renewed_at + self._renew_deadline - self._monotonic()
+        sent = await self._attempt(deadline=max(0.05, min(left, self._retry_period)))
+        if sent is not None:
+            self._renewed_at = sent
 
     async def _attempt(self, *, deadline: float) -> float | None:
         """Try once to take or renew the Lease: when the successful write was sent, or None."""
@@ -238,11 +238,6 @@ class LeaderElector:
 
     def _left(self, ends: float) -> float:
         return max(0.05, ends - self._monotonic())
-
-    def _start_leading(self, sent: float) -> None:
-        self._renewed_at = sent
-        _log.info("leader_elected", lease=self.lease_name, identity=self.identity)
-        self._on_leading()
 
     def _stop_leading(self, reason: str) -> None:
         self._renewed_at = None
