@@ -397,8 +397,7 @@ class _Store:
         except _Undecodable as exc:
             return self._undecodable(kind, exc)
         meta = obj["metadata"]
-        if meta.get("name", "") != name:
-            sent_name = meta.get("name", "")
+        if (sent_name := meta.get("name", "")) != name:
             return failure(
                 400, f"the name of the object ({sent_name}) does not match the name on the URL ({name})"
             )
@@ -411,6 +410,8 @@ class _Store:
         if existing is None:
             if not kind.create_on_update:
                 return self._not_found(kind, name)
+            # Created as by POST; a resourceVersion sent with it is dropped, as the registry's
+            # create-on-update path drops it.
             if errors := _validate(kind, obj):
                 return _invalid(kind, name, errors)
             return Reply(201, self._store(kind, key, obj, uid=str(uuid.uuid4()), created=self._timestamp()))
