@@ -24,7 +24,8 @@ kind's strategy in kubernetes/kubernetes):
 - PUT without ``resourceVersion``: a ConfigMap is updated unconditionally; a Lease is refused,
   422 "must be specified for an update" (Leases do not ``AllowUnconditionalUpdate``).
 - PUT of a missing object: a ConfigMap answers 404; a Lease is created, 201 (Leases
-  ``AllowCreateOnUpdate``).
+  ``AllowCreateOnUpdate``). But a ``metadata.uid`` in a PUT's body is a precondition: another or no
+  stored uid is 409 Conflict, so replacing an object deleted since it was read is refused.
 - POST of a name that exists: 409 AlreadyExists; POST carrying a ``resourceVersion``: 500, the
   storage layer's refusal.
 - A body the server cannot decode into its Go type (a wrong JSON type, a MicroTime without exactly
@@ -272,7 +273,7 @@ def _decode(kind: Kind, raw: bytes) -> JSON:
     if not isinstance(meta_in, dict):
         raise _wrong_type(meta_in, f"{kind.kind}.metadata", "v1.ObjectMeta")
     meta: JSON = {}
-    for key in ("name", "namespace", "resourceVersion"):
+    for key in ("name", "namespace", "uid", "resourceVersion"):
         if meta_in.get(key) is not None:
             meta[key] = _string(meta_in[key], f"ObjectMeta.metadata.{key}")
     for key in ("labels", "annotations"):
@@ -397,8 +398,7 @@ class _Store:
         except _Undecodable as exc:
             return self._undecodable(kind, exc)
         meta = obj["metadata"]
-        if meta.get("name", "") != name:
-            sent_name = meta.get("name", "")
+        if (sent_name := meta.get("name", "")) != name:
             return failure(
                 400, f"the name of the object ({sent_name}) does not match the name on the URL ({name})"
             )
@@ -407,10 +407,17 @@ class _Store:
             message = f"the namespace of the object ({sent}) does not match the namespace on the request"
             return failure(400, f"{message} ({namespace})")
         existing = self._objects.get(key)
+        # A uid in the body is a precondition, checked before anything else touches storage: an
+        # object deleted (and perhaps re-created) since it was read is a conflict, not a 404.
+        stored_uid = existing["metadata"]["uid"] if existing is not None else ""
+        if (sent_uid := meta.get("uid")) and sent_uid != stored_uid:
+            return self._uid_conflict(kind, namespace, name, sent_uid, stored_uid)
         sent_version = meta.get("resourceVersion", "")
         if existing is None:
             if not kind.create_on_update:
                 return self._not_found(kind, name)
+            # Created as by POST; a resourceVersion sent with it is dropped, as the registry's
+            # create-on-update path drops it.
             if errors := _validate(kind, obj):
                 return _invalid(kind, name, errors)
             return Reply(201, self._store(kind, key, obj, uid=str(uuid.uuid4()), created=self._timestamp()))
@@ -430,6 +437,17 @@ class _Store:
             return _invalid(kind, name, errors)
         old = existing["metadata"]
         return Reply(200, self._store(kind, key, obj, uid=old["uid"], created=old["creationTimestamp"]))
+
+    @staticmethod
+    def _uid_conflict(kind: Kind, namespace: str, name: str, sent: str, stored: str) -> Reply:
+        """The storage layer's failed precondition, worded as the apiserver passes it on."""
+        failed = f"Precondition failed: UID in precondition: {sent}, UID in object meta: {stored}"
+        storage = f"StorageError: invalid object, Code: 4, Key: /registry/{kind.resource}/{namespace}/{name}"
+        message = f"{storage}, ResourceVersion: 0, AdditionalErrorMsg: {failed}"
+        resource = kind.qualified_resource
+        return failure(
+            409, f'Operation cannot be fulfilled on {resource} "{name}": {message}', kind.details(name)
+        )
 
     def _delete(self, kind: Kind, key: tuple[Kind, str, str]) -> Reply:
         obj = self._objects.pop(key, None)

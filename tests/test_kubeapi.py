@@ -284,6 +284,20 @@ def test_a_replace_of_a_missing_lease_creates_it_but_of_a_missing_configmap_is_n
     assert configmap.json()["reason"] == "NotFound"
 
 
+@pytest.mark.parametrize("path", [f"{LEASES}/rotator", f"{CONFIGMAPS}/rotator"])
+def test_replacing_an_object_deleted_since_it_was_read_is_a_conflict(http: httpx.Client, path: str) -> None:
+    """The uid read with the object is a precondition: the write does not re-create it."""
+    collection = path.rpartition("/")[0]
+    read = http.post(collection, json={"metadata": {"name": "rotator"}}).json()
+    http.delete(path).raise_for_status()
+
+    answer = http.put(path, json=read)
+
+    assert (answer.status_code, answer.json()["reason"]) == (409, "Conflict")
+    assert f"Precondition failed: UID in precondition: {read['metadata']['uid']}" in answer.json()["message"]
+    assert http.get(path).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
