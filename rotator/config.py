@@ -261,6 +261,53 @@ class AccountSettings(CredentialSettings):
     team_domain: TeamDomain | None = None
 
 
+# A DNS-1123 subdomain: what Kubernetes accepts as a Lease's or ConfigMap's name (<= 253 characters;
+# 243 here, so that the ledger's "<lease_name>-ledger" fits too).
+_KUBE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A DNS-1123 label: a namespace's name.
+_KUBE_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# A rotate POST is sent only while the Lease it is sent under has at least its deadline plus this
+# much left (rotator.leader's fence): the margin covers the clock-rate difference between replicas.
+FENCE_MARGIN_SECONDS = 1.0
+
+
+class LeaderElectionSettings(_Strict):
+    """Kubernetes Lease leader election (rotator.leader): of the replicas, only the leader checks
+    and rotates, and the rotation ledger is kept in the ConfigMap ``<lease_name>-ledger``."""
+
+    enabled: bool = False
+    # Default: the pod's own (from its service account), else the kubeconfig context's.
+    namespace: str | None = Field(None, pattern=_KUBE_NAMESPACE)
+    lease_name: str = Field("rotator", max_length=243, pattern=_KUBE_NAME)
+    # Default: $POD_NAME (the downward API), else the hostname. Unique per replica.
+    identity: str | None = Field(None, min_length=1, max_length=128)
+    # client-go's defaults.
+    lease_duration: Duration = Field(15.0, gt=0)
+    renew_deadline: Duration = Field(10.0, gt=0)
+    retry_period: Duration = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timings(self) -> LeaderElectionSettings:
+        # As client-go requires: a leader gives up (renew_deadline) before its Lease can pass to
+        # another (lease_duration), and tries to renew more than once before giving up.
+        if self.lease_duration <= self.renew_deadline:
+            raise ValueError(
+                f"lease_duration ({_seconds(self.lease_duration)}) must be longer than renew_deadline "
+                f"({_seconds(self.renew_deadline)}): a leader must stop acting before its Lease can "
+                "pass to another replica"
+            )
+        if self.renew_deadline <= 1.2 * self.retry_period:
+            raise ValueError(
+                f"renew_deadline ({_seconds(self.renew_deadline)}) must be longer than 1.2 x retry_period "
+                f"({_seconds(self.retry_period)}): a leader must be able to try renewing more than once"
+            )
+        return self
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
 class Settings(_Strict):
     cloudflare: CloudflareSettings = CloudflareSettings()
     schedule: Schedule = Schedule()
@@ -273,12 +320,25 @@ class Settings(_Strict):
     settle_time: Duration = Field(3600.0, ge=600.0)
     publication: PublicationSettings = PublicationSettings()
     notify: NotifySettings = NotifySettings()
+    leader_election: LeaderElectionSettings = LeaderElectionSettings()
     accounts: list[AccountSettings] = Field(min_length=1)
 
     @model_validator(mode="before")
     @classmethod
     def _no_inline_secrets(cls, data: Any) -> Any:
         return _refuse_inline_secrets(data)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_request(self) -> Settings:
+        election = self.leader_election
+        timeout = self.cloudflare.timeout
+        if election.enabled and timeout + FENCE_MARGIN_SECONDS > election.lease_duration:
+            raise ValueError(
+                f"leader_election.lease_duration ({_seconds(election.lease_duration)}) must exceed "
+                f"cloudflare.timeout ({_seconds(timeout)}) by at least {_seconds(FENCE_MARGIN_SECONDS)}: "
+                "a rotate POST is sent only while the Lease it is sent under outlasts the request"
+            )
+        return self
 
     @field_validator("state_file")
     @classmethod
@@ -710,8 +770,20 @@ def _explain(error: Any) -> str:
         return "expected 32 hexadecimal characters"
     if kind == "string_pattern_mismatch" and loc[-1] == "name":
         return "expected letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)"
+    if kind == "string_pattern_mismatch" and loc[-1] == "lease_name":
+        return (
+            "expected a Kubernetes object name: lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    if kind == "string_pattern_mismatch" and loc[-1] == "namespace":
+        return (
+            "expected a Kubernetes namespace: at most 63 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
     if kind == "string_pattern_mismatch":
         return "expected the name of an environment variable (letters, digits and '_')"
+    if kind == "string_too_long":
+        return f"expected at most {ctx.get('max_length')} characters"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return _expected_range(loc)
     if kind in ("int_type", "int_parsing", "int_from_float"):

@@ -22,6 +22,9 @@ RESTART_REQUIRED = (
     # The certs reader and the webhook queues are built once, with their secrets (rotator.followup).
     ("publication",),
     ("notify",),
+    # Which Lease, which ConfigMap, and the election's timings: a replica changing them while it
+    # leads could hold one Lease while its peers contend for another.
+    ("leader_election",),
 )
 
 

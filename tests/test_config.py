@@ -309,6 +309,50 @@ def test_state_file_in_a_writable_directory_is_accepted(tmp_path: Path) -> None:
     assert config.settings.state_file == tmp_path / "state.json"
 
 
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "renew_deadline: 15s",
+            "leader_election: lease_duration (15s) must be longer than renew_deadline (15s): a leader must "
+            "stop acting before its Lease can pass to another replica",
+        ),
+        (
+            "retry_period: 9s",
+            "leader_election: renew_deadline (10s) must be longer than 1.2 x retry_period (9s): a leader "
+            "must be able to try renewing more than once",
+        ),
+        (
+            "lease_duration: 10.5s\n  renew_deadline: 5s",
+            "leader_election.lease_duration (10.5s) must exceed cloudflare.timeout (10s) by at least 1s: "
+            "a rotate POST is sent only while the Lease it is sent under outlasts the request",
+        ),
+        (
+            "lease_name: Rotator_Lease",
+            "leader_election.lease_name: expected a Kubernetes object name: lower-case letters, digits, "
+            "'-' and '.', starting and ending with a letter or digit",
+        ),
+        (
+            "namespace: Ops.Team",
+            "leader_election.namespace: expected a Kubernetes namespace: at most 63 lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit",
+        ),
+    ],
+)
+def test_leader_election_timings_and_names_are_refused_clearly(
+    tmp_path: Path, section: str, expected: str
+) -> None:
+    path = write(tmp_path, one_account(before=f"leader_election:\n  enabled: true\n  {section}\n"))
+    assert refusal(path) == f"{path}: {expected}"
+
+
+def test_leader_election_defaults_are_client_gos(tmp_path: Path) -> None:
+    election = load(tmp_path, one_account()).settings.leader_election
+    assert not election.enabled
+    assert (election.namespace, election.lease_name, election.identity) == (None, "rotator", None)
+    assert (election.lease_duration, election.renew_deadline, election.retry_period) == (15, 10, 2)
+
+
 # --- what a valid config means ----------------------------------------------------------------
 
 
