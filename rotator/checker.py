@@ -17,7 +17,7 @@ logged, counted result.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,16 +144,18 @@ class Checker:
         *,
         accounts: Callable[[str], Account | None] | None = None,
         check_period: timedelta = timedelta(0),
+        fence: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         """``accounts`` looks an account up in the config in force (None: no longer configured);
-        ``check_period``: the longest time until an account's next check (interval + jitter)."""
+        ``check_period``: the longest time until an account's next check (interval + jitter);
+        ``fence``: with leader election, awaited right before each rotate POST (rotator.rotation)."""
         self._client = client
         self._metrics = metrics
         self._ledger = ledger
         self._credentials = credentials
         self._accounts = accounts
         self._check_period = check_period
-        self._protocol = RotationProtocol(client, ledger, client.backoff)
+        self._protocol = RotationProtocol(client, ledger, client.backoff, fence)
         self._rotations: set[asyncio.Task[CheckResult]] = set()
         # Per account, the key (its last_key_rotation_at) whose rotation a dry run held back.
         self._held_back: dict[str, datetime | None] = {}

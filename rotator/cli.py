@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rotator import __version__
 from rotator.credentials import Credential, require_credentials
-from rotator.errors import ConfigError, CredentialError, ListenError, StateFileError
+from rotator.errors import ConfigError, CredentialError, KubernetesError, ListenError, StateFileError
 
 # Each command imports what it needs when it runs (pydantic, httpx, aiohttp, apscheduler and
 # prometheus-client take half a second): `rotator --version` and `--help` load none of them.
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, CredentialError, ListenError, StateFileError) as exc:
+    except (ConfigError, CredentialError, KubernetesError, ListenError, StateFileError) as exc:
         _say_error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -210,13 +210,31 @@ def _load(args: argparse.Namespace, *, stream: Any) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rotator.daemon import Daemon
+    from rotator.daemon import Daemon, connect_kubernetes
 
-    with long_lived():
-        config = _load(args, stream=sys.stdout)
-        credentials = require_credentials(config)
-        daemon = Daemon(config, credentials, log_stream=sys.stdout)
-    return asyncio.run(daemon.run(once=args.once))
+    async def run() -> int:
+        with long_lived():
+            config = _load(args, stream=sys.stdout)
+            if args.once:
+                _refuse_beside_the_leader(config, "run --once")
+            credentials = require_credentials(config)
+        kubernetes = await connect_kubernetes(config)  # None unless leader_election.enabled
+        with long_lived():
+            daemon = Daemon(config, credentials, log_stream=sys.stdout, kubernetes=kubernetes)
+        return await daemon.run(once=args.once)
+
+    return asyncio.run(run())
+
+
+def _refuse_beside_the_leader(config: Config, command: str) -> None:
+    """One-shot commands that may rotate do not take part in leader election: beside an elected
+    leader they could rotate one key twice. The daemon's leader rotates, at its next check."""
+    if config.settings.leader_election.enabled:
+        raise ConfigError(
+            f"{config.path}: leader_election is enabled, so only the elected leader (rotator run) "
+            f"rotates; `rotator {command}` would act beside it. Wait for the leader's next check, or "
+            "scale the replicas to 0 and use a config without leader_election"
+        )
 
 
 @contextlib.contextmanager
@@ -275,6 +293,7 @@ def _rotate(args: argparse.Namespace) -> int:
         names = ", ".join(a.name for a in config.accounts)
         _say_error(f"{config.path}: no account named '{args.account}' (configured: {names})")
         return EXIT_USAGE
+    _refuse_beside_the_leader(config, "rotate")
     credentials = require_credentials(config)
     if args.force and not account.policy.dry_run:
         # A read-only check first: would a plain request be held back by the gap? Then --force

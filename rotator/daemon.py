@@ -15,7 +15,7 @@ import signal
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import httpx
 import structlog
@@ -30,6 +30,7 @@ from rotator.checker import Checker, CheckResult
 from rotator.cloudflare import Backoff, CloudflareClient
 from rotator.config import Account, Config, load_config, read_config_file
 from rotator.credentials import Credential, read_secret, require_credentials
+from rotator.election import Election
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
 from rotator.followup import FollowUp
 from rotator.ledger import Ledger
@@ -38,6 +39,9 @@ from rotator.metrics import Metrics
 from rotator.reload import ConfigChange, compare
 from rotator.server import StatusServer, why_not_listening
 from rotator.status import StatusBoard
+
+if TYPE_CHECKING:
+    from rotator.kube import KubeAPI
 
 # How often the config file is compared with the running config, in seconds.
 CONFIG_POLL_SECONDS = 2.0
@@ -73,6 +77,17 @@ def read_auth_token(config: Config) -> str | None:
         raise CredentialError(f"{config.path}: http.auth_token_file: {exc}") from None
 
 
+async def connect_kubernetes(config: Config) -> KubeAPI | None:
+    """The Kubernetes API for leader election and the ledger's ConfigMap; None when
+    ``leader_election`` is off (and kubernetes_asyncio is then never imported)."""
+    election = config.settings.leader_election
+    if not election.enabled:
+        return None
+    from rotator.kube import KubeAPI
+
+    return await KubeAPI.connect(election.namespace)
+
+
 def build_client(
     config: Config, metrics: Metrics | None, transport: httpx.AsyncBaseTransport | None = None
 ) -> CloudflareClient:
@@ -99,7 +114,10 @@ class Daemon:
         registry: CollectorRegistry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         log_stream: TextIO | None = None,
+        kubernetes: KubeAPI | None = None,
     ) -> None:
+        """``kubernetes``: with leader election (``connect_kubernetes``), only the leader checks
+        and rotates, and the ledger is kept in the ConfigMap ``<lease_name>-ledger``."""
         self._config = config
         # Read once, at start (a new file needs a restart): CredentialError, exit 2, if unreadable.
         self._auth_token = read_auth_token(config)
@@ -113,10 +131,16 @@ class Daemon:
         self._registry = registry or CollectorRegistry()
         self._metrics = Metrics(self._registry)
         self._client = build_client(config, self._metrics, transport)
+        self._kubernetes = kubernetes
+        self._election: Election | None = None
+        if kubernetes is not None:
+            self._election = Election(kubernetes, config, self._metrics, on_ready=self._check_all_now)
         self._ledger = Ledger(
             config.settings.state_file,
             settle_time=timedelta(seconds=config.settings.settle_time),
             on_save_failed=self._metrics.state_save_failures.inc,
+            store=self._election.store if self._election else None,
+            owner=self._election.identity if self._election else None,
         )
         self._accounts = {a.account_id: a for a in config.accounts}
         self._checker = Checker(
@@ -127,6 +151,7 @@ class Daemon:
             # The config in force when a check acts, not when it began: a reload may come between.
             accounts=lambda account_id: self._accounts.get(account_id),
             check_period=config.check_period,
+            fence=self._election.fence if self._election else None,
         )
         self._warnings = config_warnings(config, credentials)
         # Publication, rotations elsewhere, notifications: fed each check's result (rotator.followup).
@@ -220,6 +245,8 @@ class Daemon:
         try:
             self._schedule_checks()
             self._scheduler.start()
+            if self._election is not None:
+                self._election.start(self._ledger)
             watcher = asyncio.create_task(self._watch_config())
             if rotator.early_sighups():  # a SIGHUP that came during start-up is not lost
                 self._request_reload("sighup")
@@ -347,10 +374,18 @@ class Daemon:
                 misfire_grace_time=None,  # a late check still runs, once
             )
 
+    def _check_all_now(self) -> None:
+        """A new leader checks every account at once: rotations fell due while none led."""
+        now = datetime.now(UTC)
+        for job in self._scheduler.get_jobs():
+            job.modify(next_run_time=now)
+
     async def _scheduled_check(self, account_id: str) -> None:
         account = self._accounts.get(account_id)
         if account is None:
             return
+        if self._election is not None and not self._election.acting:
+            return  # a follower: the leader checks
         try:
             result = await self._admitted_check(account)
         except asyncio.CancelledError:
@@ -406,6 +441,9 @@ class Daemon:
     def _readiness_problem(self) -> str | None:
         if not self._scheduler.running:
             return "scheduler is not running"
+        if self._election is not None:
+            # A follower is ready: it can take over. So is a leader that just did.
+            return self._election.readiness_problem()
         if not self._answered:
             return f"Cloudflare's API has not answered a check yet: {self._last_api_problem}"
         return None
@@ -422,4 +460,9 @@ class Daemon:
         await self._followup.aclose()
         await self._client.aclose()
         self._ledger.flush()
+        if self._election is not None:
+            # The ledger written, then the Lease released: a follower leads within retry_period.
+            await self._election.stop(self._ledger)
+        if self._kubernetes is not None:
+            await self._kubernetes.close()
         self._log.info("shutdown", reason=self._stop_reason, rotations_unfinished=self._checker.rotating)

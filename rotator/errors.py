@@ -10,6 +10,9 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
     ├── InternalError                a check failed in a way rotator did not foresee (a bug)
     ├── ListenError                  the HTTP endpoints' address cannot be listened on (in use)
     ├── CertsError                   a team's certs endpoint gave no usable key set (rotator.publication)
+    ├── KubernetesError              the Kubernetes API (the Lease, the ledger's ConfigMap) failed us
+    │   └── KubernetesConflict       409: another writer changed the object first (resourceVersion)
+    ├── NotLeading                   a rotation was not sent: this replica does not hold the Lease
     └── CloudflareError              talking to Cloudflare failed
         ├── TransportError           no response arrived (timeout, connection refused/reset)
         │   └── ConnectError         the connection was never made: nothing was sent
@@ -58,6 +61,19 @@ class ListenError(RotatorError):
 
 class CertsError(RotatorError):
     """A team's certs endpoint could not be read, or its answer is not a certs document."""
+
+
+class KubernetesError(RotatorError):
+    """A Kubernetes API call failed (no API configured, refused, timed out); the message names the
+    object and the call, never a token."""
+
+
+class KubernetesConflict(KubernetesError):
+    """409: the object changed since it was read (or exists already): read it again."""
+
+
+class NotLeading(RotatorError):
+    """A rotate POST was not sent: this replica does not hold the Lease with time enough left."""
 
 
 class CloudflareError(RotatorError):

@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -235,12 +235,17 @@ class Ledger:
         owner: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         on_save_failed: Callable[[], None] | None = None,
+        store: Store | None = None,
     ) -> None:
         """``read_only``: settle what reads show in memory, never write (``rotator check``);
-        ``on_save_failed``: called at each ``state_save_failed`` (the daemon counts them)."""
+        ``on_save_failed``: called at each ``state_save_failed`` (the daemon counts them);
+        ``store``: where the ledger is kept instead of ``state_file`` (the leader's ConfigMap,
+        rotator.ledger_configmap)."""
         self.settle_time = settle_time
         self._on_save_failed = on_save_failed
-        self._store = _Store(state_file) if state_file is not None else None
+        self._store: Store | None = (
+            store if store is not None else (StateFile(state_file) if state_file is not None else None)
+        )
         self._read_only = read_only
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._monotonic = monotonic
@@ -287,6 +292,23 @@ class Ledger:
                 return
         self._dirty = False
         self._flushed_at = self._monotonic()
+
+    async def commit(self) -> None:
+        """Make every change so far durable where writing it takes a network call (the ConfigMap);
+        the state file is written at each change already. StateFileError when it cannot be."""
+        if self._store is None or self._read_only:
+            return
+        try:
+            await self._store.commit()
+        except StateFileError as exc:
+            self._save_failed(exc)
+            raise
+
+    async def commit_quietly(self) -> None:
+        """``commit``, its failure logged and counted only: for steps after the write-ahead intent,
+        which holds the gap whatever becomes of them."""
+        with contextlib.suppress(StateFileError):
+            await self.commit()
 
     # ----------------------------------------------------------------------- deciding and acting
 
@@ -390,7 +412,7 @@ class Ledger:
             _log.error("state_load_failed", error=str(exc))
             raise
         if fresh is not None:
-            self._records = _merge(self._records, fresh)
+            self._records = merge(self._records, fresh)
 
     def _adopt_orphan(self, account_id: str, record: AccountRecord) -> AccountRecord:
         """An INTENT or SENT seen by a read: still in flight somewhere, or left by a dead process."""
@@ -413,7 +435,31 @@ class Ledger:
         return self._records.get(account_id, _EMPTY)
 
 
-class _Store:
+class Store(Protocol):
+    """Where the ledger is kept: the state file (``StateFile``) or the leader's ConfigMap."""
+
+    def read(self) -> dict[str, AccountRecord]: ...
+
+    def read_if_changed(self) -> dict[str, AccountRecord] | None:
+        """What another writer stored since this process last read or wrote; None if nothing."""
+
+    def update(
+        self,
+        mine: dict[str, AccountRecord],
+        change: Callable[[dict[str, AccountRecord]], dict[str, AccountRecord]],
+    ) -> dict[str, AccountRecord]:
+        """Merge what is stored with ``mine``, apply ``change``, store it; return the result."""
+
+    async def commit(self) -> None:
+        """Wait until every update so far is durable (StateFileError if it cannot be)."""
+
+    def try_lock_account(self, account_id: str) -> bool:
+        """Hold the account against every other process (False: another holds it now)."""
+
+    def unlock_account(self, account_id: str) -> None: ...
+
+
+class StateFile:
     """The state file: atomic, fsynced writes under a lock; reads only when it changed."""
 
     def __init__(self, path: Path) -> None:
@@ -441,9 +487,12 @@ class _Store:
             # Unchanged since this process last read or wrote it: ``mine`` holds all it says.
             theirs = self._read() if self._stat() != self._seen else None
             # A copy: a write that fails leaves this process's record as it was.
-            records = change(dict(mine) if theirs is None else _merge(mine, theirs))
+            records = change(dict(mine) if theirs is None else merge(mine, theirs))
             self._write(records)
             return records
+
+    async def commit(self) -> None:
+        pass  # every update was written, fsynced and renamed into place before it returned
 
     def try_lock_account(self, account_id: str) -> bool:
         try:
@@ -494,15 +543,11 @@ class _Store:
             return {}
         except (OSError, UnicodeDecodeError) as exc:
             raise StateFileError(f"{self.path}: cannot read: {exc}") from exc
-        records = _parse(self.path, text)
+        records = decode(str(self.path), text)
         self._seen = seen
         return records
 
     def _write(self, records: dict[str, AccountRecord]) -> None:
-        data = {
-            "version": FORMAT_VERSION,
-            "accounts": {k: v.to_json() for k, v in sorted(records.items())},
-        }
         directory = self.path.parent
         try:
             fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
@@ -510,7 +555,7 @@ class _Store:
             raise StateFileError(f"{self.path}: cannot write in {directory}: {exc.strerror}") from exc
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
+                f.write(encode(records))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temporary, self.path)
@@ -526,7 +571,14 @@ class _Store:
         self._seen = self._stat()
 
 
-def _parse(path: Path, text: str) -> dict[str, AccountRecord]:
+def encode(records: dict[str, AccountRecord]) -> str:
+    """The ledger as its state file (and ConfigMap) holds it: compact JSON, accounts sorted."""
+    data = {"version": FORMAT_VERSION, "accounts": {k: v.to_json() for k, v in sorted(records.items())}}
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode(path: str, text: str) -> dict[str, AccountRecord]:
+    """Read what ``encode`` wrote (or rotator 0.x's file); StateFileError naming ``path`` if not."""
     if not text.strip():
         # Written atomically and fsynced, the file is never empty on its own: something else
         # truncated it. Starting afresh would forget rotations that hold the gap.
@@ -571,7 +623,8 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, AccountRecord]:
     return records
 
 
-def _merge(mine: dict[str, AccountRecord], theirs: dict[str, AccountRecord]) -> dict[str, AccountRecord]:
+def merge(mine: dict[str, AccountRecord], theirs: dict[str, AccountRecord]) -> dict[str, AccountRecord]:
+    """Two copies' knowledge of every account (``AccountRecord.merged``)."""
     merged = dict(theirs)
     for account_id, record in mine.items():
         other = merged.get(account_id)

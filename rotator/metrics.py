@@ -92,6 +92,17 @@ class Metrics:
             "after one, the outcome is kept in memory only.",
             registry=registry,
         )
+        self.leader = Gauge(
+            "rotator_leader",
+            "1 while this replica holds the leader election's Lease (and checks and rotates), else 0; "
+            "always 1 without leader election.",
+            registry=registry,
+        )
+        self.leader_transitions = Counter(
+            "rotator_leader_transitions",
+            "Times this replica became the leader.",
+            registry=registry,
+        )
         self.config_restart_required = Gauge(
             "rotator_config_restart_required",
             "1 while a reloaded setting keeps its old value until a restart, else 0; one series per "
@@ -100,6 +111,7 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(__version__).set(1)
+        self.leader.set(1)  # until a leader election says otherwise (rotator.daemon)
         for setting in restart_settings():
             self.config_restart_required.labels(setting).set(0)
         for result in ("success", "error"):

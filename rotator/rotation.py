@@ -7,8 +7,10 @@ The daemon's rotations, ``rotator rotate`` and ``rotator rotate --force`` all co
 2. Decide again with the config in force *now* (a reload may have removed the account or set
    ``dry_run`` while the check waited) and that fresh record (another process may have rotated).
 3. Record the intent, durably: from here on, a crash at any instant leaves a record that holds the
-   gap.
-4. Send one POST, and settle the intent by what came back:
+   gap. (In the ConfigMap, with leader election: written before going on, or nothing is sent.)
+4. With leader election, fence: send only while this replica holds the Lease for longer than the
+   POST can take (rotator.leader); otherwise the intent is NOT_APPLIED and nothing is sent.
+5. Send one POST, and settle the intent by what came back:
    - 200: DONE at the answer's time, whatever its body says (a lagging replica may echo the old
      configuration);
    - 429, no connection, not sent at shutdown: NOT_APPLIED, and sent again (a new intent) after the
@@ -21,7 +23,7 @@ The daemon's rotations, ``rotator rotate`` and ``rotator rotate --force`` all co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,9 +36,11 @@ from rotator.errors import (
     APIError,
     CloudflareError,
     ConnectError,
+    NotLeading,
     RateLimitedError,
     RotationUnconfirmed,
     RotatorError,
+    StateFileError,
 )
 from rotator.keys import KeyConfig
 from rotator.ledger import AccountRecord, Ledger, Rotation, State
@@ -80,13 +84,31 @@ def _rotates_from(key: KeyConfig, record: AccountRecord) -> datetime | None:
 
 
 class RotationProtocol:
-    def __init__(self, client: CloudflareClient, ledger: Ledger, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        client: CloudflareClient,
+        ledger: Ledger,
+        backoff: Backoff,
+        fence: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """``fence``: with leader election, whether this replica still leads, with time enough
+        left for a POST to finish under its Lease (rotator.leader); awaited right before each POST."""
         self._client = client
         self._ledger = ledger
         self._backoff = backoff
+        self._fence = fence
 
     async def rotate(self, account_id: str, key: KeyConfig, redecide: Redecide) -> Outcome:
         """Rotate ``account_id``'s key, decided from ``key``, exactly as the module describes."""
+        try:
+            return await self._rotate(account_id, key, redecide)
+        finally:
+            # Every step after the intent, where the ledger is kept remotely (the ConfigMap). The
+            # intent itself was committed before the POST; whatever becomes of this write, it
+            # holds the gap.
+            await self._ledger.commit_quietly()
+
+    async def _rotate(self, account_id: str, key: KeyConfig, redecide: Redecide) -> Outcome:
         async with self._ledger.deciding(account_id) as record:
             attempts = waits = 0
             rotation: Rotation | None = None
@@ -118,6 +140,12 @@ class RotationProtocol:
                     )
                 except RotatorError as exc:
                     return Outcome(rotation, error=exc)  # no intent on record: nothing is sent
+                refused = await self._durable_and_leading()
+                if refused is not None:
+                    rotation = self._ledger.not_applied(
+                        account_id, rotation, at=self._client.server_now(), why=f"not sent: {refused}"
+                    )
+                    return Outcome(rotation, error=refused)
                 rotation = self._ledger.sent(account_id, rotation)
                 try:
                     answer = await self._client.rotate(account_id, credential)
@@ -149,6 +177,17 @@ class RotationProtocol:
                 )
                 return Outcome(rotation, answer=answer)
         raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
+    async def _durable_and_leading(self) -> RotatorError | None:
+        """Why the POST must not leave now, if it must not: the intent could not be recorded where
+        the ledger is kept remotely, or this replica no longer holds the Lease long enough."""
+        try:
+            await self._ledger.commit()
+        except StateFileError as exc:
+            return StateFileError(f"the intent could not be recorded: {exc}")
+        if self._fence is not None and not await self._fence():
+            return NotLeading("this replica no longer holds the Lease with time enough left to send it")
+        return None
 
     async def _confirm(
         self, account_id: str, credential: Credential, rotation: Rotation, lost: CloudflareError
