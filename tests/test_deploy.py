@@ -437,11 +437,12 @@ def test_each_replica_names_itself_by_its_pod(rendered: Rendered) -> None:
 def test_shutdown_has_time_to_finish_a_rotation_and_release_the_lease(
     rendered: Rendered, tmp_path: Path
 ) -> None:
-    # On SIGTERM a rotate request in flight finishes (bounded by cloudflare.timeout), then one update
-    # releases the Lease (bounded by renew_deadline); SIGKILL before that leaves the Lease to expire
-    # and no leader for lease_duration.
+    # On SIGTERM a rotate request in flight finishes (bounded by cloudflare.timeout), the ledger's
+    # ConfigMap is written (renew_deadline), then the Lease released (retry_period); SIGKILL before
+    # that leaves the Lease to expire, and no leader for lease_duration.
     settings = loaded_config(rendered, tmp_path).settings
-    needed = settings.cloudflare.timeout + settings.leader_election.renew_deadline
+    election = settings.leader_election
+    needed = settings.cloudflare.timeout + election.renew_deadline + election.retry_period
     assert rendered.pod["terminationGracePeriodSeconds"] >= needed + 5, needed
 
 
