@@ -5,9 +5,10 @@ The image: there is no Docker engine here, so the Dockerfile's build stage is re
 and run against the Cloudflare simulator; hadolint lints the Dockerfile itself.
 
 Kubernetes: `kubectl kustomize` renders the base and the dry-run overlay, every core object passes
-`kubernetes-validate --strict`, and the rendered objects are read for what operators rely on: one
-replica at a time, a hardened pod, probes on the health endpoints, the token from a Secret, the config
-from a ConfigMap that rotator accepts.
+`kubernetes-validate --strict`, and the rendered objects are read for what operators rely on: two
+replicas under leader election with the RBAC it needs and nothing more, a disruption budget, a spread
+across nodes, a NetworkPolicy, a hardened pod, probes on the health endpoints, the token from a Secret,
+the config from a ConfigMap that rotator accepts.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from rotator import __version__
-from rotator.config import load_config
+from rotator.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -319,6 +321,13 @@ def rendered(request: pytest.FixtureRequest) -> Rendered:
     return render(request.param)
 
 
+def loaded_config(rendered: Rendered, tmp_path: Path) -> Config:
+    """The shipped config as rotator reads it (defaults filled in), from the rendered ConfigMap."""
+    path = tmp_path / "shipped-config.yaml"
+    path.write_text(rendered.one("ConfigMap")["data"]["config.yaml"], encoding="utf-8")
+    return load_config(path, environ={})
+
+
 def secret_example() -> dict[str, Any]:
     secret: dict[str, Any] = yaml.safe_load(SECRET_EXAMPLE.read_text(encoding="utf-8"))
     return secret
@@ -347,10 +356,24 @@ def quantity(value: str | int) -> float:
 def test_renders_the_documented_objects_without_a_namespace(rendered: Rendered) -> None:
     kinds = sorted(o["kind"] for o in rendered.objects)
     assert kinds == sorted(
-        ["ServiceAccount", "ConfigMap", "Deployment", "Service", "ServiceMonitor", "PrometheusRule"]
+        [
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "Service",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ]
     )
     # Namespace-agnostic: users choose the namespace when they apply.
     assert [o["metadata"]["name"] for o in rendered.objects if "namespace" in o["metadata"]] == []
+    # The ledger ConfigMap is rotator's to create: shipped here, every `kubectl apply` would reset it
+    # and forget the rotations in flight.
+    assert [o["metadata"]["name"] for o in rendered.objects if o["kind"] == "ConfigMap"] == ["rotator-config"]
 
 
 def test_applying_never_overwrites_the_token_secret(rendered: Rendered) -> None:
@@ -391,11 +414,36 @@ def test_strict_validation_catches_a_misspelt_security_setting(tmp_path: Path) -
     assert "readOnlyRootFileSystem" in result.stdout + result.stderr
 
 
-def test_runs_exactly_one_rotator_at_a_time(rendered: Rendered) -> None:
+def test_runs_two_replicas_of_which_only_the_lease_holder_acts(rendered: Rendered, tmp_path: Path) -> None:
     spec = rendered.deployment["spec"]
-    assert spec["replicas"] == 1
-    # Recreate stops the old pod before the new one starts: no two rotators rotate the same key.
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    # Safe only because one replica acts: a new pod starts as a follower, and no pod is taken away
+    # before its replacement is ready.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    election = loaded_config(rendered, tmp_path).settings.leader_election
+    assert election.enabled is True, "two replicas without leader election would both rotate"
+
+
+def test_each_replica_names_itself_by_its_pod(rendered: Rendered) -> None:
+    # leader_election.identity defaults to $POD_NAME: `kubectl get lease` then names the leading pod.
+    assert "identity" not in rendered.config["leader_election"]
+    (pod_name,) = [e for e in rendered.container["env"] if e["name"] == "POD_NAME"]
+    assert pod_name == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+
+
+def test_shutdown_has_time_to_finish_a_rotation_and_release_the_lease(
+    rendered: Rendered, tmp_path: Path
+) -> None:
+    # On SIGTERM a rotate request in flight finishes (bounded by cloudflare.timeout), the ledger's
+    # ConfigMap is written (renew_deadline), then the Lease released (retry_period); SIGKILL before
+    # that leaves the Lease to expire, and no leader for lease_duration.
+    settings = loaded_config(rendered, tmp_path).settings
+    election = settings.leader_election
+    needed = settings.cloudflare.timeout + election.renew_deadline + election.retry_period
+    assert rendered.pod["terminationGracePeriodSeconds"] >= needed + 5, needed
 
 
 def test_pod_runs_non_root_read_only_without_privileges(rendered: Rendered) -> None:
@@ -408,16 +456,115 @@ def test_pod_runs_non_root_read_only_without_privileges(rendered: Rendered) -> N
     assert container["capabilities"] == {"drop": ["ALL"]}
     seccomp = container.get("seccompProfile", pod.get("seccompProfile"))
     assert seccomp == {"type": "RuntimeDefault"}
-    # The one place rotator may write (state_file) is a volume, not the read-only root.
-    state = {m["mountPath"]: m["name"] for m in rendered.container["volumeMounts"]}["/var/lib/rotator"]
-    assert "emptyDir" in {v["name"]: v for v in rendered.pod["volumes"]}[state]
+    # Nowhere to write: the ledger lives in a ConfigMap under leader election, so no state_file and
+    # no writable volume for one.
+    assert "state_file" not in rendered.config
+    assert all(m.get("readOnly") is True for m in rendered.container["volumeMounts"])
+    assert not [v for v in rendered.pod["volumes"] if "emptyDir" in v or "hostPath" in v]
 
 
-def test_no_kubernetes_api_token_is_mounted(rendered: Rendered) -> None:
+def test_the_kubernetes_api_token_is_mounted_for_rotator_pods_only(rendered: Rendered) -> None:
     account = rendered.one("ServiceAccount")
     assert rendered.pod["serviceAccountName"] == account["metadata"]["name"]
-    assert rendered.pod["automountServiceAccountToken"] is False
+    # The kubelet's projected token at /var/run/secrets/kubernetes.io/serviceaccount, where
+    # in-cluster config looks; asked for by this pod, not given to every pod run as the account.
+    assert rendered.pod["automountServiceAccountToken"] is True
     assert account["automountServiceAccountToken"] is False
+    volumes = [v for v in rendered.pod["volumes"] if "projected" in v]
+    assert volumes == [], "a token volume of our own besides the kubelet's would be a second token"
+
+
+def rbac_grants(role: dict[str, Any]) -> set[tuple[str, str, str, str | None]]:
+    """(apiGroup, resource, verb, resourceName or None for any) for every grant of the Role."""
+    return {
+        (group, resource, verb, name)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [None]
+    }
+
+
+def test_rbac_grants_exactly_the_calls_leader_election_makes(rendered: Rendered, tmp_path: Path) -> None:
+    lease = loaded_config(rendered, tmp_path).settings.leader_election.lease_name
+    ledger = f"{lease}-ledger"
+    # get and update pinned to the two objects; create cannot be (the name is in the body, which
+    # RBAC does not see). No list, watch, patch or delete, and nothing else: no Secrets, no pods.
+    assert rbac_grants(rendered.one("Role")) == {
+        ("coordination.k8s.io", "leases", "get", lease),
+        ("coordination.k8s.io", "leases", "update", lease),
+        ("coordination.k8s.io", "leases", "create", None),
+        ("", "configmaps", "get", ledger),
+        ("", "configmaps", "update", ledger),
+        ("", "configmaps", "create", None),
+    }
+    # The ledger must not be the ConfigMap the config comes from: rotator would overwrite its config.
+    assert ledger != rendered.one("ConfigMap")["metadata"]["name"]
+
+
+def test_rbac_is_bound_to_the_pods_service_account_in_their_namespace(rendered: Rendered) -> None:
+    role, binding = rendered.one("Role"), rendered.one("RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    # No namespace in the subject: in a RoleBinding that means the binding's own, whichever the user
+    # applies to (`kubectl apply -n`); a namespace written here would bind another namespace's account.
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": rendered.pod["serviceAccountName"]}]
+
+
+def test_rbac_subject_follows_the_namespace_an_overlay_sets(tmp_path: Path) -> None:
+    objects = _overlay(tmp_path, "namespace: rotator-prod\nresources:\n  - BASE_DIR/base\n")
+    (binding,) = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert binding["metadata"]["namespace"] == "rotator-prod"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rotator", "namespace": "rotator-prod"}]
+
+
+def test_a_drain_evicts_one_replica_at_a_time(rendered: Rendered) -> None:
+    budget = rendered.one("PodDisruptionBudget")["spec"]
+    pod_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    # maxUnavailable, not minAvailable 1, which at one replica would block every drain for good.
+    assert budget["maxUnavailable"] == 1 and "minAvailable" not in budget
+    assert rendered.deployment["spec"]["replicas"] - budget["maxUnavailable"] >= 1
+    # A pod that is not ready protects nothing: a drain may evict it even with the budget used up.
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_replicas_spread_across_nodes_without_blocking_scheduling(rendered: Rendered) -> None:
+    (spread,) = rendered.pod["topologySpreadConstraints"]
+    pod_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["maxSkew"] == 1
+    # A preference: a follower left Pending would also use up the disruption budget.
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spread["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def policy_ports(rules: list[dict[str, Any]], container: dict[str, Any]) -> set[tuple[str, int]]:
+    return {(p.get("protocol", "TCP"), port_number(container, p["port"])) for r in rules for p in r["ports"]}
+
+
+def test_network_policy_admits_only_what_rotator_uses(rendered: Rendered, tmp_path: Path) -> None:
+    policy = rendered.one("NetworkPolicy")["spec"]
+    pod_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    # In: the metrics port only (scrapes; the kubelet's probes come from the node, always allowed).
+    assert policy_ports(policy["ingress"], rendered.container) == {("TCP", listen_port(rendered.config))}
+    # Out: DNS over UDP and TCP, HTTPS (Cloudflare, certs, webhooks, the API server's Service), and
+    # 6443, where the API server listens once the Service's DNAT has happened.
+    assert policy_ports(policy["egress"], rendered.container) == {
+        ("UDP", 53),
+        ("TCP", 53),
+        ("TCP", 443),
+        ("TCP", 6443),
+    }
+    base_url = loaded_config(rendered, tmp_path).settings.cloudflare.base_url
+    assert (httpx.URL(base_url).port or 443) == 443, f"{base_url}: the policy admits no egress to it"
 
 
 def test_requests_and_limits_are_set(rendered: Rendered) -> None:
@@ -469,7 +616,7 @@ def test_config_comes_from_the_configmap_generated_from_the_config_file(rendered
     (mount,) = [m for m in container["volumeMounts"] if volume[m["name"]].get("configMap") is not None]
     assert volume[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
     # No hash suffix: an edit updates the mounted file in place and rotator reloads it, instead of
-    # a new pod that, under Recreate, leaves no rotator running when the new config is refused.
+    # a rollout of both pods (two Lease handovers) that a refused config would stall.
     assert configmap["metadata"]["name"] == "rotator-config"
     assert Path(mount["mountPath"]) / "config.yaml" == config_path
     assert mount.get("readOnly") is True
@@ -496,18 +643,22 @@ def test_dry_run_overlay_is_a_patch_that_sets_only_dry_run(tmp_path: Path) -> No
     overlay = KUSTOMIZE / "overlays" / "dry-run"
     assert sorted(p.name for p in overlay.iterdir()) == ["kustomization.yaml"]
     assert dry_run.config == base.config and base.config["rotation"]["dry_run"] is False
-    assert dry_run.container.get("env") == [{"name": "ROTATOR_DRY_RUN", "value": "true"}]
-    assert "env" not in base.container
+    # Appended to the base's environment (POD_NAME), not in its place.
+    assert dry_run.container["env"] == [*base.container["env"], {"name": "ROTATOR_DRY_RUN", "value": "true"}]
+    assert "ROTATOR_DRY_RUN" not in {e["name"] for e in base.container["env"]}
     # Otherwise the same objects.
     patched = copy.deepcopy(dry_run.objects)
     for o in patched:
         if o["kind"] == "Deployment":
-            del o["spec"]["template"]["spec"]["containers"][0]["env"]
+            o["spec"]["template"]["spec"]["containers"][0]["env"].pop()
     assert patched == base.objects
 
     config = tmp_path / "config.yaml"
     config.write_text(dry_run.one("ConfigMap")["data"]["config.yaml"], encoding="utf-8")
-    env = {**without_credentials(), **{e["name"]: e["value"] for e in dry_run.container["env"]}}
+    env = {
+        **without_credentials(),
+        **{e["name"]: e["value"] for e in dry_run.container["env"] if "value" in e},
+    }
     result = run([sys.executable, "-m", "rotator", "validate", "-c", config], env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warning: $ROTATOR_DRY_RUN is set: every account is in dry run" in result.stdout

@@ -77,9 +77,20 @@ CONTRACT_METRICS = {
     "rotator_jwks_keys",
     "rotator_key_publication_late",
     "rotator_config_last_reload_successful",
+    # Leader election (issue 10).
+    "rotator_leader",
+    "rotator_leader_transitions_total",
 }
-# Alerts about the whole process, which has no account label to name.
-PROCESS_ALERTS = {"RotatorDown", "RotatorAbsent", "RotatorRateLimited", "RotatorConfigReloadRefused"}
+# Alerts about the whole process or the replicas together, which have no account label to name.
+PROCESS_ALERTS = {
+    "RotatorDown",
+    "RotatorAbsent",
+    "RotatorRateLimited",
+    "RotatorConfigReloadRefused",
+    "RotatorNoLeader",
+    "RotatorMultipleLeaders",
+    "RotatorLeaderFlapping",
+}
 # What the dashboard's Grafana variables stand for when its queries are checked outside Grafana.
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
@@ -207,6 +218,9 @@ def test_required_alerts_exist() -> None:
         "RotatorKeyRotatedElsewhere",
         "RotatorRotationUnconfirmed",
         "RotatorConfigReloadRefused",
+        "RotatorNoLeader",
+        "RotatorMultipleLeaders",
+        "RotatorLeaderFlapping",
     }
 
 
@@ -443,6 +457,8 @@ def test_dashboard_has_the_panels_operators_need() -> None:
         "API latency percentiles": "rotator_api_request_duration_seconds_bucket",
         "Check freshness": "rotator_last_successful_check_timestamp_seconds",
         "Accounts by urgency": "rotator_key_next_rotation_timestamp_seconds",
+        "Leader": "rotator_leader",
+        "Leadership changes": "rotator_leader_transitions_total",
     }
     for title, metric in wanted.items():
         assert metric in exprs.get(title, ""), f"no panel {title!r} showing {metric}"
@@ -450,6 +466,43 @@ def test_dashboard_has_the_panels_operators_need() -> None:
     assert table["options"]["sortBy"] == [{"displayName": "Days until Cloudflare rotates", "desc": False}]
     renamed = table["transformations"][1]["options"]["renameByName"].values()
     assert "Days until Cloudflare rotates" in renamed
+
+
+# The per-account gauges: under leader election only the leader's are current, a follower keeps
+# what it saw while it led. Counters are left alone: a follower's do not move.
+PER_ACCOUNT_GAUGES = {
+    "rotator_key_next_rotation_timestamp_seconds",
+    "rotator_key_last_rotation_timestamp_seconds",
+    "rotator_key_rotation_interval_seconds",
+    "rotator_last_successful_check_timestamp_seconds",
+    "rotator_last_successful_rotation_timestamp_seconds",
+    "rotator_last_failed_rotation_timestamp_seconds",
+    "rotator_rotation_threshold_seconds",
+    "rotator_rotation_unconfirmed",
+    "rotator_jwks_keys",
+    "rotator_key_publication_late",
+}
+FOLLOWERS_LEFT_OUT = "unless on (job, instance) (rotator_leader == 0)"
+
+
+def test_alerts_and_panels_on_account_figures_leave_followers_out() -> None:
+    """A follower's figures are as old as its last leadership: an alert on them would fire for a key
+    the leader rotated long ago, and a panel would show the account twice, once out of date."""
+    exprs = [(rule["alert"], rule["expr"]) for rule in _alerts()]
+    exprs += [(where, expr) for where, expr in _dashboard_queries(_dashboard())]
+    using = [(where, expr) for where, expr in exprs if _metric_names(expr) & PER_ACCOUNT_GAUGES]
+    assert len(using) >= 10, using
+    missing = [where for where, expr in using if FOLLOWERS_LEFT_OUT not in " ".join(expr.split())]
+    assert missing == [], f"these read a follower's stale figures: {missing}"
+
+
+def test_dashboard_counts_each_account_once_whatever_the_replicas() -> None:
+    # Every replica exports the config's per-account series: a plain sum would count each twice.
+    for title in ("Accounts", "Accounts in dry run"):
+        (target,) = _panel(_dashboard(), title)["targets"]
+        assert re.match(r"sum\(max by \(namespace, job(, account)?\) \(rotator_", target["expr"]), target[
+            "expr"
+        ]
 
 
 def test_dashboard_uses_only_exported_metrics() -> None:
