@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rotator.simulator import SimulatorThread
 from rotator.simulator.core import Fault
 from tests.kubeapi import KubeAPIServer
-from tests.processes import Daemon, environment, events, free_port, write_config
+from tests.processes import Daemon, environment, events, free_port, rotator, write_config
 
 LEASE_DURATION = 3.0
 RENEW_DEADLINE = 2.0
@@ -289,3 +289,33 @@ def test_a_new_leader_remembers_the_rotation_its_predecessor_had_on_the_wire(
     assert events(second.logs, "rotation_unconfirmed", account="account-0")
     assert len(sim.sim.requests(op="rotate")) == 1
     assert ledger(kube)[sim.sim.account_ids[0]]["rotation"]["state"] == "unconfirmed"
+
+
+@pytest.mark.parametrize("command", [["rotate", "account-0"], ["run", "--once"]])
+def test_one_shot_commands_that_may_rotate_refuse_beside_a_leader(
+    simulator: SimulatorThread, tmp_path: Path, command: list[str]
+) -> None:
+    config = ha_config(tmp_path, simulator)
+    done = rotator(*command, "-c", str(config))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"rotator: error: {config}: leader_election is enabled, so only the elected leader (rotator run) "
+        f"rotates; `rotator {' '.join(command[:1] if command[0] == 'rotate' else command)}` would act "
+        "beside it. Wait for the leader's next check, or scale the replicas to 0 and use a config without "
+        "leader_election"
+    )
+    assert simulator.sim.requests() == []
+
+
+def test_run_without_a_kubernetes_api_says_where_it_looked(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    config = ha_config(tmp_path, simulator)
+    missing = tmp_path / "no-kubeconfig"
+    done = rotator("run", "-c", str(config), env=environment(KUBECONFIG=str(missing)))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "rotator: error: leader_election is enabled, but no Kubernetes API is configured: not in a pod "
+        f"($KUBERNETES_SERVICE_HOST unset) and no kubeconfig at {missing}"
+    )
+    assert "Traceback" not in done.stdout + done.stderr

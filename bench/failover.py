@@ -1,0 +1,83 @@
+"""Failover times with the default leader election timings, measured on real replicas.
+
+    .venv/bin/python bench/failover.py [--rounds 5]
+
+Two `rotator run` replicas against the simulator and the Kubernetes API stand-in
+(tests/kubeapi.py), `lease_duration` 15s, `renew_deadline` 10s, `retry_period` 2s. Each round
+stops the leader, once with SIGTERM and once with SIGKILL, starts a replacement (as a Deployment
+would), and times how long until another replica says `leader_elected`, and until it has read
+the ledger and checked an account (`account_checked`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rotator.simulator import Simulator, SimulatorThread  # noqa: E402
+from tests.kubeapi import KubeAPIServer  # noqa: E402
+from tests.processes import events, write_config  # noqa: E402
+from tests.test_ha import Replicas  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    measured: dict[str, list[tuple[float, float]]] = {"SIGTERM": [], "SIGKILL": []}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        KubeAPIServer() as kube,
+        SimulatorThread(Simulator.with_accounts(3, token="test-token")) as sim,
+        ExitStack() as stack,
+    ):
+        directory = Path(tmp)
+        config = write_config(
+            directory / "config.yaml",
+            sim,
+            leader_election={"enabled": True},
+            schedule={"check_interval": "1h", "jitter": "0s"},
+        )
+        replicas = Replicas(config, kube.write_kubeconfig(directory / "kubeconfig"), stack)
+        replicas.start(), replicas.start()
+        leader = replicas.wait_for_leader(timeout=60)
+        for _ in range(args.rounds):
+            for how in (signal.SIGTERM, signal.SIGKILL):
+                for replica in replicas.running:
+                    if replica.process.poll() is None:
+                        replica.wait_ready(timeout=60)
+                leader.process.send_signal(how)
+                stopped = time.monotonic()
+                new = replicas.wait_for_leader(timeout=60, besides=leader)
+                elected = time.monotonic() - stopped
+                checked_before = len(events(new.logs, "account_checked"))
+                new.wait_for(
+                    "a check",
+                    lambda n=new, c=checked_before: len(events(n.logs, "account_checked")) > c,
+                    timeout=60,
+                )
+                measured[how.name].append((elected, time.monotonic() - stopped))
+                leader.process.wait(timeout=60)
+                replicas.start()
+                leader = new
+                print(f"{how.name}: leader after {elected:.2f} s, first check after {measured[how.name][-1][1]:.2f} s")
+    for how, times in measured.items():
+        elected = [t[0] for t in times]
+        checked = [t[1] for t in times]
+        print(
+            f"{how}: new leader after {statistics.median(elected):.2f} s median ({min(elected):.2f}-"
+            f"{max(elected):.2f}), first check after {statistics.median(checked):.2f} s median "
+            f"({min(checked):.2f}-{max(checked):.2f}), {len(times)} rounds"
+        )
+
+
+if __name__ == "__main__":
+    main()
