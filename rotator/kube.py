@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+
 from rotator.errors import KubernetesConflict, KubernetesError
 
 # Where a pod's service account puts its namespace (beside its token and the cluster's CA).
@@ -187,12 +189,10 @@ class KubeAPI:
             raise KubernetesError(message) from None
         except TimeoutError:
             raise KubernetesError(f"{what}: no answer within {deadline:.1f}s") from None
-        except OSError as exc:  # aiohttp's connection errors derive from it
-            raise KubernetesError(f"{what}: {exc}") from None
-        except Exception as exc:  # aiohttp.ClientError and the like: not imported here
-            if type(exc).__module__.startswith("aiohttp"):
-                raise KubernetesError(f"{what}: {type(exc).__name__}: {exc}") from None
-            raise
+        except (aiohttp.ClientError, OSError) as exc:  # kubernetes_asyncio's transport is aiohttp
+            raise KubernetesError(f"{what}: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:  # an answer that does not decode into its model
+            raise KubernetesError(f"{what}: an answer rotator cannot read: {exc}") from None
 
 
 def _lease(found: Any) -> Lease:

@@ -1,0 +1,126 @@
+"""The rotation ledger in a ConfigMap (rotator.ledger_configmap), over real HTTP to the stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.errors import StateFileError
+from rotator.kube import KubeAPI
+from rotator.ledger import Ledger, State
+from rotator.ledger_configmap import KEY, ConfigMapStore
+from tests.kubeapi import KubeAPIServer
+
+ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
+OTHER = "9a7806061c88ada191ed06f989cc3dac"
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeAPIServer]:
+    with KubeAPIServer() as server:
+        # The process's own discovery, as `rotator run` would find it.
+        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield server
+
+
+def run(work: Any) -> Any:
+    return asyncio.run(work)
+
+
+async def _store() -> tuple[KubeAPI, ConfigMapStore]:
+    api = await KubeAPI.connect(None)
+    return api, ConfigMapStore(api, "rotator-ledger", deadline=5)
+
+
+def test_an_intent_committed_is_what_a_fresh_process_reads(kube: KubeAPIServer) -> None:
+    async def first() -> None:
+        api, store = await _store()
+        await store.load()
+        ledger = Ledger(store=store)
+        ledger.begin(ACCOUNT, at=NOW, rotates_from=None)
+        await ledger.commit()
+        await api.close()
+
+    async def second() -> State | None:
+        api, store = await _store()
+        await store.load()
+        record = Ledger(store=store).record(ACCOUNT)
+        await api.close()
+        return record.rotation.state if record.rotation else None
+
+    run(first())
+    assert os.environ["KUBECONFIG"]  # found through $KUBECONFIG, namespace from its context
+    assert kube.configmap("rotator", "rotator-ledger") is not None
+    assert run(second()) is State.INTENT
+
+
+def test_a_write_that_meets_a_newer_version_merges_it(kube: KubeAPIServer) -> None:
+    """A deposed leader records how its last POST ended while the new one writes: neither loses."""
+
+    async def both() -> tuple[State | None, State | None]:
+        api, old = await _store()
+        api_new, new = await _store()
+        await old.load()
+        await new.load()
+        old_ledger, new_ledger = Ledger(store=old), Ledger(store=new)
+        rotation = old_ledger.begin(ACCOUNT, at=NOW, rotates_from=None)
+        await old_ledger.commit()
+        new_ledger.begin(OTHER, at=NOW, rotates_from=None)
+        await new_ledger.commit()  # its version is older than the ConfigMap's now: 409, merge, write
+        old_ledger.done(ACCOUNT, rotation, at=NOW, why="Cloudflare answered 200")
+        await old_ledger.commit()  # and again
+        api_fresh, fresh = await _store()
+        await fresh.load()
+        ledger = Ledger(store=fresh)
+        for each in (api, api_new, api_fresh):
+            await each.close()
+        states = [ledger.record(a).rotation for a in (ACCOUNT, OTHER)]
+        return tuple(r.state if r else None for r in states)  # type: ignore[return-value]
+
+    assert run(both()) == (State.DONE, State.INTENT)
+
+
+def test_a_configmap_that_is_not_a_ledger_stops_the_leader_with_its_name(kube: KubeAPIServer) -> None:
+    async def foreign() -> None:
+        api, store = await _store()
+        await api._core.create_namespaced_config_map(
+            "rotator",
+            {"metadata": {"name": "rotator-ledger"}, "binaryData": {KEY: base64.b64encode(b"nope").decode()}},
+        )
+        try:
+            await store.load()
+        finally:
+            await api.close()
+
+    with pytest.raises(StateFileError) as caught:
+        run(foreign())
+    assert str(caught.value).startswith(
+        f"the ConfigMap rotator/rotator-ledger: {KEY} is not gzipped UTF-8 text"
+    )
+
+
+def test_an_intent_that_cannot_be_written_is_an_error_before_the_post(kube: KubeAPIServer) -> None:
+    async def refused() -> None:
+        api, store = await _store()
+        await store.load()
+        ledger = Ledger(store=store)
+        ledger.begin(ACCOUNT, at=NOW, rotates_from=None)
+        kube.fail_next(1, 403)
+        try:
+            await ledger.commit()
+        finally:
+            await api.close()
+
+    with pytest.raises(StateFileError) as caught:
+        run(refused())
+    assert str(caught.value).startswith("the ConfigMap rotator/rotator-ledger: creating the ConfigMap")
+    assert "403" in str(caught.value)
