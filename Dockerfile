@@ -18,9 +18,16 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY rotator/ rotator/
+# `python3` and the environment's own pip, never a bare `python` or `pip`: python:3.11-slim has
+# both spellings in /usr/local/bin, a Debian base (python3, python3-venv; how `make image` builds
+# here) has only /usr/bin/python3, and its system pip refuses to install outside an environment.
 # --no-deps: the wheel is rotator alone; pip resolves its dependencies when it installs it.
-RUN pip wheel --no-deps --wheel-dir /dist . \
-    && python -m venv /opt/rotator \
+# The pip.conf secret (optional: `--secret id=pip.conf,src=/etc/pip.conf`) lets pip use a private
+# index or proxy as the build machine's pip does; a secret mount never reaches a layer, and may hold
+# the index's credentials.
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    python3 -m venv /opt/rotator \
+    && /opt/rotator/bin/pip wheel --no-deps --wheel-dir /dist . \
     && /opt/rotator/bin/pip install /dist/*.whl
 
 FROM ${PYTHON_IMAGE}

@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # `make demo` installs only what rotator needs to run, not the test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest image bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# The container image, from the Dockerfile, with buildah and no Docker engine or registry (a Debian
+# base made by mmdebstrap, cached): deploy/container/build-image says how. tests/test_image.py runs it.
+image:
+	deploy/container/build-image
 
 # A benchmark, not a test (it asserts nothing, so `make test` does not run it): about 9 minutes,
 # writes bench/RESULTS.md (BENCH_ARGS='--before REF' adds a side-by-side with rotator as of REF;
