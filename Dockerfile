@@ -2,8 +2,8 @@
 # rotator's container image. Two stages: the first builds the wheel and installs it, with its
 # dependencies, into a virtual environment at /opt/rotator; the second copies only that environment
 # onto a clean slim Python, so no build tool, source tree or pip cache reaches the image.
-# tests/test_deploy.py repeats the first stage outside Docker (same files, same commands) and runs
-# the result against the Cloudflare simulator: keep the two in step.
+# `make image` builds it without Docker (buildah, on a Debian base: deploy/container/build-image),
+# and tests/test_image.py runs that image against the Cloudflare simulator.
 #
 #   docker build -t rotator:0.1.0 .
 #   docker run --read-only -v "$PWD/config.yaml:/etc/rotator/config.yaml:ro" \
