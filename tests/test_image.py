@@ -7,8 +7,9 @@ isolation shares the host's network): `--version`, `validate` and `run --once`, 
 the one due account and write nothing outside /var/lib/rotator. The image's size is reported in the
 terminal summary.
 
-`make test` starts the build in the background (see the Makefile); the fixture below runs the same
-script, which waits for that build and finds its image, or builds it when run alone. Without
+`make test` starts the build in the background (see the Makefile) and these tests run last
+(tests/conftest.py); the fixture below runs the same script, which waits for that build and finds
+its image, or builds it when run alone. Without
 buildah or mmdebstrap the tests are skipped, saying so, unless `CI` is set: there they fail.
 """
 
