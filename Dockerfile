@@ -2,8 +2,8 @@
 # rotator's container image. Two stages: the first builds the wheel and installs it, with its
 # dependencies, into a virtual environment at /opt/rotator; the second copies only that environment
 # onto a clean slim Python, so no build tool, source tree or pip cache reaches the image.
-# tests/test_deploy.py repeats the first stage outside Docker (same files, same commands) and runs
-# the result against the Cloudflare simulator: keep the two in step.
+# `make image` builds it without Docker (buildah, on a Debian base: deploy/container/build-image),
+# and tests/test_image.py runs that image against the Cloudflare simulator.
 #
 #   docker build -t rotator:0.1.0 .
 #   docker run --read-only -v "$PWD/config.yaml:/etc/rotator/config.yaml:ro" \
@@ -18,9 +18,16 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY rotator/ rotator/
+# `python3` and the environment's own pip, never a bare `python` or `pip`: python:3.11-slim has
+# both spellings in /usr/local/bin, a Debian base (python3, python3-venv; how `make image` builds
+# here) has only /usr/bin/python3, and its system pip refuses to install outside an environment.
 # --no-deps: the wheel is rotator alone; pip resolves its dependencies when it installs it.
-RUN pip wheel --no-deps --wheel-dir /dist . \
-    && python -m venv /opt/rotator \
+# The pip.conf secret (optional: `--secret id=pip.conf,src=/etc/pip.conf`) lets pip use a private
+# index or proxy as the build machine's pip does; a secret mount never reaches a layer, and may hold
+# the index's credentials.
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    python3 -m venv /opt/rotator \
+    && /opt/rotator/bin/pip wheel --no-deps --wheel-dir /dist . \
     && /opt/rotator/bin/pip install /dist/*.whl
 
 FROM ${PYTHON_IMAGE}

@@ -13,6 +13,11 @@ from rotator.simulator import Simulator, SimulatorThread
 TEST_TOKEN = "test-token"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The container image's tests last: `make test` builds the image in the background meanwhile."""
+    items.sort(key=lambda item: item.path.name == "test_image.py")  # stable: the rest keep their order
+
+
 @pytest.fixture
 def make_simulator() -> Iterator[Callable[..., SimulatorThread]]:
     """Factory: ``make_simulator(n=3, **with_accounts_kwargs)`` starts a simulator thread.
