@@ -42,6 +42,13 @@ from rotator.transport import AiohttpTransport
 
 _T = TypeVar("_T")
 USER_AGENT = f"rotator/{__version__} (+https://github.com/rotator/rotator)"
+# What every request carries: httpx.AsyncClient's defaults, with rotator's Accept and User-Agent.
+_DEFAULT_HEADERS = {
+    "Accept": "application/json",
+    "Accept-Encoding": "gzip, deflate",
+    "Connection": "keep-alive",
+    "User-Agent": USER_AGENT,
+}
 # GET and PUT: attempts in all, and the backoff between them (exponential, with jitter).
 READ_ATTEMPTS = 4
 BACKOFF_INITIAL = 0.5
@@ -109,18 +116,24 @@ class CloudflareClient:
     ) -> None:
         self._backoff = backoff
         self._stopping = asyncio.Event()
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=timeout,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            # aiohttp's pool under httpx's API: httpcore's costs CPU per request in proportion to
-            # the pool's size (rotator/transport.py, bench/RESULTS.md). A custom CA is for a
-            # TLS-inspecting proxy; verification itself is never turned off. ``timeout`` is also
-            # the deadline of each request as a whole: httpx's bound one read each, and an answer
-            # trickling in a byte at a time held its check (and its account) for ever.
-            transport=transport
-            or AiohttpTransport(max_connections=max_concurrency, ca_bundle=ca_bundle, deadline=timeout),
+        # The transport is called directly, not through an httpx.AsyncClient: for three fixed
+        # endpoints the client's layer (merging URLs, cookies, building and wrapping each request,
+        # logging it) cost more CPU than the request itself (bench/RESULTS.md). What it did that
+        # matters is done here, once: the base URL, the default headers, the timeout. Cookies are
+        # not kept: the API authenticates by its headers, and a client shared by every account
+        # must not send one account's cookies with another's requests.
+        self._base_url = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout).as_dict()
+        # aiohttp's pool under httpx's API: httpcore's costs CPU per request in proportion to
+        # the pool's size (rotator/transport.py, bench/RESULTS.md). A custom CA is for a
+        # TLS-inspecting proxy; verification itself is never turned off. ``timeout`` is also
+        # the deadline of each request as a whole: httpx's bound one read each, and an answer
+        # trickling in a byte at a time held its check (and its account) for ever.
+        self._transport = transport or AiohttpTransport(
+            max_connections=max_concurrency, ca_bundle=ca_bundle, deadline=timeout
         )
+        self._closed = False
+        self._headers: dict[str, httpx.Headers] = {}  # per credential fingerprint
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._rate_limit = rate_limit
         self._max_retry_after = max_retry_after
@@ -133,7 +146,9 @@ class CloudflareClient:
         self._server_seen: tuple[datetime, float] | None = None  # the latest Date, and when
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
 
     def limiter(self, credential: Credential) -> SlidingWindowLimiter:
         """The budget of this credential, shared by every account that uses the same secret."""
@@ -297,7 +312,7 @@ class CloudflareClient:
         async with self._in_flight:
             started = self._monotonic()
             try:
-                response = await self._http.request(method, path, json=body, headers=credential.headers)
+                response = await self._request(method, path, credential, body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 self._observe(method, endpoint, "error", started)
                 raise ConnectError(f"{what}: could not connect to Cloudflare ({_describe(exc)})") from exc
@@ -320,6 +335,37 @@ class CloudflareClient:
                 errors=_errors(response),
             )
         return response
+
+    async def _request(
+        self, method: str, path: str, credential: Credential, body: dict[str, Any] | None
+    ) -> httpx.Response:
+        """One request through the transport, its answer read whole (as httpx.AsyncClient does)."""
+        if self._closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        request = httpx.Request(
+            method,
+            self._base_url + path,
+            headers=self._headers_for(credential),
+            json=body,
+            extensions={"timeout": self._timeout},
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+    def _headers_for(self, credential: Credential) -> httpx.Headers:
+        """httpx.AsyncClient's default headers, rotator's, and the credential's, merged once."""
+        headers = self._headers.get(credential.fingerprint)
+        if headers is None:
+            headers = httpx.Headers(_DEFAULT_HEADERS)
+            headers.update(credential.headers)
+            self._headers[credential.fingerprint] = headers
+        return headers
 
     def _parse(self, what: str, method: str, response: httpx.Response) -> KeyConfig:
         return _key_config(what, self._envelope(what, method, response), self._server_time(response))
