@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
 import httpx
-import stamina
 import structlog
 
 from rotator import __version__
@@ -61,6 +61,15 @@ class Backoff:
 
     initial: float = BACKOFF_INITIAL
     maximum: float = BACKOFF_MAX
+
+    def wait(self, retry_num: int) -> float:
+        """Seconds before retry ``retry_num`` (1: the first): ``initial`` doubled each time, plus up
+        to ``initial`` of jitter, at most ``maximum`` (stamina's formula, which rotator used before)."""
+        try:
+            wait = self.initial * 2.0 ** (retry_num - 1)
+        except OverflowError:
+            return self.maximum
+        return min(self.maximum, wait + random.uniform(0, self.initial))  # noqa: S311 - jitter, not a secret
 
     @classmethod
     def within(cls, check_interval: float) -> Backoff:
@@ -113,8 +122,10 @@ class CloudflareClient:
         monotonic: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: Backoff = Backoff(),
+        read_attempts: int = READ_ATTEMPTS,
     ) -> None:
         self._backoff = backoff
+        self._read_attempts = read_attempts
         self._stopping = asyncio.Event()
         # The transport is called directly, not through an httpx.AsyncClient: for three fixed
         # endpoints the client's layer (merging URLs, cookies, building and wrapping each request,
@@ -160,7 +171,7 @@ class CloudflareClient:
 
     async def get_keys(self, account_id: str, credential: Credential) -> KeyConfig:
         """Read the key configuration; retried on transient failures."""
-        config = await self._retrying("GET", "keys", account_id, credential)
+        config = await self._retrying(lambda: self._send("GET", "keys", account_id, credential))
         if config.is_empty:
             raise ResponseError(
                 "Cloudflare's answer to GET keys carried no key configuration (no result and no key fields)"
@@ -174,17 +185,12 @@ class CloudflareClient:
         credential's budget (it is Cloudflare's API); the Read permission is enough.
         """
         path = f"/accounts/{account_id}/access/organizations"
-        async for attempt in stamina.retry_context(
-            on=_retryable,
-            attempts=READ_ATTEMPTS,
-            timeout=None,
-            wait_initial=self._backoff.initial,
-            wait_max=self._backoff.maximum,
-            wait_jitter=self._backoff.initial,
-        ):
-            with attempt:
-                response = await self._exchange("GET", "organizations", path, credential)
-                data = self._envelope("GET organizations", "GET", response)
+
+        async def read() -> dict[str, Any]:
+            response = await self._exchange("GET", "organizations", path, credential)
+            return self._envelope("GET organizations", "GET", response)
+
+        data = await self._retrying(read)
         result = data.get("result")
         domain = (result if isinstance(result, dict) else data).get("auth_domain")
         if not isinstance(domain, str) or not domain.strip():
@@ -193,9 +199,8 @@ class CloudflareClient:
 
     async def set_interval(self, account_id: str, credential: Credential, days: int) -> KeyConfig:
         """Set how often Cloudflare rotates on its own; retried (a PUT is idempotent)."""
-        return await self._retrying(
-            "PUT", "keys", account_id, credential, {"key_rotation_interval_days": days}
-        )
+        body = {"key_rotation_interval_days": days}
+        return await self._retrying(lambda: self._send("PUT", "keys", account_id, credential, body))
 
     async def rotate(self, account_id: str, credential: Credential) -> KeyConfig:
         """Rotate the key: one POST, never retried here (a rotation is not idempotent).
@@ -259,25 +264,33 @@ class CloudflareClient:
                 task.cancel()
                 task.add_done_callback(_read_outcome)
 
-    async def _retrying(
-        self,
-        method: str,
-        endpoint: str,
-        account_id: str,
-        credential: Credential,
-        body: dict[str, Any] | None = None,
-    ) -> KeyConfig:
-        async for attempt in stamina.retry_context(
-            on=_retryable,
-            attempts=READ_ATTEMPTS,
-            timeout=None,  # a long retry-after is waited out by the limiter, not cut short
-            wait_initial=self._backoff.initial,
-            wait_max=self._backoff.maximum,
-            wait_jitter=self._backoff.initial,
-        ):
-            with attempt:
-                return await self._send(method, endpoint, account_id, credential, body)
-        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+    async def _retrying(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """``attempt`` (a GET or a PUT), sent again on what can pass (no answer, 429, 5xx): at most
+        ``read_attempts`` in all, a backoff apart, each logged as ``request_retry_scheduled``.
+
+        A loop of its own rather than stamina's: its retry context (tenacity's state, futures,
+        locks) cost 35 µs per request and 45 objects in reference cycles, which only the garbage
+        collector frees; a full collection walked every check in flight (bench/RESULTS.md). A
+        backoff is a pause (``pause``): shutdown ends it, and the request is not sent again.
+        A long retry-after is waited out by the credential's limiter, not cut short here.
+        """
+        retry_num = 0
+        while True:
+            try:
+                return await attempt()
+            except (TransportError, RateLimitedError, ServerError) as exc:
+                retry_num += 1
+                if retry_num >= self._read_attempts:
+                    raise
+                wait = self._backoff.wait(retry_num)
+                _log.warning(
+                    "request_retry_scheduled",
+                    retry_num=retry_num,
+                    wait_seconds=round(wait, 2),
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                )
+            await self.pause(wait)  # reached only after a failure that is retried
 
     async def _send(
         self,
@@ -451,20 +464,6 @@ class CloudflareClient:
         self._observer.observe_request(method, endpoint, code, self._monotonic() - started)
 
 
-def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
-    """stamina's own hook logs the callable's arguments; ours logs only what an operator needs."""
-    _log.warning(
-        "request_retry_scheduled",
-        retry_num=details.retry_num,
-        wait_seconds=round(details.wait_for, 2),
-        error=str(details.caused_by),
-        error_type=type(details.caused_by).__name__,
-    )
-
-
-# Replaces stamina's defaults (a structlog line with every argument, a counter in the global
-# Prometheus registry): rotator's metrics live in its own registry, its logs in its own words.
-stamina.instrumentation.set_on_retry_hooks([_log_retry])
 _log = structlog.get_logger("rotator")
 
 
@@ -472,10 +471,6 @@ def _read_outcome(task: asyncio.Future[Any]) -> None:
     """Read a finished task's outcome, which nobody awaits, so asyncio does not report it."""
     if not task.cancelled():
         task.exception()
-
-
-def _retryable(exc: Exception) -> bool:
-    return isinstance(exc, TransportError | RateLimitedError | ServerError)
 
 
 def _describe(exc: httpx.HTTPError) -> str:

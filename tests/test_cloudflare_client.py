@@ -2,21 +2,20 @@
 
 Every test drives the real ``CloudflareClient`` through a scripted fake of Cloudflare's API and
 a fake clock (``tests.test_ratelimit.FakeClock``): retries and retry-after pauses take no real
-time, and stamina runs in testing mode (no backoff, the client's own attempt counts).
+time: the backoff between attempts is a pause on that clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import stamina
 from structlog.testing import capture_logs
 
 from rotator import __version__
@@ -134,13 +133,6 @@ class Api:
     client: CloudflareClient
     cloudflare: FakeCloudflare
     clock: FakeClock
-
-
-@pytest.fixture(autouse=True)
-def no_backoff() -> Iterator[None]:
-    """stamina without backoff; capped, so the client's own READ_ATTEMPTS still applies."""
-    with stamina.set_testing(True, attempts=1000, cap=True):
-        yield
 
 
 @pytest.fixture

@@ -227,8 +227,10 @@ def test_a_certs_endpoint_that_never_answers_holds_no_check_up(
             # account_checked is logged when the check decides, before its rotation is sent: wait for both.
             running.wait_for(
                 "every account checked and account-0 rotated",
-                lambda: len(events(running.logs, "account_checked")) >= 40
-                and events(running.logs, "key_rotated", account="account-0"),
+                lambda: (
+                    len(events(running.logs, "account_checked")) >= 40
+                    and events(running.logs, "key_rotated", account="account-0")
+                ),
             )
             took = time.monotonic() - started
             assert running.terminate() == 0
