@@ -135,11 +135,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 # The whole request, the answer's body included (aiohttp's total covers its read).
                 total=self._deadline,
                 # Waiting for a pooled connection and opening it: the request is not sent yet.
-                connect=None if connect is None or pool is None else connect + pool,
-                sock_connect=connect,
-                sock_read=read,
+                connect=self._within_deadline(None if connect is None or pool is None else connect + pool),
+                sock_connect=self._within_deadline(connect),
+                sock_read=self._within_deadline(read),
             )
         return cached
+
+    def _within_deadline(self, seconds: float | None) -> float | None:
+        """A timeout that can pass before the deadline, or None: one no shorter can never fire
+        first, and each armed costs a timer per request (per read, for sock_read: about 60 µs
+        of CPU a request in all). Whichever fires, the error is the same, by when it happened."""
+        if seconds is not None and self._deadline is not None and seconds >= self._deadline:
+            return None
+        return seconds
 
     def _proxy(self, url: httpx.URL) -> str | None:
         """The environment's proxy for this origin (None: go direct), as httpx would choose it."""
