@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -95,6 +95,18 @@ class RequestObserver(Protocol):
     def observe_request(self, method: str, endpoint: str, code: str, seconds: float) -> None: ...
 
 
+class _Reply(Protocol):
+    """An answer, read whole: an ``httpx.Response``, or rotator's transport's ``Answer``."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def json(self) -> Any: ...
+
+
 class _NoObserver:
     def observe_request(self, method: str, endpoint: str, code: str, seconds: float) -> None:
         pass
@@ -144,7 +156,10 @@ class CloudflareClient:
             max_connections=max_concurrency, ca_bundle=ca_bundle, deadline=timeout
         )
         self._closed = False
-        self._headers: dict[str, httpx.Headers] = {}  # per credential fingerprint
+        # Per credential fingerprint: the headers, as httpx's type and as (name, value) pairs.
+        self._headers: dict[str, tuple[httpx.Headers, list[tuple[str, str]]]] = {}
+        self._origin = httpx.URL(self._base_url)
+        self._fetch = self._transport.fetch if isinstance(self._transport, AiohttpTransport) else None
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._rate_limit = rate_limit
         self._max_retry_after = max_retry_after
@@ -185,7 +200,7 @@ class CloudflareClient:
         One GET of ``/accounts/{id}/access/organizations``, retried like GET keys, within the
         credential's budget (it is Cloudflare's API); the Read permission is enough.
         """
-        url = httpx.URL(f"{self._base_url}/accounts/{account_id}/access/organizations")
+        url = f"{self._base_url}/accounts/{account_id}/access/organizations"
 
         async def read() -> dict[str, Any]:
             response = await self._exchange("GET", "organizations", url, credential)
@@ -306,22 +321,20 @@ class CloudflareClient:
         response = await self._exchange(method, endpoint, url, credential, body)
         return self._parse(f"{method} {endpoint}", method, response)
 
-    def _keys_url(self, account_id: str) -> httpx.URL:
-        # Parsed afresh each time (25 µs): kept per account, the URLs cost 430 bytes an account
-        # for a saving once an hour per account (a pass parses each once either way).
-        return httpx.URL(f"{self._base_url}/accounts/{account_id}/access/keys")
+    def _keys_url(self, account_id: str) -> str:
+        return f"{self._base_url}/accounts/{account_id}/access/keys"
 
-    def _rotate_url(self, account_id: str) -> httpx.URL:
-        return httpx.URL(f"{self._base_url}/accounts/{account_id}/access/keys/rotate")
+    def _rotate_url(self, account_id: str) -> str:
+        return f"{self._base_url}/accounts/{account_id}/access/keys/rotate"
 
     async def _exchange(
         self,
         method: str,
         endpoint: str,
-        url: httpx.URL,
+        url: str,
         credential: Credential,
         body: dict[str, Any] | None = None,
-    ) -> httpx.Response:
+    ) -> _Reply:
         """One request within the credential's budget and a slot; no answer and 429 become errors."""
         what = f"{method} {endpoint}"
         limiter = self.limiter(credential)
@@ -359,17 +372,26 @@ class CloudflareClient:
         return response
 
     async def _request(
-        self, method: str, url: httpx.URL, credential: Credential, body: dict[str, Any] | None
-    ) -> httpx.Response:
-        """One request through the transport, its answer read whole (as httpx.AsyncClient does)."""
+        self, method: str, url: str, credential: Credential, body: dict[str, Any] | None
+    ) -> _Reply:
+        """One request through the transport, its answer read whole (as httpx.AsyncClient does).
+
+        rotator's own transport is asked through ``fetch``: the same exchange without httpx's
+        Request, URL and Response, which cost a third of the request (bench/RESULTS.md). Any other
+        transport (``httpx.MockTransport`` in tests, one a caller injects) gets httpx's types."""
         if self._closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
+        headers, header_items = self._headers_for(credential)
+        if self._fetch is not None:
+            content = None
+            if body is not None:
+                content = _json_body(body)
+                header_items = [*header_items, ("Content-Type", "application/json")]
+            return await self._fetch(
+                method, url, header_items, content, origin=self._origin, timeouts=self._timeout
+            )
         request = httpx.Request(
-            method,
-            url,
-            headers=self._headers_for(credential),
-            json=body,
-            extensions={"timeout": self._timeout},
+            method, url, headers=headers, json=body, extensions={"timeout": self._timeout}
         )
         response = await self._transport.handle_async_request(request)
         response.request = request
@@ -380,19 +402,19 @@ class CloudflareClient:
             raise
         return response
 
-    def _headers_for(self, credential: Credential) -> httpx.Headers:
+    def _headers_for(self, credential: Credential) -> tuple[httpx.Headers, list[tuple[str, str]]]:
         """httpx.AsyncClient's default headers, rotator's, and the credential's, merged once."""
-        headers = self._headers.get(credential.fingerprint)
-        if headers is None:
+        merged = self._headers.get(credential.fingerprint)
+        if merged is None:
             headers = httpx.Headers(_DEFAULT_HEADERS)
             headers.update(credential.headers)
-            self._headers[credential.fingerprint] = headers
-        return headers
+            merged = self._headers[credential.fingerprint] = (headers, headers.multi_items())
+        return merged
 
-    def _parse(self, what: str, method: str, response: httpx.Response) -> KeyConfig:
+    def _parse(self, what: str, method: str, response: _Reply) -> KeyConfig:
         return _key_config(what, self._envelope(what, method, response), self._server_time(response))
 
-    def _envelope(self, what: str, method: str, response: httpx.Response) -> dict[str, Any]:
+    def _envelope(self, what: str, method: str, response: _Reply) -> dict[str, Any]:
         """The answer's JSON object, or the rotator error its status or body amounts to."""
         status = response.status_code
         data = _json(response)
@@ -434,7 +456,7 @@ class CloudflareClient:
             )
         return data
 
-    def _retry_after(self, response: httpx.Response) -> float:
+    def _retry_after(self, response: _Reply) -> float:
         """How long a 429 pauses its credential: the retry-after (seconds, or an HTTP date read
         against Cloudflare's clock), at most ``max_retry_after``. A value past the cap, or not
         finite (``inf``, ``nan``), is the cap, and a warning says so: one bad header must not hold
@@ -453,7 +475,7 @@ class CloudflareClient:
         )
         return cap
 
-    def _server_time(self, response: httpx.Response) -> datetime:
+    def _server_time(self, response: _Reply) -> datetime:
         """Cloudflare's clock from the Date header: it judges rotations, not a skewed local clock."""
         header = response.headers.get("date")
         if header:
@@ -502,7 +524,12 @@ def _seconds_from(retry_after: str, now: datetime) -> float | None:
     return (when.replace(tzinfo=when.tzinfo or UTC) - now).total_seconds()
 
 
-def _json(response: httpx.Response) -> Any:
+def _json_body(body: dict[str, Any]) -> bytes:
+    """A request's JSON body as httpx encodes ``json=``."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _json(response: _Reply) -> Any:
     """The answer's JSON document, None when it is not JSON (an HTML page from the edge)."""
     try:
         return response.json()
@@ -510,7 +537,7 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _errors(response: httpx.Response) -> tuple[CloudflareMessage, ...]:
+def _errors(response: _Reply) -> tuple[CloudflareMessage, ...]:
     return _errors_in(_json(response))
 
 
