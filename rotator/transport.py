@@ -11,9 +11,9 @@ parses HTTP in C. ``CloudflareClient`` keeps httpx's API, and tests keep ``httpx
 instead of httpx's Request, URL and Response, which cost a third of the request's CPU.
 
 What changes on the wire: nothing rotator relies on. One ``handle_async_request`` (or ``fetch``) is
-one request sent at most once: aiohttp's silent second try of an idempotent request on a reused connection
-is turned off, so every retry is rotator's own (with backoff, logged and counted), and a POST is
-never sent twice by this layer. What is added: a ``deadline`` for the whole request (the wait for
+one request sent at most once: aiohttp's silent second try of an idempotent request on a reused
+connection is turned off, so every retry is rotator's own (with backoff, logged and counted), and a
+POST is never sent twice by this layer. What is added: a ``deadline`` for the whole request (the wait for
 a connection, sending, and the answer to its last byte), which httpx's timeouts, each for one
 read or one connect, are not: an answer trickling a byte a second would otherwise hold a check,
 and its account, for ever. Environment proxies (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``)
