@@ -178,7 +178,13 @@ def write_config(
 
 
 def run_loop(
-    kind: str, sim: Simulator, work: Path, accounts: int, level: str = "warning", transport: str = "rotator"
+    kind: str,
+    sim: Simulator,
+    work: Path,
+    accounts: int,
+    level: str = "warning",
+    transport: str = "rotator",
+    tree: Path | None = None,
 ) -> dict[str, Any]:
     """One pass in a fresh process (bench/loops.py); adds the simulator's CPU share over it."""
     if kind == "rotator":
@@ -197,7 +203,7 @@ def run_loop(
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env=_environment(),
+            env=_environment(tree),
             cwd=ROOT,
             timeout=600,
             check=True,
@@ -270,6 +276,20 @@ def throughput(
 
 
 TRANSPORTS = ("rotator", "httpx-aiohttp", "httpcore-sharded", "httpcore")
+
+
+def passes(
+    sim: Simulator, work: Path, size: int, rounds: int, trees: dict[str, Path | None]
+) -> dict[str, Any]:
+    """rotator's pass (``logging.level: warning``) with each tree's rotator, interleaved: the CPU per
+    check side by side (section 6)."""
+    runs: dict[str, list[dict[str, Any]]] = {tree: [] for tree in trees}
+    for round_ in range(rounds):
+        for tree, path in trees.items():
+            result = run_loop("rotator", sim, work, size, "warning", tree=path)
+            runs[tree].append(result)
+            _progress(f"pass side by side {size} round {round_ + 1}: {tree} {result['seconds']:.2f}s")
+    return {"accounts": size, **{tree: best(values) for tree, values in runs.items()}}
 
 
 def transports(sim: Simulator, work: Path, size: int, rounds: int, latency: float) -> dict[str, Any]:
@@ -390,6 +410,8 @@ def _scrape(daemon: subprocess.Popen[bytes], port: int) -> tuple[float, int]:
     return _cpu_seconds(daemon.pid) - cpu, size
 
 
+# Issue 13's second memory goal: the idle daemon with this many accounts.
+SMALL_FOOTPRINT = 100
 # What `rotator --version` and `rotator validate` are timed on: one account.
 SMALL_CONFIG = {"accounts": [{"name": "production", "account_id": "0" * 32}]}
 
@@ -557,6 +579,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, {m['os']}.  ",
         f"Packages: {m['packages']}.",
         "",
+        *_load_note(results),
+        *_goals(results),
         f"The simulator (`python -m rotator.simulator`) runs in its own process on loopback and adds "
         f"{args.latency * 1000:g} ms to every request. Every figure is the best of {args.rounds} "
         "interleaved runs, each run a fresh process. rotator's pass is `Daemon.run(once=True)` as "
@@ -702,6 +726,111 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _goals(results: dict[str, Any]) -> list[str]:
+    """Issue 13's goals, each with what this run measured and its ratio to the goal (under 1: met)."""
+    rows: list[tuple[str, str, float, float]] = []  # (goal, where, measured, goal's bound)
+    large = max(results.get("throughput", {"0": None}), key=int)
+    if "throughput" in results:
+        t = results["throughput"][large]
+        n, rot, bare = int(large), t["rotator:warning"], t["aiohttp"]
+        rows += [
+            (
+                f"CPU per check at most 2x the bare aiohttp loop's per GET ({n:,} accounts)",
+                f"{rot['cpu_seconds'] / n * 1e6:.0f} µs vs {bare['cpu_seconds'] / n * 1e6:.0f} µs "
+                f"= {rot['cpu_seconds'] / bare['cpu_seconds']:.2f}x",
+                rot["cpu_seconds"] / bare["cpu_seconds"],
+                2.0,
+            ),
+            (
+                f"the pass over {n:,} accounts within 1.3x the ideal bound",
+                f"{rot['seconds']:.2f} s vs {t['ideal']:.3f} s = {rot['seconds'] / t['ideal']:.2f}x",
+                rot["seconds"] / t["ideal"],
+                1.3,
+            ),
+            (
+                f"the pass over {n:,} accounts within 1.1x the bare aiohttp loop",
+                f"{rot['seconds']:.2f} s vs {bare['seconds']:.2f} s "
+                f"= {rot['seconds'] / bare['seconds']:.2f}x",
+                rot["seconds"] / bare["seconds"],
+                1.1,
+            ),
+        ]
+    if "footprint" in results:
+        fp = results["footprint"]
+        rows += [
+            (
+                f"idle RSS under 80 MB at {fp['accounts']:,} accounts",
+                f"{fp['idle_rss_mb']:.1f} MB",
+                fp["idle_rss_mb"],
+                80.0,
+            ),
+            (
+                f"a /metrics scrape at {fp['accounts']:,} accounts under 0.15 s of CPU (the first)",
+                f"{fp['scrape_cpu_seconds']:.2f} s",
+                fp["scrape_cpu_seconds"],
+                0.15,
+            ),
+        ]
+    if "footprint_small" in results:
+        small = results["footprint_small"]
+        rows.append(
+            (
+                f"idle RSS under 45 MB at {small['accounts']:,} accounts",
+                f"{small['idle_rss_mb']:.1f} MB",
+                small["idle_rss_mb"],
+                45.0,
+            )
+        )
+    if "ready" in results:
+        ready = results["ready"]
+        median = ready["this"]["median_seconds"]
+        rows.append(
+            (
+                f"start to /readyz under 1 s at {ready['accounts']:,} accounts (median of {ready['runs']})",
+                f"{median:.2f} s",
+                median,
+                1.0,
+            )
+        )
+    if "start_up" in results:
+        su = results["start_up"]["this"]
+        for key, name in (
+            ("version", "`rotator --version`"),
+            ("validate", "`rotator validate` (small file)"),
+        ):
+            median = su[key]["median_seconds"] * 1000
+            rows.append((f"{name} under 150 ms (median)", f"{median:.0f} ms", median, 150.0))
+    if not rows:
+        return []
+    lines = [
+        "## Goals of issue 13, as this run measured them",
+        "",
+        "Ratio: the measure over the goal's bound (at most 1.00 is met). Sections below give each "
+        "measure's detail; section 4 shows the growth to 50,000 accounts.",
+        "",
+        "| goal | measured | ratio to the goal | met |",
+        "| --- | --- | ---: | --- |",
+    ]
+    for goal, measured, value, bound in rows:
+        ratio = value / bound
+        lines.append(f"| {goal} | {measured} | {ratio:.2f} | {'yes' if ratio <= 1 else 'no'} |")
+    return [*lines, ""]
+
+
+def _load_note(results: dict[str, Any]) -> list[str]:
+    """The load average at the start and end of the run: other work on the machine skews absolute
+    figures (ratios within one run much less)."""
+    if "load_start" not in results:
+        return []
+    start, end = (", ".join(f"{x:.2f}" for x in results[k]) for k in ("load_start", "load_end"))
+    return [
+        f"Load average (1, 5, 15 min) at the start of the run: {start}; at the end: {end} "
+        f"(the machine's {results['machine']['nproc']} CPUs were shared with other work; compare "
+        "ratios within this run, not absolute times with other runs).",
+        "",
+    ]
+
+
 def _start_up_report(su: dict[str, Any], ready: dict[str, Any] | None) -> list[str]:
     this = su["this"]
     names = {
@@ -748,6 +877,15 @@ def _side_by_side(results: dict[str, Any]) -> list[str]:
             ("scraped_rss_mb", "resident memory after the two scrapes", "MB"),
         ):
             rows.append((name, before[key], this[key], unit))
+    if "passes" in results:
+        passes = results["passes"]
+        n = passes["accounts"]
+        for key, name, unit, scale in (
+            ("seconds", f"the pass over {n:,} accounts", "s", 1.0),
+            ("cpu_seconds", f"CPU per check, that pass ({n:,} accounts)", "µs", 1e6 / n),
+            ("peak_rss_mb", f"peak RSS, that pass ({n:,} accounts)", "MB", 1.0),
+        ):
+            rows.append((name, passes["before"][key] * scale, passes["this"][key] * scale, unit))
     if "start_up" in results:
         before, this = results["start_up"]["before"], results["start_up"]["this"]
         for key, name in (
@@ -805,7 +943,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     growth_sizes = [int(s) for s in args.growth.split(",")]
     started = time.perf_counter()
-    results: dict[str, Any] = {"machine": machine(), "command": _command(argv)}
+    # The machine may be shared: its load before and after says how far to trust absolute figures.
+    results: dict[str, Any] = {"machine": machine(), "command": _command(argv), "load_start": os.getloadavg()}
     with (
         tempfile.TemporaryDirectory(prefix="rotator-bench-") as tmp,
         simulator(max(sizes + growth_sizes), args.latency) as sim,
@@ -818,6 +957,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "1" in parts:
             results["throughput"] = throughput(sim, work, sizes, args.rounds, args.latency)
             results["transports"] = transports(sim, work, sizes[0], args.rounds, args.latency)
+            if args.before:
+                results["passes"] = passes(sim, work, max(sizes), args.rounds, trees)
         if "2" in parts:
             _progress(f"rate limit: running the daemon {args.rate_seconds:g} s")
             results["rate_limit"] = rate_limit_adherence(work, args.latency, args.rate_seconds)
@@ -831,6 +972,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["footprints"] = {tree: _best_each(rs) for tree, rs in runs.items()}
             results["footprint"] = results["footprints"]["this"]
             results["footprint_rounds"] = args.footprint_rounds
+            _progress(f"footprint (this): {SMALL_FOOTPRINT} accounts")
+            results["footprint_small"] = footprint(sim, work, SMALL_FOOTPRINT, args.idle_seconds)
         if "4" in parts:
             known = results.get("throughput", {})
             results["growth"] = growth(
@@ -842,6 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _progress(f"start-up: {args.ready_runs} starts of the daemon to /readyz")
             results["ready"] = ready_times(sim, work, max(sizes), args.ready_runs, trees)
     results["duration_seconds"] = time.perf_counter() - started
+    results["load_end"] = os.getloadavg()
     results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(json.dumps(results, indent=2))
     if parts == set(PARTS):

@@ -237,6 +237,10 @@ def _refuse_beside_the_leader(config: Config, command: str) -> None:
         )
 
 
+# Allocations between two collections of the youngest generation once the daemon is built (long_lived).
+YOUNG_COLLECTION = 10_000
+
+
 @contextlib.contextmanager
 def long_lived() -> Iterator[None]:
     """Build what lives as long as the process (the config, the daemon) out of the garbage
@@ -244,12 +248,19 @@ def long_lived() -> Iterator[None]:
     full collection walks it again. With 10,000 accounts that is 95,000 objects: 0.2 s of
     start-up, and 0.7 s of collections in the first pass (bench/RESULTS.md, section 3).
     Frozen objects are still freed when no longer referenced (an old config after a reload);
-    only a reference cycle among them would be kept."""
+    only a reference cycle among them would be kept.
+
+    From then on the youngest generation is collected every ``YOUNG_COLLECTION`` allocations
+    rather than 700: a check leaves no reference cycle behind (its garbage is freed as it goes),
+    so a collection finds next to nothing and only walks the checks in flight. Measured on a pass
+    over 10,000 accounts: 35 µs less CPU a check, the same peak memory; over 50,000, 17 full
+    collections (2.3 s) became one."""
     gc.disable()
     try:
         yield
         gc.collect()  # start-up's own garbage first, so none of it is frozen
         gc.freeze()
+        gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
     finally:
         gc.enable()
 

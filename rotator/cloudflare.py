@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
 import httpx
-import stamina
 import structlog
 
 from rotator import __version__
@@ -42,6 +42,13 @@ from rotator.transport import AiohttpTransport
 
 _T = TypeVar("_T")
 USER_AGENT = f"rotator/{__version__} (+https://github.com/rotator/rotator)"
+# What every request carries: httpx.AsyncClient's defaults, with rotator's Accept and User-Agent.
+_DEFAULT_HEADERS = {
+    "Accept": "application/json",
+    "Accept-Encoding": "gzip, deflate",
+    "Connection": "keep-alive",
+    "User-Agent": USER_AGENT,
+}
 # GET and PUT: attempts in all, and the backoff between them (exponential, with jitter).
 READ_ATTEMPTS = 4
 BACKOFF_INITIAL = 0.5
@@ -54,6 +61,15 @@ class Backoff:
 
     initial: float = BACKOFF_INITIAL
     maximum: float = BACKOFF_MAX
+
+    def wait(self, retry_num: int) -> float:
+        """Seconds before retry ``retry_num`` (1: the first): ``initial`` doubled each time, plus up
+        to ``initial`` of jitter, at most ``maximum`` (stamina's formula, which rotator used before)."""
+        try:
+            wait = self.initial * 2.0 ** (retry_num - 1)
+        except OverflowError:
+            return self.maximum
+        return min(self.maximum, wait + random.uniform(0, self.initial))  # noqa: S311 - jitter, not a secret
 
     @classmethod
     def within(cls, check_interval: float) -> Backoff:
@@ -77,6 +93,18 @@ _PERMISSION = {
 
 class RequestObserver(Protocol):
     def observe_request(self, method: str, endpoint: str, code: str, seconds: float) -> None: ...
+
+
+class _Reply(Protocol):
+    """An answer, read whole: an ``httpx.Response``, or rotator's transport's ``Answer``."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def json(self) -> Any: ...
 
 
 class _NoObserver:
@@ -106,21 +134,32 @@ class CloudflareClient:
         monotonic: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: Backoff = Backoff(),
+        read_attempts: int = READ_ATTEMPTS,
     ) -> None:
         self._backoff = backoff
+        self._read_attempts = read_attempts
         self._stopping = asyncio.Event()
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=timeout,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            # aiohttp's pool under httpx's API: httpcore's costs CPU per request in proportion to
-            # the pool's size (rotator/transport.py, bench/RESULTS.md). A custom CA is for a
-            # TLS-inspecting proxy; verification itself is never turned off. ``timeout`` is also
-            # the deadline of each request as a whole: httpx's bound one read each, and an answer
-            # trickling in a byte at a time held its check (and its account) for ever.
-            transport=transport
-            or AiohttpTransport(max_connections=max_concurrency, ca_bundle=ca_bundle, deadline=timeout),
+        # The transport is called directly, not through an httpx.AsyncClient: for three fixed
+        # endpoints the client's layer (merging URLs, cookies, building and wrapping each request,
+        # logging it) cost more CPU than the request itself (bench/RESULTS.md). What it did that
+        # matters is done here, once: the base URL, the default headers, the timeout. Cookies are
+        # not kept: the API authenticates by its headers, and a client shared by every account
+        # must not send one account's cookies with another's requests.
+        self._base_url = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout).as_dict()
+        # aiohttp's pool under httpx's API: httpcore's costs CPU per request in proportion to
+        # the pool's size (rotator/transport.py, bench/RESULTS.md). A custom CA is for a
+        # TLS-inspecting proxy; verification itself is never turned off. ``timeout`` is also
+        # the deadline of each request as a whole: httpx's bound one read each, and an answer
+        # trickling in a byte at a time held its check (and its account) for ever.
+        self._transport = transport or AiohttpTransport(
+            max_connections=max_concurrency, ca_bundle=ca_bundle, deadline=timeout
         )
+        self._closed = False
+        # Per credential fingerprint: the headers, as httpx's type and as (name, value) pairs.
+        self._headers: dict[str, tuple[httpx.Headers, list[tuple[str, str]]]] = {}
+        self._origin = httpx.URL(self._base_url)
+        self._fetch = self._transport.fetch if isinstance(self._transport, AiohttpTransport) else None
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._rate_limit = rate_limit
         self._max_retry_after = max_retry_after
@@ -131,9 +170,12 @@ class CloudflareClient:
         self._monotonic = monotonic
         self._sleep = sleep
         self._server_seen: tuple[datetime, float] | None = None  # the latest Date, and when
+        self._last_date: tuple[str, datetime | None] = ("", None)  # the latest Date header, parsed
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
 
     def limiter(self, credential: Credential) -> SlidingWindowLimiter:
         """The budget of this credential, shared by every account that uses the same secret."""
@@ -145,7 +187,7 @@ class CloudflareClient:
 
     async def get_keys(self, account_id: str, credential: Credential) -> KeyConfig:
         """Read the key configuration; retried on transient failures."""
-        config = await self._retrying("GET", "keys", account_id, credential)
+        config = await self._retrying(lambda: self._send("GET", "keys", account_id, credential))
         if config.is_empty:
             raise ResponseError(
                 "Cloudflare's answer to GET keys carried no key configuration (no result and no key fields)"
@@ -158,18 +200,13 @@ class CloudflareClient:
         One GET of ``/accounts/{id}/access/organizations``, retried like GET keys, within the
         credential's budget (it is Cloudflare's API); the Read permission is enough.
         """
-        path = f"/accounts/{account_id}/access/organizations"
-        async for attempt in stamina.retry_context(
-            on=_retryable,
-            attempts=READ_ATTEMPTS,
-            timeout=None,
-            wait_initial=self._backoff.initial,
-            wait_max=self._backoff.maximum,
-            wait_jitter=self._backoff.initial,
-        ):
-            with attempt:
-                response = await self._exchange("GET", "organizations", path, credential)
-                data = self._envelope("GET organizations", "GET", response)
+        url = f"{self._base_url}/accounts/{account_id}/access/organizations"
+
+        async def read() -> dict[str, Any]:
+            response = await self._exchange("GET", "organizations", url, credential)
+            return self._envelope("GET organizations", "GET", response)
+
+        data = await self._retrying(read)
         result = data.get("result")
         domain = (result if isinstance(result, dict) else data).get("auth_domain")
         if not isinstance(domain, str) or not domain.strip():
@@ -178,9 +215,8 @@ class CloudflareClient:
 
     async def set_interval(self, account_id: str, credential: Credential, days: int) -> KeyConfig:
         """Set how often Cloudflare rotates on its own; retried (a PUT is idempotent)."""
-        return await self._retrying(
-            "PUT", "keys", account_id, credential, {"key_rotation_interval_days": days}
-        )
+        body = {"key_rotation_interval_days": days}
+        return await self._retrying(lambda: self._send("PUT", "keys", account_id, credential, body))
 
     async def rotate(self, account_id: str, credential: Credential) -> KeyConfig:
         """Rotate the key: one POST, never retried here (a rotation is not idempotent).
@@ -244,25 +280,33 @@ class CloudflareClient:
                 task.cancel()
                 task.add_done_callback(_read_outcome)
 
-    async def _retrying(
-        self,
-        method: str,
-        endpoint: str,
-        account_id: str,
-        credential: Credential,
-        body: dict[str, Any] | None = None,
-    ) -> KeyConfig:
-        async for attempt in stamina.retry_context(
-            on=_retryable,
-            attempts=READ_ATTEMPTS,
-            timeout=None,  # a long retry-after is waited out by the limiter, not cut short
-            wait_initial=self._backoff.initial,
-            wait_max=self._backoff.maximum,
-            wait_jitter=self._backoff.initial,
-        ):
-            with attempt:
-                return await self._send(method, endpoint, account_id, credential, body)
-        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+    async def _retrying(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """``attempt`` (a GET or a PUT), sent again on what can pass (no answer, 429, 5xx): at most
+        ``read_attempts`` in all, a backoff apart, each logged as ``request_retry_scheduled``.
+
+        A loop of its own rather than stamina's: its retry context (tenacity's state, futures,
+        locks) cost 35 µs per request and 45 objects in reference cycles, which only the garbage
+        collector frees; a full collection walked every check in flight (bench/RESULTS.md). A
+        backoff is a pause (``pause``): shutdown ends it, and the request is not sent again.
+        A long retry-after is waited out by the credential's limiter, not cut short here.
+        """
+        retry_num = 0
+        while True:
+            try:
+                return await attempt()
+            except (TransportError, RateLimitedError, ServerError) as exc:
+                retry_num += 1
+                if retry_num >= self._read_attempts:
+                    raise
+                wait = self._backoff.wait(retry_num)
+                _log.warning(
+                    "request_retry_scheduled",
+                    retry_num=retry_num,
+                    wait_seconds=round(wait, 2),
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                )
+            await self.pause(wait)  # reached only after a failure that is retried
 
     async def _send(
         self,
@@ -273,18 +317,24 @@ class CloudflareClient:
         body: dict[str, Any] | None = None,
     ) -> KeyConfig:
         """Send one request; translate every outcome into a KeyConfig or a rotator error."""
-        path = f"/accounts/{account_id}/access/keys" + ("/rotate" if endpoint == "rotate" else "")
-        response = await self._exchange(method, endpoint, path, credential, body)
+        url = self._rotate_url(account_id) if endpoint == "rotate" else self._keys_url(account_id)
+        response = await self._exchange(method, endpoint, url, credential, body)
         return self._parse(f"{method} {endpoint}", method, response)
+
+    def _keys_url(self, account_id: str) -> str:
+        return f"{self._base_url}/accounts/{account_id}/access/keys"
+
+    def _rotate_url(self, account_id: str) -> str:
+        return f"{self._base_url}/accounts/{account_id}/access/keys/rotate"
 
     async def _exchange(
         self,
         method: str,
         endpoint: str,
-        path: str,
+        url: str,
         credential: Credential,
         body: dict[str, Any] | None = None,
-    ) -> httpx.Response:
+    ) -> _Reply:
         """One request within the credential's budget and a slot; no answer and 429 become errors."""
         what = f"{method} {endpoint}"
         limiter = self.limiter(credential)
@@ -297,7 +347,7 @@ class CloudflareClient:
         async with self._in_flight:
             started = self._monotonic()
             try:
-                response = await self._http.request(method, path, json=body, headers=credential.headers)
+                response = await self._request(method, url, credential, body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 self._observe(method, endpoint, "error", started)
                 raise ConnectError(f"{what}: could not connect to Cloudflare ({_describe(exc)})") from exc
@@ -321,13 +371,54 @@ class CloudflareClient:
             )
         return response
 
-    def _parse(self, what: str, method: str, response: httpx.Response) -> KeyConfig:
+    async def _request(
+        self, method: str, url: str, credential: Credential, body: dict[str, Any] | None
+    ) -> _Reply:
+        """One request through the transport, its answer read whole (as httpx.AsyncClient does).
+
+        rotator's own transport is asked through ``fetch``: the same exchange without httpx's
+        Request, URL and Response, which cost a third of the request (bench/RESULTS.md). Any other
+        transport (``httpx.MockTransport`` in tests, one a caller injects) gets httpx's types."""
+        if self._closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        headers, header_items = self._headers_for(credential)
+        if self._fetch is not None:
+            content = None
+            if body is not None:
+                content = _json_body(body)
+                header_items = [*header_items, ("Content-Type", "application/json")]
+            return await self._fetch(
+                method, url, header_items, content, origin=self._origin, timeouts=self._timeout
+            )
+        request = httpx.Request(
+            method, url, headers=headers, json=body, extensions={"timeout": self._timeout}
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+    def _headers_for(self, credential: Credential) -> tuple[httpx.Headers, list[tuple[str, str]]]:
+        """httpx.AsyncClient's default headers, rotator's, and the credential's, merged once."""
+        merged = self._headers.get(credential.fingerprint)
+        if merged is None:
+            headers = httpx.Headers(_DEFAULT_HEADERS)
+            headers.update(credential.headers)
+            merged = self._headers[credential.fingerprint] = (headers, headers.multi_items())
+        return merged
+
+    def _parse(self, what: str, method: str, response: _Reply) -> KeyConfig:
         return _key_config(what, self._envelope(what, method, response), self._server_time(response))
 
-    def _envelope(self, what: str, method: str, response: httpx.Response) -> dict[str, Any]:
+    def _envelope(self, what: str, method: str, response: _Reply) -> dict[str, Any]:
         """The answer's JSON object, or the rotator error its status or body amounts to."""
         status = response.status_code
-        errors = _errors(response)
+        data = _json(response)
+        errors = _errors_in(data)
         detail = "; ".join(str(e) for e in errors) or response.reason_phrase
         if status >= 500:
             raise ServerError(
@@ -355,10 +446,6 @@ class CloudflareClient:
             )
         if not 200 <= status < 300:
             raise APIError(f"{what}: Cloudflare answered {status} ({detail})", status=status, errors=errors)
-        try:
-            data = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
         if not isinstance(data, dict):
             raise ResponseError(f"{what}: Cloudflare answered {status} with a body that is not a JSON object")
         if data.get("success") is False:
@@ -369,7 +456,7 @@ class CloudflareClient:
             )
         return data
 
-    def _retry_after(self, response: httpx.Response) -> float:
+    def _retry_after(self, response: _Reply) -> float:
         """How long a 429 pauses its credential: the retry-after (seconds, or an HTTP date read
         against Cloudflare's clock), at most ``max_retry_after``. A value past the cap, or not
         finite (``inf``, ``nan``), is the cap, and a warning says so: one bad header must not hold
@@ -388,15 +475,13 @@ class CloudflareClient:
         )
         return cap
 
-    def _server_time(self, response: httpx.Response) -> datetime:
+    def _server_time(self, response: _Reply) -> datetime:
         """Cloudflare's clock from the Date header: it judges rotations, not a skewed local clock."""
         header = response.headers.get("date")
         if header:
-            try:
-                date = parsedate_to_datetime(header).astimezone(UTC)
-            except (TypeError, ValueError):
-                pass
-            else:
+            date = self._last_date[1] if header == self._last_date[0] else _http_date(header)
+            if date is not None:
+                self._last_date = (header, date)  # a Date has whole seconds: answers share it
                 self._server_seen = (date, self._monotonic())
                 return date
         return self._clock()
@@ -405,20 +490,6 @@ class CloudflareClient:
         self._observer.observe_request(method, endpoint, code, self._monotonic() - started)
 
 
-def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
-    """stamina's own hook logs the callable's arguments; ours logs only what an operator needs."""
-    _log.warning(
-        "request_retry_scheduled",
-        retry_num=details.retry_num,
-        wait_seconds=round(details.wait_for, 2),
-        error=str(details.caused_by),
-        error_type=type(details.caused_by).__name__,
-    )
-
-
-# Replaces stamina's defaults (a structlog line with every argument, a counter in the global
-# Prometheus registry): rotator's metrics live in its own registry, its logs in its own words.
-stamina.instrumentation.set_on_retry_hooks([_log_retry])
 _log = structlog.get_logger("rotator")
 
 
@@ -428,12 +499,15 @@ def _read_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _retryable(exc: Exception) -> bool:
-    return isinstance(exc, TransportError | RateLimitedError | ServerError)
-
-
 def _describe(exc: httpx.HTTPError) -> str:
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
+def _http_date(header: str) -> datetime | None:
+    try:
+        return parsedate_to_datetime(header).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None
 
 
 def _seconds_from(retry_after: str, now: datetime) -> float | None:
@@ -450,11 +524,24 @@ def _seconds_from(retry_after: str, now: datetime) -> float | None:
     return (when.replace(tzinfo=when.tzinfo or UTC) - now).total_seconds()
 
 
-def _errors(response: httpx.Response) -> tuple[CloudflareMessage, ...]:
+def _json_body(body: dict[str, Any]) -> bytes:
+    """A request's JSON body as httpx encodes ``json=``."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _json(response: _Reply) -> Any:
+    """The answer's JSON document, None when it is not JSON (an HTML page from the edge)."""
     try:
-        data = response.json()
+        return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return ()
+        return None
+
+
+def _errors(response: _Reply) -> tuple[CloudflareMessage, ...]:
+    return _errors_in(_json(response))
+
+
+def _errors_in(data: Any) -> tuple[CloudflareMessage, ...]:
     raw = data.get("errors") if isinstance(data, dict) else None
     if not isinstance(raw, list):
         return ()

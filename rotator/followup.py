@@ -73,6 +73,10 @@ class FollowUp:
         if self.publication is not None:
             self._publication_metrics.configure(accounts)
 
+    def wants_baseline(self, account: Account) -> bool:
+        """Whether ``before_check`` has anything to do for this account (most checks: no)."""
+        return self.publication is not None and self.publication.wants_baseline(account)
+
     async def before_check(self, account: Account) -> None:
         try:
             if self.publication is not None:

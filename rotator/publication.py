@@ -340,6 +340,11 @@ class Publication:
         if state is not None and state.task is not None:
             state.task.cancel()
 
+    def wants_baseline(self, account: Account) -> bool:
+        """Whether ``before_check`` has a read to make (before the account's first check only)."""
+        state = self._states.get(account.account_id)
+        return state is None or (state.seen is None and state.task is None)
+
     async def before_check(self, account: Account) -> None:
         """Take a baseline before the account's first check of this process (one read)."""
         state = self._state(account)

@@ -2,21 +2,21 @@
 
 Every test drives the real ``CloudflareClient`` through a scripted fake of Cloudflare's API and
 a fake clock (``tests.test_ratelimit.FakeClock``): retries and retry-after pauses take no real
-time, and stamina runs in testing mode (no backoff, the client's own attempt counts).
+time: the backoff between attempts is a pause on that clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import stamina
 from structlog.testing import capture_logs
 
 from rotator import __version__
@@ -134,13 +134,6 @@ class Api:
     client: CloudflareClient
     cloudflare: FakeCloudflare
     clock: FakeClock
-
-
-@pytest.fixture(autouse=True)
-def no_backoff() -> Iterator[None]:
-    """stamina without backoff; capped, so the client's own READ_ATTEMPTS still applies."""
-    with stamina.set_testing(True, attempts=1000, cap=True):
-        yield
 
 
 @pytest.fixture
@@ -742,3 +735,46 @@ async def test_a_cancelled_wait_propagates_and_leaves_the_budget_usable(
     assert (await later).days_until_next_rotation == 3
     assert a.cloudflare.times_of("GET") == [1000.0, 1120.0]
     await no_loop_errors(loop_errors)
+
+
+async def test_retries_wait_a_doubling_backoff_with_jitter_and_each_is_logged(
+    api: Callable[..., Api],
+) -> None:
+    """GET retried on a 503: 0.5 s, then 1 s, then 2 s, each plus up to 0.5 s of jitter, at most
+    READ_ATTEMPTS in all, each retry logged with its number and wait."""
+    a = api(GET=[html(503), html(503), html(503), ok()])
+    with capture_logs() as logs:
+        await a.client.get_keys(ACCOUNT, token())
+    times = a.cloudflare.times_of("GET")
+    assert len(times) == READ_ATTEMPTS == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    for gap, floor in zip(gaps, (0.5, 1.0, 2.0), strict=True):
+        assert floor <= gap <= floor + 0.5, gaps
+    retries = [e for e in logs if e["event"] == "request_retry_scheduled"]
+    assert [e["retry_num"] for e in retries] == [1, 2, 3]
+    assert [e["wait_seconds"] for e in retries] == [round(gap, 2) for gap in gaps]
+    assert {e["error_type"] for e in retries} == {"ServerError"}
+
+
+async def test_a_backoff_ends_at_shutdown_and_the_request_is_not_sent_again(
+    api: Callable[..., Api],
+) -> None:
+    a = api(GET=[html(503)], auto=False)
+    read = asyncio.ensure_future(a.client.get_keys(ACCOUNT, token()))
+    await settle()
+    assert len(a.cloudflare.requests) == 1  # answered 503; waiting out the backoff
+    a.client.stop_waiting()
+    with pytest.raises(Abandoned):
+        await read
+    assert len(a.cloudflare.requests) == 1
+
+
+async def test_no_cookie_is_kept_from_one_answer_for_the_next_request(api: Callable[..., Api]) -> None:
+    """One client serves every account: a cookie one account's answer sets is never sent with
+    another's request (the API authenticates by headers alone)."""
+    answer = ok(keys())
+    answer.headers["Set-Cookie"] = "__cf_bm=abc; Path=/; Domain=api.cloudflare.test"
+    a = api(GET=[answer])
+    await a.client.get_keys(ACCOUNT, token())
+    await a.client.get_keys("0" * 32, token("Y", "another-token"))
+    assert [r.headers.get("cookie") for r in a.cloudflare.requests] == [None, None]

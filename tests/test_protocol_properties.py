@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import stamina
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -282,9 +281,3 @@ class TestRotationProtocol(RotationProtocol.TestCase):  # type: ignore[name-defi
         suppress_health_check=[HealthCheck.too_slow],
         database=None,
     )
-
-    def setUp(self) -> None:
-        stamina.set_testing(True, attempts=1000, cap=True)  # no real backoff; bounded attempts
-
-    def tearDown(self) -> None:
-        stamina.set_testing(False)

@@ -7,7 +7,7 @@ ledger: a stale echo, a read that goes backwards, a reload that comes while a ch
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import stamina
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -116,12 +115,6 @@ def load(path: Path, rotation: dict[str, Any] | None = None) -> Config:
     text += f"accounts: [{{name: prod, account_id: '{ACCOUNT}'}}]\n"
     path.write_text(text)
     return parse_config(text, path)
-
-
-@pytest.fixture(autouse=True)
-def no_backoff() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=1000, cap=True):
-        yield
 
 
 @pytest.fixture

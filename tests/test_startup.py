@@ -27,7 +27,6 @@ NETWORK_AND_DAEMON = {
     "aiohttp",
     "apscheduler.schedulers",
     "prometheus_client",
-    "stamina",
     "rotator.checker",
     "rotator.cloudflare",
     "rotator.daemon",
