@@ -160,7 +160,11 @@ class Daemon:
         )
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         # The latest check of each account, served at / and /status.
-        self.status = StatusBoard(config.accounts, next_check=self._next_check)
+        self.status = StatusBoard(
+            config.accounts,
+            next_check=self._next_check,
+            leadership=self._election.leadership if self._election else None,
+        )
         self._stop = asyncio.Event()
         self._stop_reason = "finished"
         self._answered = False

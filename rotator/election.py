@@ -56,6 +56,10 @@ class Election:
         """Whether a rotate POST may leave now: this replica leads for longer than it can take."""
         return await self._elector.fence(self._request_deadline)
 
+    def leadership(self) -> tuple[bool, str | None]:
+        """Whether this replica acts, and who holds the Lease as last seen."""
+        return self.acting, self._elector.holder
+
     def readiness_problem(self) -> str | None:
         if not self._elector.reached:
             return "the Kubernetes API has not answered leader election's first read of the Lease yet"

@@ -53,10 +53,14 @@ class StatusBoard:
         *,
         next_check: Callable[[str], datetime | None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leadership: Callable[[], tuple[bool, str | None]] | None = None,
     ) -> None:
         """``next_check(account_id)``: when the scheduler will next check the account (None: not
-        scheduled). ``clock``: the local clock, for when a check finished and when a page was made."""
+        scheduled). ``clock``: the local clock, for when a check finished and when a page was made.
+        ``leadership``: with leader election, whether this replica leads and who does (a
+        follower's page shows no checks: the Service may have sent the reader to either)."""
         self._next_check = next_check
+        self._leadership = leadership
         self._clock = clock
         self._latest: dict[str, _Latest] = {}
         self.configure(accounts)
@@ -83,8 +87,15 @@ class StatusBoard:
         return {
             "version": __version__,
             "generated_at": iso(self._clock()),
+            "leader_election": self._leader_election(),
             "accounts": [self._account(entry) for entry in self._latest.values()],
         }
+
+    def _leader_election(self) -> dict[str, Any] | None:
+        if self._leadership is None:
+            return None
+        leading, holder = self._leadership()
+        return {"leading": leading, "holder": holder}
 
     def _account(self, entry: _Latest) -> dict[str, Any]:
         result = entry.result or CheckResult(entry.account)
@@ -107,6 +118,7 @@ class StatusBoard:
             version=_e(data["version"]),
             generated_at=_e(_when(data["generated_at"])),
             count=len(data["accounts"]),
+            leadership=_leadership(data["leader_election"]),
             cards=cards,
         )
 
@@ -120,6 +132,17 @@ class StatusBoard:
             return web.json_response(self.as_json())
 
         return [web.get("/", page), web.get("/status", status)]
+
+
+def _leadership(election: dict[str, Any] | None) -> str:
+    if election is None or election["leading"]:
+        return ""
+    holder = election["holder"]
+    who = f"{_e(holder)} leads" if holder else "no replica leads right now"
+    return (
+        f'<p class="meta">This replica follows ({who}): only the leader checks, so its page shows '
+        "the checks.</p>\n"
+    )
 
 
 def _e(value: Any) -> str:
@@ -208,7 +231,7 @@ td {{ padding: 2px 0; overflow-wrap: anywhere; }}
 <h1>rotator</h1>
 <p class="meta">{count} accounts &middot; version {version} &middot; as of {generated_at}
 &middot; <a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p>
-{cards}
+{leadership}{cards}
 </body>
 </html>
 """

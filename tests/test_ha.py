@@ -21,12 +21,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.simulator import SimulatorThread
 from rotator.simulator.core import Fault
+from rotator.status import schema
 from tests.kubeapi import KubeAPIServer
 from tests.processes import Daemon, environment, events, free_port, rotator, write_config
 
@@ -150,6 +152,15 @@ def test_two_replicas_elect_exactly_one_leader_that_alone_checks(
         assert metric(texts[follower], "rotator_leader") == 0
         assert metric(texts[leader], "rotator_leader_transitions_total") == 1
         assert not events(follower.logs, "account_checked")
+        # The Service sends a reader to either replica: the follower's status page says who leads.
+        holder = kube.lease(NAMESPACE, "rotator")["spec"]["holderIdentity"]  # type: ignore[index]
+        statuses = {r: r.get("/status").json() for r in (first, second)}
+        for status in statuses.values():
+            jsonschema.validate(status, schema())
+        assert statuses[leader]["leader_election"] == {"leading": True, "holder": holder}
+        assert statuses[follower]["leader_election"] == {"leading": False, "holder": holder}
+        assert f"This replica follows ({holder} leads)" in follower.get("/").text
+        assert "This replica follows" not in leader.get("/").text
         lease = kube.lease(NAMESPACE, "rotator")
         assert lease is not None and lease["spec"]["holderIdentity"].startswith("rotator-")
         assert first.terminate() == 0 and second.terminate() == 0
