@@ -29,6 +29,8 @@ from rotator.errors import ConfigError, CredentialError, KubernetesError, Listen
 if TYPE_CHECKING:
     from rotator.checker import Checker, CheckResult
     from rotator.config import Account, Config
+    from rotator.kube import KubeAPI
+    from rotator.ledger import Store
 
 EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE = 0, 1, 2
 # rotator.config's default, spelled here so the parser is built without loading the config's
@@ -382,7 +384,8 @@ async def _check_all(
     requested: bool = False,
 ) -> list[CheckResult]:
     """Each account checked without acting (``requested``: as ``rotate`` would decide)."""
-    checker, close = _one_shot_checker(config, credentials, read_only=True)
+    kubernetes, store = await _leaders_ledger(config)
+    checker, close = _one_shot_checker(config, credentials, read_only=True, store=store)
     try:
         return list(
             await asyncio.gather(
@@ -394,10 +397,33 @@ async def _check_all(
         )
     finally:
         await close()
+        if kubernetes is not None:
+            await kubernetes.close()
+
+
+async def _leaders_ledger(config: Config) -> tuple[KubeAPI | None, Store | None]:
+    """With leader election, the API and the ledger the leader keeps in its ConfigMap, read once,
+    so that ``check`` decides as the leader would (an open rotation there holds the account);
+    (None, None) without it."""
+    from rotator.daemon import connect_kubernetes
+
+    kubernetes = await connect_kubernetes(config)
+    if kubernetes is None:
+        return None, None
+    from rotator.ledger_configmap import ConfigMapStore
+
+    election = config.settings.leader_election
+    store = ConfigMapStore(kubernetes, election.ledger_name, deadline=election.renew_deadline)
+    try:
+        await store.load()
+    except BaseException:
+        await kubernetes.close()
+        raise
+    return kubernetes, store
 
 
 def _one_shot_checker(
-    config: Config, credentials: dict[str, Credential], *, read_only: bool
+    config: Config, credentials: dict[str, Credential], *, read_only: bool, store: Store | None = None
 ) -> tuple[Checker, Any]:
     """A checker for one command; ``check`` reads the ledger and never writes it."""
     from prometheus_client import CollectorRegistry
@@ -412,6 +438,7 @@ def _one_shot_checker(
         config.settings.state_file,
         settle_time=timedelta(seconds=config.settings.settle_time),
         read_only=read_only,
+        store=store,
     )
     client = build_client(config, metrics)
     accounts = {a.account_id: a for a in config.accounts}

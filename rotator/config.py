@@ -286,6 +286,11 @@ class LeaderElectionSettings(_Strict):
     renew_deadline: Duration = Field(10.0, gt=0)
     retry_period: Duration = Field(2.0, gt=0)
 
+    @property
+    def ledger_name(self) -> str:
+        """The ConfigMap that keeps the rotation ledger."""
+        return f"{self.lease_name}-ledger"
+
     @model_validator(mode="after")
     def _timings(self) -> LeaderElectionSettings:
         # As client-go requires: a leader gives up (renew_deadline) before its Lease can pass to

@@ -33,9 +33,7 @@ class Election:
         """``on_ready``: called when this replica starts acting (it leads, the ledger read)."""
         settings = config.settings.leader_election
         self.identity = process_identity(settings.identity)
-        self.store = ConfigMapStore(
-            kubernetes, f"{settings.lease_name}-ledger", deadline=settings.renew_deadline
-        )
+        self.store = ConfigMapStore(kubernetes, settings.ledger_name, deadline=settings.renew_deadline)
         self._elector = LeaderElector(
             kubernetes, settings, self.identity, on_leading=self._leading, on_stopped=self._stopped
         )

@@ -304,6 +304,12 @@ def test_a_new_leader_remembers_the_rotation_its_predecessor_had_on_the_wire(
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
         assert ledger(kube)[sim.sim.account_ids[0]]["rotation"]["state"] in ("intent", "sent")
+        # `rotator check` reads the leader's ledger too: it says what the next leader will do.
+        env = environment(KUBECONFIG=str(replicas.kubeconfig))
+        checked = rotator("check", "--json", "-c", str(config), env=env)
+        assert checked.returncode == 0, checked.stderr
+        account = json.loads(checked.stdout)["accounts"][0]
+        assert (account["account"], account["reason"]) == ("account-0", "unsettled")
         second = replicas.start()
         second.wait_for("ledger_loaded", lambda: events(second.logs, "ledger_loaded"), timeout=30)
         skipped = second.wait_for(
