@@ -15,7 +15,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,8 +167,11 @@ _HELP = {
         "\n"
         "ACCOUNT is the account's name in the config (accounts[].name).\n"
         "\n"
+        "With leader_election on, it rotates as the leader: it takes the Lease when no replica\n"
+        "holds it, and sends nothing beside a live leader.\n"
+        "\n"
         "exit codes: 0 rotated; 1 not rotated (the gap, a dry-run account, a refused --force, a\n"
-        "failure); 2 the config, a credential or ACCOUNT cannot be used.",
+        "live leader, a failure); 2 the config, a credential or ACCOUNT cannot be used.",
     ),
     "validate": (
         "Check the config and say what is wrong: one line per problem, naming the file, the account,\n"
@@ -229,13 +232,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _refuse_beside_the_leader(config: Config, command: str) -> None:
-    """One-shot commands that may rotate do not take part in leader election: beside an elected
-    leader they could rotate one key twice. The daemon's leader rotates, at its next check."""
+    """`rotator run --once` does not take part in leader election: beside an elected leader it
+    could rotate one key twice. (`rotator rotate` does: it takes the Lease, or says who holds it.)"""
     if config.settings.leader_election.enabled:
         raise ConfigError(
             f"{config.path}: leader_election is enabled, so only the elected leader (rotator run) "
-            f"rotates; `rotator {command}` would act beside it. Wait for the leader's next check, or "
-            "scale the replicas to 0 and use a config without leader_election"
+            f"rotates; `rotator {command}` would act beside it. Run `rotator run` (the replicas elect "
+            "a leader), or `rotator rotate ACCOUNT`, which rotates as the leader when no replica holds "
+            "the Lease"
         )
 
 
@@ -306,7 +310,6 @@ def _rotate(args: argparse.Namespace) -> int:
         names = ", ".join(a.name for a in config.accounts)
         _say_error(f"{config.path}: no account named '{args.account}' (configured: {names})")
         return EXIT_USAGE
-    _refuse_beside_the_leader(config, "rotate")
     credentials = require_credentials(config)
     if args.force and not account.policy.dry_run:
         # A read-only check first: would a plain request be held back by the gap? Then --force
@@ -320,14 +323,21 @@ def _rotate(args: argparse.Namespace) -> int:
             print(f"{account.name}: not rotated: --force within the minimum gap needs --yes ({_REFUSED})")
             return EXIT_ACCOUNT_FAILED
 
-    async def rotate_one() -> CheckResult:
-        checker, close = _one_shot_checker(config, credentials, read_only=False)
-        try:
-            return await checker.check(account, requested=True, force=args.force)
-        finally:
-            await close()
+    async def rotate_one() -> CheckResult | str:
+        async with _holding_the_lease(config) as held:
+            if isinstance(held, str):
+                return held
+            store, fence = held
+            checker, close = _one_shot_checker(config, credentials, read_only=False, store=store, fence=fence)
+            try:
+                return await checker.check(account, requested=True, force=args.force)
+            finally:
+                await close()
 
     result = asyncio.run(rotate_one())
+    if isinstance(result, str):
+        print(f"{account.name}: not rotated: {result}")
+        return EXIT_ACCOUNT_FAILED
     if result.rotated:
         new_last = result.as_dict()["new_last_key_rotation_at"]
         print(f"{account.name}: rotated (last_key_rotation_at is now {new_last})")
@@ -422,8 +432,48 @@ async def _leaders_ledger(config: Config) -> tuple[KubeAPI | None, Store | None]
     return kubernetes, store
 
 
+@contextlib.asynccontextmanager
+async def _holding_the_lease(
+    config: Config,
+) -> AsyncIterator[tuple[Store | None, Callable[[], Awaitable[bool]] | None] | str]:
+    """With leader election, `rotator rotate` rotates as the leader: it takes the Lease (free, or
+    run out) and the leader's ledger, fences its POST, and releases the Lease when done. Yields
+    the ledger's store and the fence, or why the Lease cannot be had (a live leader holds it)."""
+    from rotator.daemon import connect_kubernetes
+
+    kubernetes = await connect_kubernetes(config)
+    if kubernetes is None:
+        yield None, None
+        return
+    from rotator.leader import LeaderElector, process_identity
+    from rotator.ledger_configmap import ConfigMapStore
+
+    election = config.settings.leader_election
+    elector = LeaderElector(kubernetes, election, process_identity(election.identity))
+    try:
+        if not await elector.acquire():
+            yield (
+                f"the Lease {kubernetes.namespace}/{election.lease_name} is held by {elector.holder}, "
+                "which renews it: only the leader rotates, and it rotates a due account at its next "
+                "check (to rotate now, scale the replicas to 0 and run this again)"
+            )
+            return
+        store = ConfigMapStore(kubernetes, election.ledger_name, deadline=election.renew_deadline)
+        await store.load()
+        timeout = config.settings.cloudflare.timeout
+        yield store, lambda: elector.fence(timeout)
+    finally:
+        await elector.release()
+        await kubernetes.close()
+
+
 def _one_shot_checker(
-    config: Config, credentials: dict[str, Credential], *, read_only: bool, store: Store | None = None
+    config: Config,
+    credentials: dict[str, Credential],
+    *,
+    read_only: bool,
+    store: Store | None = None,
+    fence: Callable[[], Awaitable[bool]] | None = None,
 ) -> tuple[Checker, Any]:
     """A checker for one command; ``check`` reads the ledger and never writes it."""
     from prometheus_client import CollectorRegistry
@@ -443,7 +493,13 @@ def _one_shot_checker(
     client = build_client(config, metrics)
     accounts = {a.account_id: a for a in config.accounts}
     checker = Checker(
-        client, metrics, ledger, dict(credentials), accounts=accounts.get, check_period=config.check_period
+        client,
+        metrics,
+        ledger,
+        dict(credentials),
+        accounts=accounts.get,
+        check_period=config.check_period,
+        fence=fence,
     )
 
     async def close() -> None:

@@ -144,6 +144,26 @@ class LeaderElector:
         elif not self.leading:
             self._stop_leading(f"the Lease was not renewed within renew_deadline ({self._renew_deadline:g}s)")
 
+    async def acquire(self) -> bool:
+        """For a one-shot command: take the Lease and hold it until ``release()``. At once when it
+        is free; once it has gone unrenewed for its duration (a holder that died); False as soon as
+        its holder renews it (a live leader), or after ``lease_duration`` + 2 x ``retry_period``."""
+        deadline = self._monotonic() + self._lease_duration + 2 * self._retry_period
+        first: Lease | None = None
+        while True:
+            await self.step()
+            if self.leading:
+                return True
+            seen = self._observed
+            if seen is not None and seen.holder not in (None, self.identity):
+                if first is None:
+                    first = seen
+                elif seen.resource_version != first.resource_version:
+                    return False  # renewed meanwhile: its holder is alive
+            if self._monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self._retry_period)
+
     async def release(self) -> None:
         """Write the Lease free (when this process holds it), so a follower leads at once."""
         if self._renewed_at is None:

@@ -322,20 +322,49 @@ def test_a_new_leader_remembers_the_rotation_its_predecessor_had_on_the_wire(
     assert ledger(kube)[sim.sim.account_ids[0]]["rotation"]["state"] == "unconfirmed"
 
 
-@pytest.mark.parametrize("command", [["rotate", "account-0"], ["run", "--once"]])
-def test_one_shot_commands_that_may_rotate_refuse_beside_a_leader(
-    simulator: SimulatorThread, tmp_path: Path, command: list[str]
-) -> None:
+def test_run_once_refuses_beside_a_leader(simulator: SimulatorThread, tmp_path: Path) -> None:
     config = ha_config(tmp_path, simulator)
-    done = rotator(*command, "-c", str(config))
+    done = rotator("run", "--once", "-c", str(config))
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"rotator: error: {config}: leader_election is enabled, so only the elected leader (rotator run) "
-        f"rotates; `rotator {' '.join(command[:1] if command[0] == 'rotate' else command)}` would act "
-        "beside it. Wait for the leader's next check, or scale the replicas to 0 and use a config without "
-        "leader_election"
+        "rotates; `rotator run --once` would act beside it. Run `rotator run` (the replicas elect a "
+        "leader), or `rotator rotate ACCOUNT`, which rotates as the leader when no replica holds the Lease"
     )
     assert simulator.sim.requests() == []
+
+
+def test_rotate_rotates_as_the_leader_when_none_runs_and_says_who_leads_when_one_does(
+    make_simulator: Any, kube: KubeAPIServer, tmp_path: Path
+) -> None:
+    """With the replicas scaled to 0, `rotator rotate` takes the Lease, records its rotation in the
+    leader's ledger and releases the Lease; beside a live leader it sends nothing and says who leads."""
+    sim = make_simulator(3)
+    config = ha_config(tmp_path, sim)
+    env = environment(KUBECONFIG=str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+    account_id = sim.sim.account_ids[1]  # not due: a person asks
+    done = rotator("rotate", "account-1", "-c", str(config), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ledger(kube)[account_id]["rotation"]["state"] == "done"
+    lease = kube.lease(NAMESPACE, "rotator")
+    assert lease is not None and lease["spec"].get("holderIdentity") is None  # released
+
+    with ExitStack() as stack:
+        replicas = Replicas(config, Path(env["KUBECONFIG"]), stack)
+        leader = replicas.start()
+        replicas.wait_for_leader()
+        leader.wait_ready()
+        posts = len(sim.sim.requests(op="rotate"))
+        refused = rotator("rotate", "account-2", "-c", str(config), env=env)
+        holder = kube.lease(NAMESPACE, "rotator")["spec"]["holderIdentity"]  # type: ignore[index]
+        assert leader.terminate() == 0
+    assert refused.returncode == 1
+    assert refused.stdout.strip() == (
+        f"account-2: not rotated: the Lease {NAMESPACE}/rotator is held by {holder}, which renews it: only "
+        "the leader rotates, and it rotates a due account at its next check (to rotate now, scale the "
+        "replicas to 0 and run this again)"
+    )
+    assert len(sim.sim.requests(op="rotate")) == posts  # nothing sent beside the leader
 
 
 def test_run_without_a_kubernetes_api_says_where_it_looked(
