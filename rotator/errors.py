@@ -11,7 +11,8 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
     ├── ListenError                  the HTTP endpoints' address cannot be listened on (in use)
     ├── CertsError                   a team's certs endpoint gave no usable key set (rotator.publication)
     ├── KubernetesError              the Kubernetes API (the Lease, the ledger's ConfigMap) failed us
-    │   └── KubernetesConflict       409: another writer changed the object first (resourceVersion)
+    │   ├── KubernetesConflict       409: another writer changed the object first (resourceVersion)
+    │   └── KubernetesNotFound       404: the object is gone (deleted since it was read)
     ├── NotLeading                   a rotation was not sent: this replica does not hold the Lease
     └── CloudflareError              talking to Cloudflare failed
         ├── TransportError           no response arrived (timeout, connection refused/reset)
@@ -70,6 +71,10 @@ class KubernetesError(RotatorError):
 
 class KubernetesConflict(KubernetesError):
     """409: the object changed since it was read (or exists already): read it again."""
+
+
+class KubernetesNotFound(KubernetesError):
+    """404: the object is not there (a person deleted it since it was read)."""
 
 
 class NotLeading(RotatorError):

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from rotator.errors import KubernetesConflict, KubernetesError
+from rotator.errors import KubernetesConflict, KubernetesError, KubernetesNotFound
 
 # Where a pod's service account puts its namespace (beside its token and the cluster's CA).
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -186,6 +186,8 @@ class KubeAPI:
             message = f"{what}: {exc.status} {exc.reason}{_status_message(exc.body)}"
             if exc.status == 409:
                 raise KubernetesConflict(message) from None
+            if exc.status == 404:
+                raise KubernetesNotFound(message) from None
             raise KubernetesError(message) from None
         except TimeoutError:
             raise KubernetesError(f"{what}: no answer within {deadline:.1f}s") from None

@@ -27,7 +27,7 @@ import asyncio
 import gzip
 from collections.abc import Callable
 
-from rotator.errors import KubernetesConflict, KubernetesError, StateFileError
+from rotator.errors import KubernetesConflict, KubernetesError, KubernetesNotFound, StateFileError
 from rotator.kube import ConfigMap, KubeAPI
 from rotator.ledger import AccountRecord, decode, encode, merge
 
@@ -109,6 +109,10 @@ class ConfigMapStore:
                 # Changed since this process read it (or created meanwhile): merge, write again.
                 theirs, self._version = await self._read()
                 self._records = merge(self._records, theirs)
+                continue
+            except KubernetesNotFound:
+                # Deleted since (by a person): what this process knows is written anew.
+                self._version = None
                 continue
             self._version = written.resource_version
             return

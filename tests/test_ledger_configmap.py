@@ -124,3 +124,23 @@ def test_an_intent_that_cannot_be_written_is_an_error_before_the_post(kube: Kube
         run(refused())
     assert str(caught.value).startswith("the ConfigMap rotator/rotator-ledger: creating the ConfigMap")
     assert "403" in str(caught.value)
+
+
+def test_a_ledger_configmap_deleted_by_hand_is_written_anew(kube: KubeAPIServer) -> None:
+    async def deleted() -> State | None:
+        api, store = await _store()
+        await store.load()
+        ledger = Ledger(store=store)
+        rotation = ledger.begin(ACCOUNT, at=NOW, rotates_from=None)
+        await ledger.commit()
+        await api._core.delete_namespaced_config_map("rotator-ledger", "rotator")
+        ledger.done(ACCOUNT, rotation, at=NOW, why="Cloudflare answered 200")
+        await ledger.commit()
+        api_fresh, fresh = await _store()
+        await fresh.load()
+        record = Ledger(store=fresh).record(ACCOUNT)
+        for each in (api, api_fresh):
+            await each.close()
+        return record.rotation.state if record.rotation else None
+
+    assert run(deleted()) is State.DONE
