@@ -9,8 +9,11 @@ right before a rotate POST, how long the Lease it holds still has to run (the fe
 - Every ``retry_period`` each replica reads the Lease. A Lease held by another replica is taken
   over only once it has gone unrenewed for its ``leaseDurationSeconds``, timed by this replica's
   own clock from when it saw the Lease change (never from the holder's timestamps: clocks differ).
-  A free Lease (no holder: released on shutdown) is taken at once. Every write carries the
-  resourceVersion it read, so of two replicas taking one Lease, one gets a 409 and stays a follower.
+  A free Lease (no holder: released on shutdown) is taken at once. A missing one is created only
+  once it has been missing for ``lease_duration`` (a new install's first leader waits that long):
+  a Lease deleted by hand must not give a second replica the lead while its holder still acts.
+  Every write carries the resourceVersion it read, so of two replicas taking one Lease, one gets a
+  409 and stays a follower.
 - The leader renews every ``retry_period``. It counts its Lease as running until ``lease_duration``
   after the moment it *sent* its latest successful renewal: no follower can take it over sooner.
   If no renewal succeeds within ``renew_deadline`` it stops leading at once (it starts nothing
@@ -42,7 +45,7 @@ from typing import Protocol
 import structlog
 
 from rotator.config import FENCE_MARGIN_SECONDS, LeaderElectionSettings
-from rotator.errors import KubernetesConflict, KubernetesError
+from rotator.errors import KubernetesConflict, KubernetesError, KubernetesNotFound
 from rotator.kube import Lease
 
 _log = structlog.get_logger("rotator")
@@ -212,6 +215,13 @@ class LeaderElector:
             except KubernetesConflict:
                 self._observed = None  # another replica wrote first: read it at the next attempt
                 return None
+            except KubernetesNotFound:
+                # A person deleted the Lease under this leader: stop leading now, not at
+                # renew_deadline (a replica that never saw it could create it at once).
+                self._observed = None
+                if self._renewed_at is not None:
+                    self._stop_leading("the Lease was deleted")
+                return None
             except KubernetesError as exc:
                 _log.warning("leader_election_failed", lease=self.lease_name, error=str(exc))
                 return None
@@ -229,6 +239,12 @@ class LeaderElector:
         now = self._now()
         duration = math.ceil(self._lease_duration)
         if observed is None:
+            if self._monotonic() < self._observed_at + self._lease_duration:
+                # Missing since this process first looked (or since it last saw it): had a person
+                # deleted it, its holder could still act until it would have run out. So it is
+                # created no sooner than a takeover could happen; a new install's first leader
+                # waits lease_duration.
+                return None
             mine = Lease(self.identity, duration, now, now, 0)
             sent = self._monotonic()
             created = await self._leases.create_lease(self.lease_name, mine, deadline=self._left(ends))
@@ -251,7 +267,9 @@ class LeaderElector:
         return sent
 
     def _see(self, lease: Lease | None) -> None:
-        if lease != self._observed:
+        # The first look counts as a change: a Lease found missing then is created no sooner than
+        # lease_duration later (a person may have deleted it under a leader that still acts).
+        if lease != self._observed or self._observed_at == -math.inf:
             self._observed = lease
             self._observed_at = self._monotonic()
         self.holder = lease.holder if lease is not None else None

@@ -160,6 +160,10 @@ def test_two_replicas_elect_exactly_one_leader_that_alone_checks(
         assert not events(follower.logs, "account_checked")
         # The Service sends a reader to either replica: the follower's status page says who leads.
         holder = kube.lease(NAMESPACE, "rotator")["spec"]["holderIdentity"]  # type: ignore[index]
+        follower.wait_for(
+            "the follower's next read of the Lease",
+            lambda: follower.get("/status").json()["leader_election"]["holder"] == holder,
+        )
         statuses = {r: r.get("/status").json() for r in (first, second)}
         for status in statuses.values():
             jsonschema.validate(status, schema())

@@ -4,7 +4,9 @@ A ``RuleBasedStateMachine`` drives real ``LeaderElector``s (rotator.leader) agai
 Lease API with resourceVersion concurrency, on one fake clock: replicas try the Lease in any order,
 time passes by any amount, a write's answer is lost after it was applied or an API call fails,
 replicas die (SIGKILL: they never write again) and new ones start, the leader stops and releases,
-and fences are asked for.
+and fences are asked for. (Not a person deleting the Lease: a replica that never saw it cannot know it
+was held, so no Lease-based election can keep two from leading then; the example tests below pin
+what rotator does instead.)
 
 Invariants:
 - never two replicas leading at the same instant;
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from rotator.config import LeaderElectionSettings
-from rotator.errors import KubernetesConflict, KubernetesError
+from rotator.errors import KubernetesConflict, KubernetesError, KubernetesNotFound
 from rotator.kube import Lease
 from rotator.leader import LeaderElector
 
@@ -71,7 +73,7 @@ class Leases:
     async def replace_lease(self, name: str, lease: Lease, *, deadline: float) -> Lease:
         outcome = self._outcome()
         if self.lease is None or self.lease.resource_version != lease.resource_version:
-            raise KubernetesConflict("modified")
+            raise (KubernetesNotFound("gone") if self.lease is None else KubernetesConflict("modified"))
         return self._store(lease, outcome)
 
     def _store(self, lease: Lease, outcome: str) -> Lease:
@@ -138,7 +140,7 @@ class Election(RuleBasedStateMachine):
     def the_next_api_call_goes_wrong(self, call: str) -> None:
         self.leases.next_call = call
 
-    @precondition(lambda self: len(self._alive()) > 1)
+    @precondition(lambda self: len(self._alive()) > 2)  # two at least stay to contend
     @rule(data=st.data())
     def a_replica_is_killed(self, data: st.DataObject) -> None:
         self.dead.add(data.draw(st.sampled_from(self._alive())))
@@ -211,6 +213,9 @@ class TestElection(Election.TestCase):  # type: ignore[name-defined,misc]
 
 
 def _leader(leases: Leases, clock: Clock) -> LeaderElector:
+    """A leader, as of ``clock.t`` 0: the Lease created at once (a free Lease left by a release)."""
+    now = clock.now()
+    leases.lease = Lease(None, 1, now, now, 0, resource_version="0")
     elector = LeaderElector(leases, SETTINGS, "rotator-0", monotonic=clock.monotonic, now=clock.now)
     asyncio.run(elector.step())
     assert elector.leading
@@ -235,3 +240,19 @@ def test_the_fence_refuses_when_the_renewal_fails() -> None:
     leases.next_call = "fail"
     assert not asyncio.run(elector.fence(10.0))
     assert elector.leading  # still the leader (renew_deadline has not passed): only not for this long
+
+
+def test_a_lease_deleted_under_its_leader_is_not_recreated_before_a_takeover_could_happen() -> None:
+    clock, leases = Clock(), Leases()
+    leader = _leader(leases, clock)
+    follower = LeaderElector(leases, SETTINGS, "rotator-1", monotonic=clock.monotonic, now=clock.now)
+    asyncio.run(follower.step())  # sees the Lease held
+    leases.lease = None  # a person deletes it
+    clock.t = 1.0
+    asyncio.run(leader.step())
+    assert not leader.leading  # stepped down at its next renewal, not at renew_deadline
+    asyncio.run(follower.step())
+    assert not follower.leading and leases.lease is None  # missing for less than lease_duration
+    clock.t = 16.0
+    asyncio.run(follower.step())
+    assert follower.leading
