@@ -33,6 +33,10 @@ rotation is decided and sent, the account's own byte of that lock file is held, 
 sharing the file (the daemon and ``rotator rotate`` beside it) never both rotate. Each decision
 reads the file again when it changed. POSIX record locks die with their process, so a crash never
 leaves a lock held. Without ``state_file`` the ledger lives in memory, and a restart forgets it.
+
+With leader election the same records are kept in a ConfigMap instead (a ``Store`` of
+rotator.ledger_configmap): updates are held until ``commit()`` writes them, which the rotation
+protocol awaits before each POST; the Lease, not a lock, keeps two processes off one account.
 """
 
 from __future__ import annotations
