@@ -337,11 +337,15 @@ class Settings(_Strict):
     def _lease_outlasts_a_request(self) -> Settings:
         election = self.leader_election
         timeout = self.cloudflare.timeout
-        if election.enabled and timeout + FENCE_MARGIN_SECONDS > election.lease_duration:
+        # Renewed every retry_period, the Lease runs for lease_duration - retry_period at the least
+        # while its leader is healthy: a POST must fit in that, with the fence's margin.
+        needed = timeout + FENCE_MARGIN_SECONDS + election.retry_period
+        if election.enabled and election.lease_duration < needed:
             raise ValueError(
-                f"leader_election.lease_duration ({_seconds(election.lease_duration)}) must exceed "
-                f"cloudflare.timeout ({_seconds(timeout)}) by at least {_seconds(FENCE_MARGIN_SECONDS)}: "
-                "a rotate POST is sent only while the Lease it is sent under outlasts the request"
+                f"leader_election.lease_duration ({_seconds(election.lease_duration)}) must be at least "
+                f"cloudflare.timeout ({_seconds(timeout)}) + {_seconds(FENCE_MARGIN_SECONDS)} + "
+                f"retry_period ({_seconds(election.retry_period)}) = {_seconds(needed)}: a rotate POST is "
+                "sent only while the Lease it is sent under outlasts the request, even just before a renewal"
             )
         return self
 

@@ -324,8 +324,9 @@ def test_state_file_in_a_writable_directory_is_accepted(tmp_path: Path) -> None:
         ),
         (
             "lease_duration: 10.5s\n  renew_deadline: 5s",
-            "leader_election.lease_duration (10.5s) must exceed cloudflare.timeout (10s) by at least 1s: "
-            "a rotate POST is sent only while the Lease it is sent under outlasts the request",
+            "leader_election.lease_duration (10.5s) must be at least cloudflare.timeout (10s) + 1s + "
+            "retry_period (2s) = 13s: a rotate POST is sent only while the Lease it is sent under "
+            "outlasts the request, even just before a renewal",
         ),
         (
             "lease_name: Rotator_Lease",
