@@ -17,15 +17,14 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rotator.simulator import Simulator, SimulatorThread  # noqa: E402
-from tests.kubeapi import KubeAPIServer  # noqa: E402
-from tests.processes import events, write_config  # noqa: E402
-from tests.test_ha import Replicas  # noqa: E402
+from rotator.simulator import Simulator, SimulatorThread
+from tests.kubeapi import KubeAPIServer
+from tests.processes import Daemon, events, write_config
+from tests.test_ha import Replicas
 
 
 def main() -> None:
@@ -36,8 +35,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         KubeAPIServer() as kube,
-        SimulatorThread(Simulator.with_accounts(3, token="test-token")) as sim,
-        ExitStack() as stack,
+        SimulatorThread(Simulator.with_accounts(3, token="test-token")) as sim,  # noqa: S106 (a simulator)
     ):
         directory = Path(tmp)
         config = write_config(
@@ -46,29 +44,13 @@ def main() -> None:
             leader_election={"enabled": True},
             schedule={"check_interval": "1h", "jitter": "0s"},
         )
-        replicas = Replicas(config, kube.write_kubeconfig(directory / "kubeconfig"), stack)
-        replicas.start(), replicas.start()
-        leader = replicas.wait_for_leader(timeout=60)
-        for _ in range(args.rounds):
-            for how in (signal.SIGTERM, signal.SIGKILL):
-                for replica in replicas.running:
-                    if replica.process.poll() is None:
-                        replica.wait_ready(timeout=60)
-                leader.process.send_signal(how)
-                stopped = time.monotonic()
-                new = replicas.wait_for_leader(timeout=60, besides=leader)
-                elected = time.monotonic() - stopped
-                checked_before = len(events(new.logs, "account_checked"))
-                new.wait_for(
-                    "a check",
-                    lambda n=new, c=checked_before: len(events(n.logs, "account_checked")) > c,
-                    timeout=60,
-                )
-                measured[how.name].append((elected, time.monotonic() - stopped))
-                leader.process.wait(timeout=60)
+        with Replicas(config, kube.write_kubeconfig(directory / "kubeconfig")) as replicas:
+            for _ in range(2):
                 replicas.start()
-                leader = new
-                print(f"{how.name}: leader after {elected:.2f} s, first check after {measured[how.name][-1][1]:.2f} s")
+            leader = replicas.wait_for_leader(timeout=60)
+            for _ in range(args.rounds):
+                for how in (signal.SIGTERM, signal.SIGKILL):
+                    leader = _fail_over(replicas, leader, how, measured[how.name])
     for how, times in measured.items():
         elected = [t[0] for t in times]
         checked = [t[1] for t in times]
@@ -77,6 +59,26 @@ def main() -> None:
             f"{max(elected):.2f}), first check after {statistics.median(checked):.2f} s median "
             f"({min(checked):.2f}-{max(checked):.2f}), {len(times)} rounds"
         )
+
+
+def _fail_over(
+    replicas: Replicas, leader: Daemon, how: signal.Signals, times: list[tuple[float, float]]
+) -> Daemon:
+    """Stop the leader with ``how``, time the new one, start a replacement; the new leader."""
+    for replica in replicas.running:
+        if replica.process.poll() is None:
+            replica.wait_ready(timeout=60)
+    leader.process.send_signal(how)
+    stopped = time.monotonic()
+    new = replicas.wait_for_leader(timeout=60, besides=leader)
+    elected = time.monotonic() - stopped
+    checked_before = len(events(new.logs, "account_checked"))
+    new.wait_for("a check", lambda: len(events(new.logs, "account_checked")) > checked_before, timeout=60)
+    times.append((elected, time.monotonic() - stopped))
+    leader.process.wait(timeout=60)
+    replicas.start()
+    print(f"{how.name}: leader after {elected:.2f} s, first check after {times[-1][1]:.2f} s")
+    return new
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,6 @@ from rotator.errors import ConfigError, CredentialError, KubernetesError, Listen
 if TYPE_CHECKING:
     from rotator.checker import Checker, CheckResult
     from rotator.config import Account, Config
-    from rotator.kube import KubeAPI
     from rotator.ledger import Store
 
 EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -215,7 +214,8 @@ def _load(args: argparse.Namespace, *, stream: Any) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rotator.daemon import Daemon, connect_kubernetes
+    from rotator.daemon import Daemon
+    from rotator.election import connect_kubernetes
 
     async def run() -> int:
         with long_lived():
@@ -323,8 +323,10 @@ def _rotate(args: argparse.Namespace) -> int:
             print(f"{account.name}: not rotated: --force within the minimum gap needs --yes ({_REFUSED})")
             return EXIT_ACCOUNT_FAILED
 
+    from rotator.election import holding_the_lease
+
     async def rotate_one() -> CheckResult | str:
-        async with _holding_the_lease(config) as held:
+        async with holding_the_lease(config) as held:
             if isinstance(held, str):
                 return held
             store, fence = held
@@ -394,7 +396,9 @@ async def _check_all(
     requested: bool = False,
 ) -> list[CheckResult]:
     """Each account checked without acting (``requested``: as ``rotate`` would decide)."""
-    kubernetes, store = await _leaders_ledger(config)
+    from rotator.election import leaders_ledger
+
+    kubernetes, store = await leaders_ledger(config)
     checker, close = _one_shot_checker(config, credentials, read_only=True, store=store)
     try:
         return list(
@@ -409,62 +413,6 @@ async def _check_all(
         await close()
         if kubernetes is not None:
             await kubernetes.close()
-
-
-async def _leaders_ledger(config: Config) -> tuple[KubeAPI | None, Store | None]:
-    """With leader election, the API and the ledger the leader keeps in its ConfigMap, read once,
-    so that ``check`` decides as the leader would (an open rotation there holds the account);
-    (None, None) without it."""
-    from rotator.daemon import connect_kubernetes
-
-    kubernetes = await connect_kubernetes(config)
-    if kubernetes is None:
-        return None, None
-    from rotator.ledger_configmap import ConfigMapStore
-
-    election = config.settings.leader_election
-    store = ConfigMapStore(kubernetes, election.ledger_name, deadline=election.renew_deadline)
-    try:
-        await store.load()
-    except BaseException:
-        await kubernetes.close()
-        raise
-    return kubernetes, store
-
-
-@contextlib.asynccontextmanager
-async def _holding_the_lease(
-    config: Config,
-) -> AsyncIterator[tuple[Store | None, Callable[[], Awaitable[bool]] | None] | str]:
-    """With leader election, `rotator rotate` rotates as the leader: it takes the Lease (free, or
-    run out) and the leader's ledger, fences its POST, and releases the Lease when done. Yields
-    the ledger's store and the fence, or why the Lease cannot be had (a live leader holds it)."""
-    from rotator.daemon import connect_kubernetes
-
-    kubernetes = await connect_kubernetes(config)
-    if kubernetes is None:
-        yield None, None
-        return
-    from rotator.leader import LeaderElector, process_identity
-    from rotator.ledger_configmap import ConfigMapStore
-
-    election = config.settings.leader_election
-    elector = LeaderElector(kubernetes, election, process_identity(election.identity))
-    try:
-        if not await elector.acquire():
-            yield (
-                f"the Lease {kubernetes.namespace}/{election.lease_name} is held by {elector.holder}, "
-                "which renews it: only the leader rotates, and it rotates a due account at its next "
-                "check (to rotate now, scale the replicas to 0 and run this again)"
-            )
-            return
-        store = ConfigMapStore(kubernetes, election.ledger_name, deadline=election.renew_deadline)
-        await store.load()
-        timeout = config.settings.cloudflare.timeout
-        yield store, lambda: elector.fence(timeout)
-    finally:
-        await elector.release()
-        await kubernetes.close()
 
 
 def _one_shot_checker(

@@ -77,17 +77,6 @@ def read_auth_token(config: Config) -> str | None:
         raise CredentialError(f"{config.path}: http.auth_token_file: {exc}") from None
 
 
-async def connect_kubernetes(config: Config) -> KubeAPI | None:
-    """The Kubernetes API for leader election and the ledger's ConfigMap; None when
-    ``leader_election`` is off (and kubernetes_asyncio is then never imported)."""
-    election = config.settings.leader_election
-    if not election.enabled:
-        return None
-    from rotator.kube import KubeAPI
-
-    return await KubeAPI.connect(election.namespace)
-
-
 def build_client(
     config: Config, metrics: Metrics | None, transport: httpx.AsyncBaseTransport | None = None
 ) -> CloudflareClient:
@@ -116,8 +105,8 @@ class Daemon:
         log_stream: TextIO | None = None,
         kubernetes: KubeAPI | None = None,
     ) -> None:
-        """``kubernetes``: with leader election (``connect_kubernetes``), only the leader checks
-        and rotates, and the ledger is kept in the ConfigMap ``<lease_name>-ledger``."""
+        """``kubernetes``: with leader election (rotator.election.connect_kubernetes), only the
+        leader checks and rotates, and the ledger is kept in the ConfigMap ``<lease_name>-ledger``."""
         self._config = config
         # Read once, at start (a new file needs a restart): CredentialError, exit 2, if unreadable.
         self._auth_token = read_auth_token(config)

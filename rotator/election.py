@@ -1,16 +1,21 @@
-"""The daemon's part in leader election: who acts, the ledger taken over, the Lease released.
+"""Leader election in each command: who acts, the ledger taken over, the Lease released.
 
-Binds rotator.leader's elector to the daemon. A replica acts (checks and rotates) only while it
-leads *and* has read the ledger its predecessor left in the ConfigMap (rotator.ledger_configmap);
-it then checks every account at once, since rotations may have fallen due while none led. A
-follower checks nothing, and is ready (it can take over) once the API server has answered.
+``connect_kubernetes`` finds the API (only with ``leader_election.enabled``). ``Election`` binds
+rotator.leader's elector to the daemon. ``holding_the_lease`` lets ``rotator rotate`` act as the
+leader, and ``leaders_ledger`` lets ``rotator check`` decide as the leader would.
+
+In the daemon, a replica acts (checks and rotates) only while it leads *and* has read the ledger
+its predecessor left in the ConfigMap (rotator.ledger_configmap); it then checks every account at
+once, since rotations may have fallen due while none led. A follower checks nothing, and is ready
+(it can take over) once the API server has answered.
 ``rotator_leader`` and ``rotator_leader_transitions_total`` follow the elector.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -33,7 +38,7 @@ class Election:
         """``on_ready``: called when this replica starts acting (it leads, the ledger read)."""
         settings = config.settings.leader_election
         self.identity = process_identity(settings.identity)
-        self.store = ConfigMapStore(kubernetes, settings.ledger_name, deadline=settings.renew_deadline)
+        self.store = ConfigMapStore.of(kubernetes, settings)
         self._elector = LeaderElector(
             kubernetes, settings, self.identity, on_leading=self._leading, on_stopped=self._stopped
         )
@@ -127,3 +132,59 @@ def _crashed(task: asyncio.Task[None]) -> None:
     # A bug: logged with its traceback. A leader whose loop died stops leading at renew_deadline.
     if not task.cancelled() and (exc := task.exception()) is not None:
         _log.error("leader_election_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
+
+async def connect_kubernetes(config: Config) -> KubeAPI | None:
+    """The Kubernetes API for leader election and the ledger's ConfigMap; None when
+    ``leader_election`` is off (and kubernetes_asyncio is then never imported)."""
+    election = config.settings.leader_election
+    if not election.enabled:
+        return None
+    return await KubeAPI.connect(election.namespace)
+
+
+async def leaders_ledger(config: Config) -> tuple[KubeAPI | None, ConfigMapStore | None]:
+    """With leader election, the API and the ledger the leader keeps in its ConfigMap, read once,
+    so that ``rotator check`` decides as the leader would (an open rotation there holds the
+    account); (None, None) without it. The caller closes the API."""
+    kubernetes = await connect_kubernetes(config)
+    if kubernetes is None:
+        return None, None
+    store = ConfigMapStore.of(kubernetes, config.settings.leader_election)
+    try:
+        await store.load()
+    except BaseException:
+        await kubernetes.close()
+        raise
+    return kubernetes, store
+
+
+@contextlib.asynccontextmanager
+async def holding_the_lease(
+    config: Config,
+) -> AsyncIterator[tuple[ConfigMapStore | None, Callable[[], Awaitable[bool]] | None] | str]:
+    """With leader election, ``rotator rotate`` rotates as the leader: it takes the Lease (free,
+    or run out) and the leader's ledger, fences its POST, and releases the Lease when done.
+    Yields the ledger's store and the fence ((None, None) without leader election), or why the
+    Lease cannot be had (a live leader holds it)."""
+    kubernetes = await connect_kubernetes(config)
+    if kubernetes is None:
+        yield None, None
+        return
+    election = config.settings.leader_election
+    elector = LeaderElector(kubernetes, election, process_identity(election.identity))
+    try:
+        if not await elector.acquire():
+            yield (
+                f"the Lease {kubernetes.namespace}/{election.lease_name} is held by {elector.holder}, "
+                "which renews it: only the leader rotates, and it rotates a due account at its next "
+                "check (to rotate now, scale the replicas to 0 and run this again)"
+            )
+            return
+        store = ConfigMapStore.of(kubernetes, election)
+        await store.load()
+        timeout = config.settings.cloudflare.timeout
+        yield store, lambda: elector.fence(timeout)
+    finally:
+        await elector.release()
+        await kubernetes.close()

@@ -27,6 +27,7 @@ import asyncio
 import gzip
 from collections.abc import Callable
 
+from rotator.config import LeaderElectionSettings
 from rotator.errors import KubernetesConflict, KubernetesError, KubernetesNotFound, StateFileError
 from rotator.kube import ConfigMap, KubeAPI
 from rotator.ledger import AccountRecord, decode, encode, merge
@@ -48,6 +49,12 @@ class ConfigMapStore:
         self._updates = 0  # updates made in memory
         self._committed = 0  # of which written
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def of(cls, api: KubeAPI, settings: LeaderElectionSettings) -> ConfigMapStore:
+        """The ledger of ``settings``' election: ``<lease_name>-ledger``, calls bounded by
+        ``renew_deadline``."""
+        return cls(api, settings.ledger_name, deadline=settings.renew_deadline)
 
     @property
     def where(self) -> str:

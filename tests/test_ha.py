@@ -16,7 +16,6 @@ import json
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,14 +51,21 @@ def kube() -> Iterator[KubeAPIServer]:
 
 
 class Replicas:
-    """Replicas of one config, started and stopped as a Deployment's pods would be."""
+    """Replicas of one config, started and stopped as a Deployment's pods would be; a context
+    manager that kills whichever still run when it ends."""
 
-    def __init__(self, config: Path, kubeconfig: Path, stack: ExitStack) -> None:
+    def __init__(self, config: Path, kubeconfig: Path) -> None:
         self.config = config
         self.kubeconfig = kubeconfig
-        self.stack = stack
         self.started = 0
         self.running: list[Daemon] = []
+
+    def __enter__(self) -> Replicas:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for replica in self.running:
+            replica.close()
 
     def start(self) -> Daemon:
         self.started += 1
@@ -70,7 +76,6 @@ class Replicas:
         config.write_text(yaml.safe_dump(settings), encoding="utf-8")
         env = environment(KUBECONFIG=str(self.kubeconfig), POD_NAME=f"rotator-{self.started}")
         replica = Daemon(config, env)
-        self.stack.callback(replica.close)
         self.running.append(replica)
         return replica
 
@@ -145,8 +150,7 @@ def test_two_replicas_elect_exactly_one_leader_that_alone_checks(
 ) -> None:
     sim = make_simulator(3)
     config = ha_config(tmp_path, sim)
-    with ExitStack() as stack:
-        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+    with Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig")) as replicas:
         first, second = replicas.start(), replicas.start()
         leader = replicas.wait_for_leader()
         follower = second if leader is first else first
@@ -188,8 +192,7 @@ def test_a_follower_leads_soon_after_the_leader_is_killed_and_at_once_after_it_i
     at its next try."""
     sim = make_simulator(3)
     config = ha_config(tmp_path, sim)
-    with ExitStack() as stack:
-        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+    with Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig")) as replicas:
         replicas.start(), replicas.start()
         leader = replicas.wait_for_leader()
         leader.process.send_signal(signal.SIGKILL)
@@ -225,8 +228,7 @@ def test_no_account_is_rotated_twice_across_twenty_failovers(
     made: none of an account within min_days_between_rotations (7 days) of the one before."""
     sim = make_simulator(6)
     config = ha_config(tmp_path, sim)
-    with ExitStack() as stack:
-        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+    with Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig")) as replicas:
         for _ in range(3):
             replicas.start()
         leader = replicas.wait_for_leader()
@@ -263,8 +265,7 @@ def test_a_leader_whose_api_calls_hang_stops_acting_before_another_can_lead(
 ) -> None:
     sim = make_simulator(3)
     config = ha_config(tmp_path, sim)
-    with ExitStack() as stack:
-        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+    with Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig")) as replicas:
         replicas.start(), replicas.start()
         leader = replicas.wait_for_leader()
         leader.wait_for("a first pass", lambda: events(leader.logs, "key_rotated"))
@@ -301,8 +302,7 @@ def test_a_new_leader_remembers_the_rotation_its_predecessor_had_on_the_wire(
     sim = make_simulator(3)
     sim.sim.add_fault(Fault(kind="hang", op="rotate"))
     config = ha_config(tmp_path, sim)
-    with ExitStack() as stack:
-        replicas = Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig"), stack)
+    with Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig")) as replicas:
         first = replicas.start()
         first.wait_for("rotation_sent", lambda: events(first.logs, "rotation_sent"))
         first.process.send_signal(signal.SIGKILL)
@@ -353,8 +353,7 @@ def test_rotate_rotates_as_the_leader_when_none_runs_and_says_who_leads_when_one
     lease = kube.lease(NAMESPACE, "rotator")
     assert lease is not None and lease["spec"].get("holderIdentity") is None  # released
 
-    with ExitStack() as stack:
-        replicas = Replicas(config, Path(env["KUBECONFIG"]), stack)
+    with Replicas(config, Path(env["KUBECONFIG"])) as replicas:
         leader = replicas.start()
         replicas.wait_for_leader()
         leader.wait_ready()
