@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 $(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[simulator]'
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
@@ -37,8 +37,8 @@ test:
 	  wait $$build; exit $$status
 
 lint: $(STAMP)
-	$(BIN)/ruff check rotator tests
-	$(BIN)/ruff format --check rotator tests
+	$(BIN)/ruff check rotator cloudflare_sim tests bench
+	$(BIN)/ruff format --check rotator cloudflare_sim tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rotator.simulator import Simulator, SimulatorThread
+from cloudflare_sim import Simulator, SimulatorThread
 from tests.kubeapi import KubeAPIServer
 from tests.processes import Daemon, events, write_config
 from tests.test_ha import Replicas

@@ -126,7 +126,7 @@ def transport(name: str, connections: int) -> Any:
 
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     if name == "rotator":
-        return None  # rotator's own choice (rotator/transport.py)
+        return None  # rotator's own choice (rotator/cloudflare/transport.py)
     if name == "httpcore":
         return httpx.AsyncHTTPTransport(limits=limits)
     if name == "httpcore-sharded":
@@ -145,8 +145,8 @@ def rotator_pass(args: argparse.Namespace) -> dict[str, Any]:
     import gc
 
     from rotator.cli import long_lived
-    from rotator.config import load_config
-    from rotator.credentials import Credential, load_credentials
+    from rotator.cloudflare.credentials import Credential, load_credentials
+    from rotator.config.model import load_config
     from rotator.daemon import Daemon
     from rotator.logs import configure_logging
 

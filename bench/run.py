@@ -85,7 +85,7 @@ def simulator(accounts: int, latency: float, rate_limit: str | None = None) -> I
     command = [
         sys.executable,
         "-m",
-        "rotator.simulator",
+        "cloudflare_sim",
         "--listen",
         "127.0.0.1:0",
         "--accounts",
@@ -581,7 +581,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         *_load_note(results),
         *_goals(results),
-        f"The simulator (`python -m rotator.simulator`) runs in its own process on loopback and adds "
+        f"The simulator (`python -m cloudflare_sim`) runs in its own process on loopback and adds "
         f"{args.latency * 1000:g} ms to every request. Every figure is the best of {args.rounds} "
         "interleaved runs, each run a fresh process. rotator's pass is `Daemon.run(once=True)` as "
         "`rotator run --once` runs it, timed after the config is loaded; the `rotator run --once` row "
@@ -630,7 +630,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "| --- | ---: | ---: | ---: |",
     ]
     transport_names = {
-        "rotator": "`rotator.transport.AiohttpTransport` (the default)",
+        "rotator": "`rotator.cloudflare.transport.AiohttpTransport` (the default)",
         "httpx-aiohttp": "`httpx_aiohttp.AiohttpTransport`",
         "httpcore-sharded": "httpcore, 8 pools of 8 connections, each request to the least busy",
         "httpcore": "httpcore (`httpx.AsyncHTTPTransport`), one pool of 64",

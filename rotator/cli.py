@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rotator import __version__
-from rotator.credentials import Credential, require_credentials
+from rotator.cloudflare.credentials import Credential, require_credentials
 from rotator.errors import ConfigError, CredentialError, KubernetesError, ListenError, StateFileError
 
 # Each command imports what it needs when it runs (pydantic, httpx, aiohttp, apscheduler and
 # prometheus-client take half a second): `rotator --version` and `--help` load none of them.
 if TYPE_CHECKING:
-    from rotator.checker import Checker, CheckResult
-    from rotator.config import Account, Config
-    from rotator.ledger import Store
+    from rotator.check.checker import Checker, CheckResult
+    from rotator.config.model import Account, Config
+    from rotator.ledger.ledger import Store
 
 EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE = 0, 1, 2
-# rotator.config's default, spelled here so the parser is built without loading the config's
+# rotator.config.model's default, spelled here so the parser is built without loading the config's
 # models (tests/test_startup.py checks the two agree).
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
 
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="rotator",
         description="Keeps Cloudflare Access signing keys rotated on a policy.",
         epilog="'rotator COMMAND --help' describes a command, with examples. To rehearse a config\n"
-        "against a simulated Cloudflare: python -m rotator.simulator --help.",
+        "against a simulated Cloudflare: python -m cloudflare_sim --help.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
@@ -191,7 +191,7 @@ _HELP = {
         "  rotator demo --listen 127.0.0.1:0 --duration 60    # any free port, one minute\n"
         "  rotator demo --json    # every log line as JSON instead of the view for a person\n"
         "\n"
-        "To rehearse your own config, run it against python -m rotator.simulator (README:\n"
+        "To rehearse your own config, run it against python -m cloudflare_sim (README:\n"
         "'Rehearse a config').",
     ),
 }
@@ -204,7 +204,7 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace, *, stream: Any) -> Config:
-    from rotator.config import load_config
+    from rotator.config.model import load_config
     from rotator.logs import configure_logging
 
     config = load_config(_config_path(args))
@@ -215,7 +215,7 @@ def _load(args: argparse.Namespace, *, stream: Any) -> Config:
 
 def _run(args: argparse.Namespace) -> int:
     from rotator.daemon import Daemon
-    from rotator.election import connect_kubernetes
+    from rotator.ha.election import connect_kubernetes
 
     async def run() -> int:
         with long_lived():
@@ -272,8 +272,8 @@ def long_lived() -> Iterator[None]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from rotator.capacity import config_warnings
-    from rotator.credentials import credential_problems, load_credentials
+    from rotator.cloudflare.credentials import credential_problems, load_credentials
+    from rotator.config.capacity import config_warnings
 
     config = _load(args, stream=sys.stderr)
     credentials = load_credentials(config.accounts)
@@ -288,7 +288,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import json
 
-    from rotator.capacity import capacity_warnings
+    from rotator.config.capacity import capacity_warnings
 
     config = _load(args, stream=sys.stderr)
     credentials = require_credentials(config)
@@ -323,7 +323,7 @@ def _rotate(args: argparse.Namespace) -> int:
             print(f"{account.name}: not rotated: --force within the minimum gap needs --yes ({_REFUSED})")
             return EXIT_ACCOUNT_FAILED
 
-    from rotator.election import holding_the_lease
+    from rotator.ha.election import holding_the_lease
 
     async def rotate_one() -> CheckResult | str:
         async with holding_the_lease(config) as held:
@@ -355,7 +355,7 @@ def _rotate(args: argparse.Namespace) -> int:
 
 # Decisions that --force overrides by breaking the minimum gap: Reason.TOO_SOON and Reason.UNSETTLED,
 # spelled as their values (a StrEnum's members equal them) so that `rotator --version` need not
-# import rotator.policy and the ledger behind it, 50 ms (tests/test_startup.py checks they agree).
+# import rotator.core.policy and the ledger behind it, 50 ms (tests/test_startup.py checks they agree).
 _GAP = ("too_soon", "unsettled")
 _REFUSED = "nothing was sent"
 
@@ -396,7 +396,7 @@ async def _check_all(
     requested: bool = False,
 ) -> list[CheckResult]:
     """Each account checked without acting (``requested``: as ``rotate`` would decide)."""
-    from rotator.election import leaders_ledger
+    from rotator.ha.election import leaders_ledger
 
     kubernetes, store = await leaders_ledger(config)
     checker, close = _one_shot_checker(config, credentials, read_only=True, store=store)
@@ -426,10 +426,10 @@ def _one_shot_checker(
     """A checker for one command; ``check`` reads the ledger and never writes it."""
     from prometheus_client import CollectorRegistry
 
-    from rotator.checker import Checker
+    from rotator.check.checker import Checker
     from rotator.daemon import build_client
-    from rotator.ledger import Ledger
-    from rotator.metrics import Metrics
+    from rotator.ledger.ledger import Ledger
+    from rotator.metrics.families import Metrics
 
     metrics = Metrics(CollectorRegistry())
     ledger = Ledger(

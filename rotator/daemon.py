@@ -25,23 +25,23 @@ from prometheus_client import CollectorRegistry
 
 import rotator
 from rotator import __version__
-from rotator.capacity import config_warnings
-from rotator.checker import Checker, CheckResult
-from rotator.cloudflare import Backoff, CloudflareClient
-from rotator.config import Account, Config, load_config, read_config_file
-from rotator.credentials import Credential, read_secret, require_credentials
-from rotator.election import Election
+from rotator.after.followup import FollowUp
+from rotator.check.checker import Checker, CheckResult
+from rotator.cloudflare.client import Backoff, CloudflareClient
+from rotator.cloudflare.credentials import Credential, read_secret, require_credentials
+from rotator.config.capacity import config_warnings
+from rotator.config.model import Account, Config, load_config, read_config_file
+from rotator.config.reload import ConfigChange, compare
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
-from rotator.followup import FollowUp
-from rotator.ledger import Ledger
+from rotator.ha.election import Election
+from rotator.ledger.ledger import Ledger
 from rotator.logs import configure_logging
-from rotator.metrics import Metrics
-from rotator.reload import ConfigChange, compare
-from rotator.server import StatusServer, why_not_listening
-from rotator.status import StatusBoard
+from rotator.metrics.families import Metrics
+from rotator.web.server import StatusServer, why_not_listening
+from rotator.web.status import StatusBoard
 
 if TYPE_CHECKING:
-    from rotator.kube import KubeAPI
+    from rotator.ha.kube import KubeAPI
 
 # How often the config file is compared with the running config, in seconds.
 CONFIG_POLL_SECONDS = 2.0
@@ -105,12 +105,12 @@ class Daemon:
         log_stream: TextIO | None = None,
         kubernetes: KubeAPI | None = None,
     ) -> None:
-        """``kubernetes``: with leader election (rotator.election.connect_kubernetes), only the
+        """``kubernetes``: with leader election (rotator.ha.election.connect_kubernetes), only the
         leader checks and rotates, and the ledger is kept in the ConfigMap ``<lease_name>-ledger``."""
         self._config = config
         # Read once, at start (a new file needs a restart): CredentialError, exit 2, if unreadable.
         self._auth_token = read_auth_token(config)
-        # The settings in force until a restart (rotator.reload.RESTART_REQUIRED) are this config's.
+        # The settings in force until a restart (rotator.config.reload.RESTART_REQUIRED) are this config's.
         self._started = config
         # The content of the config in force, and of the last one a reload read (applied or not),
         # shared by the file watcher and SIGHUP so that one edit is one reload.
@@ -143,7 +143,7 @@ class Daemon:
             fence=self._election.fence if self._election else None,
         )
         self._warnings = config_warnings(config, credentials)
-        # Publication, rotations elsewhere, notifications: fed each check's result (rotator.followup).
+        # Publication, rotations elsewhere, notifications: fed each check's result (rotator.after.followup).
         self._followup = FollowUp(
             config, self._client, self._metrics, self._registry, self._checker.credential_for
         )
@@ -415,7 +415,7 @@ class Daemon:
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = asyncio.Semaphore(ADMITTED_PER_SLOT * self._max_concurrency)
-        # The baseline read of the account's certs (rotator.publication) waits at most a moment,
+        # The baseline read of the account's certs (rotator.after.publication) waits at most a moment,
         # outside the gate, then goes on in the background: a certs endpoint that hangs or does
         # not resolve must never hold the checks up (it stalled a 10,000-account pass for minutes).
         # Only when there is one to take: a task and a timed wait cost 20 µs of CPU a check.

@@ -24,13 +24,13 @@ from typing import Any
 
 import structlog
 
-from rotator.config import parse_config
-from rotator.credentials import CredentialSource
+from cloudflare_sim import Simulator
+from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.model import parse_config
 from rotator.daemon import Daemon
 from rotator.errors import ListenError
 from rotator.logs import configure_logging
-from rotator.server import why_not_listening
-from rotator.simulator import Simulator
+from rotator.web.server import why_not_listening
 
 DAY_SECONDS = 2.0
 SUMMARY_DAYS = 5  # a summary line every this many simulated days

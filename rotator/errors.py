@@ -9,7 +9,7 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
     ├── StateFileError               the state file cannot be read or written
     ├── InternalError                a check failed in a way rotator did not foresee (a bug)
     ├── ListenError                  the HTTP endpoints' address cannot be listened on (in use)
-    ├── CertsError                   a team's certs endpoint gave no usable key set (rotator.publication)
+    ├── CertsError                   a team's certs endpoint gave no usable key set (publication)
     ├── KubernetesError              the Kubernetes API (the Lease, the ledger's ConfigMap) failed us
     │   ├── KubernetesConflict       409: another writer changed the object first (resourceVersion)
     │   └── KubernetesNotFound       404: the object is gone (deleted since it was read)
@@ -145,7 +145,7 @@ class RotationUnconfirmed(CloudflareError):
     """A rotate POST may have been applied, and re-reading the configuration failed.
 
     Nothing is sent again: the ledger keeps the attempt open (UNCONFIRMED), which holds the
-    minimum gap until a later read settles it (rotator.ledger).
+    minimum gap until a later read settles it (rotator.ledger.ledger).
     """
 
 

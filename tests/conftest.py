@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rotator.simulator import Simulator, SimulatorThread
+from cloudflare_sim import Simulator, SimulatorThread
 
 TEST_TOKEN = "test-token"
 

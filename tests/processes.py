@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from rotator.simulator import SimulatorThread
+from cloudflare_sim import SimulatorThread
 
 TOKEN = "test-token"
 TOKEN_ENV = "CLOUDFLARE_API_TOKEN"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rotator.capacity import Shortfall, capacity_warnings, shortest_interval, shortfalls
-from rotator.config import Config, parse_config
-from rotator.credentials import Credential
-from rotator.durations import parse_duration
+from rotator.cloudflare.credentials import Credential
+from rotator.config.capacity import Shortfall, capacity_warnings, shortest_interval, shortfalls
+from rotator.config.durations import parse_duration
+from rotator.config.model import Config, parse_config
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cloudflare_sim import SimulatorThread
 from rotator.cli import _parser, main
-from rotator.simulator import SimulatorThread
 from tests.processes import environment, free_port, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
@@ -154,12 +154,12 @@ def test_the_rehearsal_in_the_readme_works(tmp_path: Path) -> None:
     """README, 'Rehearse a config': its simulator command, one account added, a config run against it."""
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Rehearse a config\n")[1].split("\n## ")[0]
-    (command,) = [line for line in section.splitlines() if line.startswith("python -m rotator.simulator ")]
+    (command,) = [line for line in section.splitlines() if line.startswith("python -m cloudflare_sim ")]
     options = shlex.split(command.removesuffix(" &"))[3:]
     assert options[:2] == ["--listen", "127.0.0.1:8787"]
     options[1] = "127.0.0.1:0"  # any free port here: 8787 may be taken
     simulator = subprocess.Popen(
-        [sys.executable, "-m", "rotator.simulator", *options], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "cloudflare_sim", *options], stdout=subprocess.PIPE, text=True
     )
     try:
         assert simulator.stdout is not None

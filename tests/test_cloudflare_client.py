@@ -20,12 +20,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from rotator import __version__
-from rotator.cloudflare import (
+from rotator.cloudflare.client import (
     DEFAULT_RETRY_AFTER,
     READ_ATTEMPTS,
     CloudflareClient,
 )
-from rotator.credentials import Credential, CredentialSource
+from rotator.cloudflare.credentials import Credential, CredentialSource
+from rotator.core.keys import KeyConfig
 from rotator.errors import (
     Abandoned,
     APIError,
@@ -39,7 +40,6 @@ from rotator.errors import (
     ServerError,
     TransportError,
 )
-from rotator.keys import KeyConfig
 from tests.test_ratelimit import FakeClock, settle
 
 BASE_URL = "https://api.cloudflare.test/client/v4"

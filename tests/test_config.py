@@ -21,7 +21,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from rotator.config import (
+from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.followup_settings import NotifySettings, PublicationSettings, WebhookSettings
+from rotator.config.model import (
     DEFAULT_CONFIG_PATH,
     AccountSettings,
     CloudflareSettings,
@@ -34,9 +36,7 @@ from rotator.config import (
     WindowSettings,
     load_config,
 )
-from rotator.credentials import CredentialSource
 from rotator.errors import ConfigError
-from rotator.followup_settings import NotifySettings, PublicationSettings, WebhookSettings
 
 CONFFILES = Path(__file__).parent / "conffiles"
 EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rotator.cloudflare import CloudflareClient
-from rotator.credentials import CredentialSource
+from rotator.cloudflare.client import CloudflareClient
+from rotator.cloudflare.credentials import CredentialSource
 from rotator.errors import APIError
 from tests.processes import environment, events, free_port, log_lines, rotator, write_config
 

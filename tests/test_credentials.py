@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rotator.config import Account, RotationSettings
-from rotator.credentials import Credential, CredentialSource, load_credentials
+from rotator.cloudflare.credentials import Credential, CredentialSource, load_credentials
+from rotator.config.model import Account, RotationSettings
 from rotator.errors import CredentialError
 
 

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from rotator import __version__
-from rotator.config import Config, load_config
+from rotator.config.model import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

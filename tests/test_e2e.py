@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.simulator import Fault, SimulatorThread
+from cloudflare_sim import Fault, SimulatorThread
 from tests.processes import TOKEN, daemon, environment, events, free_port, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]

@@ -8,17 +8,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from rotator.checker import CheckResult
-from rotator.cloudflare import KeyConfig
-from rotator.config import Account, RotationSettings
-from rotator.credentials import CredentialSource
-from rotator.elsewhere import ElsewhereWatch, OwnRotation, rotated_elsewhere
+from rotator.after.elsewhere import ElsewhereWatch, OwnRotation, rotated_elsewhere
+from rotator.after.events import Event
+from rotator.check.checker import CheckResult
+from rotator.check.rotation import Outcome
+from rotator.cloudflare.client import KeyConfig
+from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.model import Account, RotationSettings
+from rotator.core.policy import Decision, Reason
 from rotator.errors import TransportError
-from rotator.events import Event
-from rotator.ledger import Rotation, State
-from rotator.metrics import Metrics
-from rotator.policy import Decision, Reason
-from rotator.rotation import Outcome
+from rotator.ledger.ledger import Rotation, State
+from rotator.metrics.families import Metrics
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

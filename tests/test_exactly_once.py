@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from rotator.simulator import Fault, SimulatorThread
+from cloudflare_sim import Fault, SimulatorThread
 from tests.processes import daemon, environment, events, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]

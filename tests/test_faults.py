@@ -33,7 +33,7 @@ from typing import Any, Literal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.simulator import (
+from cloudflare_sim import (
     WRITE_PERMISSION,
     Fault,
     RequestRecord,

@@ -1,7 +1,7 @@
 """Two and three real `rotator run` replicas, one simulator, one Kubernetes API stand-in.
 
-Leader election on a Lease (rotator.leader) and the ledger in a ConfigMap
-(rotator.ledger_configmap), exercised the way a Deployment of replicas meets them: exactly one
+Leader election on a Lease (rotator.ha.leader) and the ledger in a ConfigMap
+(rotator.ledger.configmap), exercised the way a Deployment of replicas meets them: exactly one
 leader; SIGKILL and SIGTERM failovers and how long they take; no account rotated twice across
 many failovers; a leader whose API calls hang stops acting; a fresh process remembers what its
 predecessor began. Timings are shortened (a 3 s Lease) so that failovers take seconds.
@@ -25,9 +25,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.simulator import SimulatorThread
-from rotator.simulator.core import Fault
-from rotator.status import schema
+from cloudflare_sim import SimulatorThread
+from cloudflare_sim.core import Fault
+from rotator.web.status import schema
 from tests.kubeapi import KubeAPIServer
 from tests.processes import Daemon, environment, events, free_port, rotator, write_config
 

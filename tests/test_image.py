@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 import yaml
 
+from cloudflare_sim import Simulator, SimulatorThread
 from rotator import __version__
-from rotator.simulator import Simulator, SimulatorThread
 from tests.processes import events, log_lines
 
 ROOT = Path(__file__).resolve().parents[1]

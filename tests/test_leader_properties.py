@@ -1,6 +1,6 @@
 """Leader election under every interleaving hypothesis can find.
 
-A ``RuleBasedStateMachine`` drives real ``LeaderElector``s (rotator.leader) against a model of the
+A ``RuleBasedStateMachine`` drives real ``LeaderElector``s (rotator.ha.leader) against a model of the
 Lease API with resourceVersion concurrency, on one fake clock: replicas try the Lease in any order,
 time passes by any amount, a write's answer is lost after it was applied or an API call fails,
 replicas die (SIGKILL: they never write again) and new ones start, the leader stops and releases,
@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from rotator.config import LeaderElectionSettings
+from rotator.config.model import LeaderElectionSettings
 from rotator.errors import KubernetesConflict, KubernetesError, KubernetesNotFound
-from rotator.kube import Lease
-from rotator.leader import LeaderElector
+from rotator.ha.kube import Lease
+from rotator.ha.leader import LeaderElector
 
 SETTINGS = LeaderElectionSettings(enabled=True, lease_duration=15, renew_deadline=10, retry_period=2)
 START = datetime(2026, 12, 2, tzinfo=UTC)

@@ -15,10 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from rotator.core.keys import KeyConfig
 from rotator.errors import StateFileError
-from rotator.keys import KeyConfig
-from rotator.ledger import AccountRecord, Ledger, Rotation, State, settle
-from rotator.metrics import Metrics
+from rotator.ledger.ledger import AccountRecord, Ledger, Rotation, State, settle
+from rotator.metrics.families import Metrics
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 BEFORE = NOW - timedelta(days=40)  # the rotation the POST rotates away from
@@ -232,7 +232,7 @@ def test_an_intent_left_by_a_dead_process_is_taken_as_unconfirmed(tmp_path: Path
         f"""
         from datetime import datetime
         from pathlib import Path
-        from rotator.ledger import Ledger
+        from rotator.ledger.ledger import Ledger
         Ledger(Path({str(state)!r})).begin({ACCOUNT!r}, at=datetime.fromisoformat({NOW.isoformat()!r}),
                                             rotates_from=datetime.fromisoformat({BEFORE.isoformat()!r}))
         """
@@ -254,7 +254,7 @@ async def test_an_account_held_by_another_process_is_not_decided_here(tmp_path: 
         f"""
         import asyncio, sys
         from pathlib import Path
-        from rotator.ledger import Ledger
+        from rotator.ledger.ledger import Ledger
 
         async def hold():
             async with Ledger(Path({str(state)!r})).deciding({ACCOUNT!r}):

@@ -1,4 +1,4 @@
-"""The rotation ledger in a ConfigMap (rotator.ledger_configmap), over real HTTP to the stand-in."""
+"""The rotation ledger in a ConfigMap (rotator.ledger.configmap), over real HTTP to the stand-in."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from rotator.errors import StateFileError
-from rotator.kube import KubeAPI
-from rotator.ledger import Ledger, State
-from rotator.ledger_configmap import KEY, ConfigMapStore
+from rotator.ha.kube import KubeAPI
+from rotator.ledger.configmap import KEY, ConfigMapStore
+from rotator.ledger.ledger import Ledger, State
 from tests.kubeapi import KubeAPIServer
 
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.simulator import Fault, Simulator, SimulatorThread
+from cloudflare_sim import Fault, Simulator, SimulatorThread
 from tests.processes import TOKEN, Daemon, daemon, events, free_port, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]

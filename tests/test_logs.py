@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import structlog
 
-from rotator.credentials import CredentialSource
+from cloudflare_sim import SimulatorThread
+from rotator.cloudflare.credentials import CredentialSource
 from rotator.logs import configure_logging
-from rotator.simulator import SimulatorThread
 from tests.processes import environment, events, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]

@@ -25,12 +25,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from rotator.config import Account, RotationSettings
-from rotator.credentials import CredentialSource
-from rotator.keys import KeyConfig
-from rotator.metrics import Metrics, _number, exposition
-from rotator.publication import PublicationMetrics
-from rotator.server import StatusServer
+from rotator.after.publication import PublicationMetrics
+from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.model import Account, RotationSettings
+from rotator.core.keys import KeyConfig
+from rotator.metrics.families import Metrics, _number, exposition
+from rotator.web.server import StatusServer
 
 NOW = datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=UTC)
 

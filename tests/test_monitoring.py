@@ -612,7 +612,7 @@ def test_prometheus_scrapes_the_daemon_and_the_failing_checks_alert_goes_pending
             [
                 sys.executable,
                 "-m",
-                "rotator.simulator",
+                "cloudflare_sim",
                 "--listen",
                 "127.0.0.1:0",
                 "--accounts",

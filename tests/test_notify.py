@@ -22,11 +22,11 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from rotator.config import parse_config
-from rotator.credentials import redact
+from rotator.after.events import Event
+from rotator.after.notify import SIGNATURE_HEADER, Notifier, NotifyMetrics, Webhook, load_webhooks
+from rotator.cloudflare.credentials import redact
+from rotator.config.model import parse_config
 from rotator.errors import CredentialError
-from rotator.events import Event
-from rotator.notify import SIGNATURE_HEADER, Notifier, NotifyMetrics, Webhook, load_webhooks
 
 SECRET = "whsec-7c0ffee-not-a-real-one"
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -208,12 +208,12 @@ accounts:
 
 async def test_a_rotation_is_not_delayed_by_a_hanging_webhook(receiver: Receiver) -> None:
     """The daemon's own path: the checker's result goes to the notifier, and the check returns."""
-    from rotator.checker import CheckResult
-    from rotator.cloudflare import KeyConfig
-    from rotator.events import events_from_check
-    from rotator.ledger import Rotation, State
-    from rotator.policy import Decision, Reason
-    from rotator.rotation import Outcome
+    from rotator.after.events import events_from_check
+    from rotator.check.checker import CheckResult
+    from rotator.check.rotation import Outcome
+    from rotator.cloudflare.client import KeyConfig
+    from rotator.core.policy import Decision, Reason
+    from rotator.ledger.ledger import Rotation, State
 
     receiver.hang = True
     registry = CollectorRegistry()

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotator.keys import KeyConfig
-from rotator.ledger import AccountRecord, Rotation, State
-from rotator.policy import PolicySettings, Reason, decide
+from rotator.core.keys import KeyConfig
+from rotator.core.policy import PolicySettings, Reason, decide
+from rotator.ledger.ledger import AccountRecord, Rotation, State
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -156,7 +156,7 @@ def test_a_read_that_went_backwards_is_judged_from_the_latest_one_seen() -> None
 @pytest.mark.parametrize("state", [State.INTENT, State.SENT, State.UNCONFIRMED])
 @pytest.mark.parametrize("minutes_ago", [5, 60 * 24 * 30])
 def test_an_open_rotation_holds_the_gap_however_old(state: State, minutes_ago: float) -> None:
-    # It may have happened; only a read settles it (rotator.ledger), never the passing of time here.
+    # It may have happened; only a read settles it (rotator.ledger.ledger), never the passing of time here.
     answer = key(2, last_days_ago=40, interval=30)
     decision = decide(answer, policy(), now=NOW, record=open_rotation(state, minutes_ago))
     assert (decision.rotate, decision.reason) == (False, Reason.UNSETTLED)

@@ -32,12 +32,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from prometheus_client import CollectorRegistry
 
-from rotator.checker import Checker
-from rotator.cloudflare import Backoff, CloudflareClient
-from rotator.config import Account, parse_config
-from rotator.credentials import CredentialSource
-from rotator.ledger import Ledger
-from rotator.metrics import Metrics
+from rotator.check.checker import Checker
+from rotator.cloudflare.client import Backoff, CloudflareClient
+from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.model import Account, parse_config
+from rotator.ledger.ledger import Ledger
+from rotator.metrics.families import Metrics
 from tests.test_ratelimit import FakeClock
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -233,7 +233,7 @@ class RotationProtocol(RuleBasedStateMachine):
         if due and not self.dry_run:
             assert now - last < GAP, f"due and allowed, yet not rotated by a healthy check ({now - last})"
         assert self.rotator is not None
-        record = self.rotator.ledger.record(ACCOUNT)
+        record = self.rotator.ledger.ledger.record(ACCOUNT)
         assert record.open is None, f"still open after healthy checks: {record.rotation}"
         assert record.anchor is not None
         assert record.anchor >= last - timedelta(seconds=1), "an applied rotation is not on record"
@@ -252,7 +252,7 @@ class RotationProtocol(RuleBasedStateMachine):
         assert self.rotator is not None
         rotator = self.rotator
         try:
-            self.loop.run_until_complete(rotator.checker.check(rotator.accounts[ACCOUNT], **kwargs))
+            self.loop.run_until_complete(rotator.check.checker.check(rotator.accounts[ACCOUNT], **kwargs))
         except Crash:
             self._restart()
 

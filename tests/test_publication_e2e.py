@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.simulator import CertsFault, SimulatorThread
+from cloudflare_sim import CertsFault, SimulatorThread
 from tests.processes import daemon, environment, events, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]

@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from rotator.ratelimit import SlidingWindowLimiter
+from rotator.cloudflare.ratelimit import SlidingWindowLimiter
 
 
 async def settle() -> None:

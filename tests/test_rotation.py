@@ -18,12 +18,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from rotator.checker import Checker
-from rotator.cloudflare import CloudflareClient
-from rotator.config import Account, Config, parse_config
-from rotator.credentials import Credential, CredentialSource
-from rotator.ledger import Ledger, State
-from rotator.metrics import Metrics
+from rotator.check.checker import Checker
+from rotator.cloudflare.client import CloudflareClient
+from rotator.cloudflare.credentials import Credential, CredentialSource
+from rotator.config.model import Account, Config, parse_config
+from rotator.ledger.ledger import Ledger, State
+from rotator.metrics.families import Metrics
 from tests.test_ratelimit import FakeClock
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

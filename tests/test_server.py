@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from rotator.simulator import SimulatorThread
+from cloudflare_sim import SimulatorThread
 from tests.processes import daemon, events, rotator, write_config
 
 TOKEN_VALUE = "s3cret-metrics-token-0123456789"

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rotator.simulator import (
+from cloudflare_sim import (
     Fault,
     RateLimit,
     SimClock,
@@ -523,7 +523,7 @@ async def test_start_and_stop_on_the_callers_event_loop() -> None:
 
 
 def test_cli_prints_one_json_line_then_serves_until_sigterm() -> None:
-    command = [sys.executable, "-m", "rotator.simulator", "--listen", "127.0.0.1:0"]
+    command = [sys.executable, "-m", "cloudflare_sim", "--listen", "127.0.0.1:0"]
     command += ["--accounts", "2", "--token", "T", "--day-seconds", "2", "--rate-limit", "300/10"]
     root = Path(__file__).resolve().parent.parent
     with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as proc:

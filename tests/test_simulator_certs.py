@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from rotator.simulator import CertsFault, Simulator, SimulatorThread, jwk_thumbprint
+from cloudflare_sim import CertsFault, Simulator, SimulatorThread, jwk_thumbprint
 
 TOKEN = "test-token"
 AUDIENCE = "rotator-simulator-app"
@@ -210,7 +210,7 @@ def test_keys_are_made_only_when_needed() -> None:
 
 def test_the_command_line_prints_the_certs_url() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "rotator.simulator", "--listen", "127.0.0.1:0", "--accounts", "2"],
+        [sys.executable, "-m", "cloudflare_sim", "--listen", "127.0.0.1:0", "--accounts", "2"],
         stdout=subprocess.PIPE,
         text=True,
     )

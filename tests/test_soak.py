@@ -11,7 +11,7 @@ from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 
-from rotator.simulator import Fault, Simulator, SimulatorThread
+from cloudflare_sim import Fault, Simulator, SimulatorThread
 from tests.processes import TOKEN, daemon, write_config
 
 DAY_SECONDS = 0.25

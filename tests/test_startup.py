@@ -18,23 +18,32 @@ from pathlib import Path
 
 import pytest
 
-from rotator import cli, config
-from rotator.policy import Reason
+from rotator import cli
+from rotator.config import model as config
+from rotator.core.policy import Reason
 
 # Loaded by the daemon and by the commands that talk to Cloudflare, and by nothing else. (Not httpx:
-# rotator.config parses cloudflare.base_url with it, as the client will.)
+# rotator.config.model parses cloudflare.base_url with it, as the client will.)
 NETWORK_AND_DAEMON = {
     "aiohttp",
     "apscheduler.schedulers",
     "prometheus_client",
-    "rotator.checker",
-    "rotator.cloudflare",
+    "rotator.check.checker",
+    "rotator.cloudflare.client",
     "rotator.daemon",
-    "rotator.metrics",
-    "rotator.server",
+    "rotator.metrics.families",
+    "rotator.web.server",
 }
 # Loaded with the config (which parses base_url with httpx and imports the policy's settings).
-CONFIG = {"pydantic", "yaml", "rotator.config", "structlog", "httpx", "rotator.policy", "rotator.ledger"}
+CONFIG = {
+    "pydantic",
+    "yaml",
+    "rotator.config.model",
+    "structlog",
+    "httpx",
+    "rotator.core.policy",
+    "rotator.ledger.ledger",
+}
 
 
 def _imported(*argv: str) -> set[str]:
@@ -67,7 +76,7 @@ def test_validate_loads_the_config_and_not_the_network(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("accounts:\n  - name: production\n    account_id: " + "0" * 32 + "\n")
     modules = _imported("validate", "-c", str(path))
-    assert "rotator.config" in modules
+    assert "rotator.config.model" in modules
     assert _loaded(modules, NETWORK_AND_DAEMON) == set()
 
 

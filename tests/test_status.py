@@ -15,11 +15,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from rotator.checker import CheckResult
-from rotator.config import parse_config
+from cloudflare_sim import Fault, SimulatorThread
+from rotator.check.checker import CheckResult
+from rotator.config.model import parse_config
 from rotator.errors import InternalError
-from rotator.simulator import Fault, SimulatorThread
-from rotator.status import StatusBoard, schema
+from rotator.web.status import StatusBoard, schema
 from tests.processes import Daemon, daemon, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]

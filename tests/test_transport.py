@@ -18,11 +18,11 @@ import httpx
 import pytest
 from aiohttp import web
 
-from rotator.cloudflare import CloudflareClient
-from rotator.credentials import CredentialSource
+from cloudflare_sim import Fault, SimulatorThread
+from rotator.cloudflare.client import CloudflareClient
+from rotator.cloudflare.credentials import CredentialSource
+from rotator.cloudflare.transport import AiohttpTransport
 from rotator.errors import ConnectError, TransportError
-from rotator.simulator import Fault, SimulatorThread
-from rotator.transport import AiohttpTransport
 
 AUTH = {"Authorization": "Bearer test-token"}
 AUTH_TOKEN = CredentialSource.token_env("CLOUDFLARE_API_TOKEN").load({"CLOUDFLARE_API_TOKEN": "test-token"})

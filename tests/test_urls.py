@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rotator.urls import checked_url
+from rotator.config.urls import checked_url
 
 
 @pytest.mark.parametrize(

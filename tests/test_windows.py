@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotator.config import RotationSettings
-from rotator.keys import KeyConfig
-from rotator.policy import Reason, decide
-from rotator.windows import Window, Windows
+from rotator.config.model import RotationSettings
+from rotator.core.keys import KeyConfig
+from rotator.core.policy import Reason, decide
+from rotator.core.windows import Window, Windows
 
 # Tuesday 2026-12-01 02:00 Europe/Berlin is 01:00 UTC.
 BERLIN_TUE_WED_2AM = Window("0 2 * * tue,wed", timedelta(hours=2), "Europe/Berlin")

@@ -1,0 +1,1 @@
+"""What follows a check: events, notifications, publication, rotations made elsewhere."""

@@ -1,0 +1,110 @@
+"""What follows a check, outside the checker: publication, rotations made elsewhere, notifications.
+
+The daemon's one hook: ``before_check(account)`` (a baseline read of the account's certs before its
+first check) and ``after_check(result)`` (everything else, started in the background; it returns at
+once). Only ``CheckResult`` crosses over, so the checker's inside can change freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import httpx
+import structlog
+from prometheus_client import CollectorRegistry
+
+from rotator.after.elsewhere import ElsewhereWatch
+from rotator.after.events import events_from_check
+from rotator.after.notify import Notifier, NotifyMetrics, load_webhooks
+from rotator.after.publication import CertsReader, Publication, PublicationMetrics
+from rotator.after.teams import TeamDomains
+from rotator.check.checker import CheckResult
+from rotator.cloudflare.client import CloudflareClient
+from rotator.cloudflare.credentials import Credential
+from rotator.config.model import Account, Config
+from rotator.errors import CredentialError
+from rotator.metrics.families import Metrics
+
+# At shutdown, notifications still queued get this long to go out.
+NOTIFY_DRAIN_SECONDS = 2.0
+
+
+class FollowUp:
+    def __init__(
+        self,
+        config: Config,
+        client: CloudflareClient,
+        metrics: Metrics,
+        registry: CollectorRegistry,
+        credential_for: Callable[[Account], Credential | CredentialError],
+        *,
+        certs_transport: httpx.AsyncBaseTransport | None = None,
+        notify_transport: httpx.AsyncBaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """Reads every webhook's secret now: CredentialError, naming each missing one, refuses to start."""
+        settings = config.settings
+        self.notifier = Notifier(
+            load_webhooks(settings.notify, environ),
+            NotifyMetrics(registry),
+            source=settings.notify.source,
+            queue_size=settings.notify.queue_size,
+            transport=notify_transport,
+        )
+        self._elsewhere = ElsewhereWatch(metrics, self.notifier)
+        self._publication_metrics = PublicationMetrics(registry)
+        self.publication: Publication | None = None
+        if settings.publication.enabled:
+            teams = TeamDomains(client, credential_for, refresh=settings.publication.team_domain_refresh)
+            self.publication = Publication(
+                settings.publication,
+                CertsReader(settings.publication, transport=certs_transport),
+                self._publication_metrics,
+                self.notifier,
+                teams.domain,
+            )
+        self.configure(config.accounts)
+
+    def start(self) -> None:
+        self.notifier.start()
+
+    def configure(self, accounts: tuple[Account, ...]) -> None:
+        """The configured accounts (at start and after a reload): their series exist from now."""
+        if self.publication is not None:
+            self._publication_metrics.configure(accounts)
+
+    def wants_baseline(self, account: Account) -> bool:
+        """Whether ``before_check`` has anything to do for this account (most checks: no)."""
+        return self.publication is not None and self.publication.wants_baseline(account)
+
+    async def before_check(self, account: Account) -> None:
+        try:
+            if self.publication is not None:
+                await self.publication.before_check(account)
+        except Exception as exc:  # what follows a check never stops the check
+            _failed("before_check", account, exc)
+
+    def after_check(self, result: CheckResult) -> None:
+        try:
+            for event in events_from_check(result):
+                self.notifier.emit(event)
+            self._elsewhere.observe(result)
+            if self.publication is not None:
+                self.publication.after_check(result)
+        except Exception as exc:  # nor the daemon
+            _failed("after_check", result.account, exc)
+
+    async def aclose(self) -> None:
+        if self.publication is not None:
+            await self.publication.aclose()
+        await self.notifier.aclose(NOTIFY_DRAIN_SECONDS)
+
+
+def _failed(step: str, account: Account, exc: Exception) -> None:
+    structlog.get_logger("rotator").error(
+        "followup_failed",
+        step=step,
+        account=account.name,
+        account_id=account.account_id,
+        error=repr(exc),
+    )

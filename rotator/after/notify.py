@@ -1,0 +1,289 @@
+"""Notifications: each event sent to the configured webhooks as a CloudEvents 1.0 document.
+
+Delivery never touches a rotation: ``Notifier.emit`` only puts the document on each matching
+webhook's bounded queue and returns. One worker per webhook sends its queue in order, so a slow or
+hanging receiver holds back only its own notifications. A send is tried up to ``attempts`` times,
+with exponential backoff and jitter, on no answer, 408, 429 and 5xx; any other answer outside 2xx
+fails at once (sending it again will not help). Nothing is lost silently: every outcome is counted
+in ``rotator_notifications_total{webhook, result}`` and every failure logged:
+
+- ``delivered``: a 2xx answer;
+- ``retried``: an attempt failed and another follows (``notification_retry``);
+- ``failed``: the last attempt failed, or a 4xx refused it (``notification_failed``);
+- ``dropped``: the queue was full, or shutdown came first (``notification_dropped``).
+
+The document (structured mode, ``Content-Type: application/cloudevents+json``) has ``type``
+``com.rotator.<event>``, ``subject`` the account's name, and ``data`` the event's fields, the
+account and its id. With a secret (``secret_env`` or ``secret_file``), the header
+``X-Rotator-Signature-256: sha256=<hex>`` carries the HMAC-SHA256 of the exact body. No credential
+is ever part of a document: events are built from rotator's own fields, and every string passes
+through the log redaction as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+
+from rotator import __version__
+from rotator.after.events import Event, iso
+from rotator.cloudflare.credentials import read_secret, redact
+from rotator.config.followup_settings import NotifySettings
+from rotator.errors import CredentialError
+
+SIGNATURE_HEADER = "X-Rotator-Signature-256"
+CONTENT_TYPE = "application/cloudevents+json"
+EVENT_TYPE_PREFIX = "com.rotator."
+RESULTS = ("delivered", "retried", "failed", "dropped")
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 60.0
+_RETRYABLE_STATUS = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class Webhook:
+    name: str
+    url: str = ""  # never logged: it may carry a token of the receiver's in its query
+    events: frozenset[str] = frozenset()
+    secret: bytes | None = None
+    timeout: float = 5.0
+    attempts: int = 5
+
+    def __repr__(self) -> str:
+        return f"Webhook({self.name})"
+
+
+def load_webhooks(settings: NotifySettings, environ: Mapping[str, str] | None = None) -> list[Webhook]:
+    """The configured webhooks with their secrets read; CredentialError naming each one missing."""
+    webhooks, problems = [], []
+    for name, webhook in settings.named():
+        secret: bytes | None = None
+        if webhook.secret_env is not None or webhook.secret_file is not None:
+            try:
+                secret = read_secret(webhook.secret_env, webhook.secret_file, environ).encode()
+            except CredentialError as exc:
+                problems.append(f"notify webhook {name}: its signing secret cannot be read: {exc}")
+                continue
+        webhooks.append(
+            Webhook(name, webhook.url, frozenset(webhook.events), secret, webhook.timeout, webhook.attempts)
+        )
+    if problems:
+        raise CredentialError("\n".join(problems))
+    return webhooks
+
+
+def cloudevent(event: Event, *, source: str, event_id: str | None = None) -> dict[str, Any]:
+    """The CloudEvents 1.0 document of ``event`` (structured mode)."""
+    data = {"account": event.account, "account_id": event.account_id, **event.data}
+    return {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": source,
+        "type": EVENT_TYPE_PREFIX + event.name,
+        "subject": event.account,
+        "time": iso(event.time),
+        "datacontenttype": "application/json",
+        "data": _redacted(data),
+    }
+
+
+def encode(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def signature(body: bytes, secret: bytes) -> str:
+    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
+class NotifyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notifications = Counter(
+            "rotator_notifications",
+            "Notifications to webhooks, by webhook and result (delivered, retried, failed, dropped).",
+            ["webhook", "result"],
+            registry=registry,
+        )
+
+    def configure(self, webhooks: list[Webhook]) -> None:
+        for webhook in webhooks:
+            for result in RESULTS:
+                self.notifications.labels(webhook.name, result)
+
+    def count(self, webhook: Webhook, result: str, n: int = 1) -> None:
+        self.notifications.labels(webhook.name, result).inc(n)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    event: Event
+    body: bytes
+    event_id: str
+
+
+class Notifier:
+    """An ``EventSink`` that sends to webhooks in the background; ``emit`` never waits."""
+
+    def __init__(
+        self,
+        webhooks: list[Webhook],
+        metrics: NotifyMetrics,
+        *,
+        source: str = "rotator",
+        queue_size: int = 1000,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backoff: tuple[float, float] = (BACKOFF_INITIAL, BACKOFF_MAX),
+    ) -> None:
+        self._webhooks = webhooks
+        self._metrics = metrics
+        self._source = source
+        self._queue_size = queue_size
+        self._queues: dict[str, asyncio.Queue[_Queued]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._http = httpx.AsyncClient(
+            headers={"User-Agent": f"rotator/{__version__}", "Content-Type": CONTENT_TYPE},
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._sleep = sleep
+        self._backoff = backoff
+        self._log = structlog.get_logger("rotator")
+        metrics.configure(webhooks)
+
+    def start(self) -> None:
+        """Start one worker per webhook on the running loop."""
+        if self._workers:
+            return
+        for webhook in self._webhooks:
+            queue: asyncio.Queue[_Queued] = asyncio.Queue(self._queue_size)
+            self._queues[webhook.name] = queue
+            self._workers.append(
+                asyncio.create_task(self._work(webhook, queue), name=f"notify-{webhook.name}")
+            )
+
+    def emit(self, event: Event) -> None:
+        for webhook in self._webhooks:
+            if event.name not in webhook.events:
+                continue
+            queue = self._queues.get(webhook.name)
+            event_id = str(uuid.uuid4())
+            if queue is None:
+                self._dropped(webhook, event, "the notifier is not running", 1)
+                continue
+            body = encode(cloudevent(event, source=self._source, event_id=event_id))
+            try:
+                queue.put_nowait(_Queued(event, body, event_id))
+            except asyncio.QueueFull:
+                self._dropped(webhook, event, f"its queue is full ({self._queue_size} waiting)", 1)
+
+    async def aclose(self, within: float = 2.0) -> None:
+        """Let the queues drain for at most ``within`` seconds, then count what is left as dropped."""
+        if self._queues:
+            joins = [asyncio.ensure_future(q.join()) for q in self._queues.values()]
+            _, waiting = await asyncio.wait(joins, timeout=within)
+            for join in waiting:
+                join.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for webhook in self._webhooks:
+            queue = self._queues.get(webhook.name)
+            left = queue.qsize() if queue is not None else 0
+            if left:
+                self._metrics.count(webhook, "dropped", left)
+                self._log.error(
+                    "notification_dropped",
+                    webhook=webhook.name,
+                    count=left,
+                    reason="rotator is shutting down",
+                )
+        await self._http.aclose()
+
+    def _dropped(self, webhook: Webhook, event: Event, reason: str, count: int) -> None:
+        self._metrics.count(webhook, "dropped", count)
+        self._log.error(
+            "notification_dropped",
+            webhook=webhook.name,
+            notification=event.name,
+            account=event.account,
+            account_id=event.account_id,
+            count=count,
+            reason=reason,
+        )
+
+    async def _work(self, webhook: Webhook, queue: asyncio.Queue[_Queued]) -> None:
+        while True:
+            item = await queue.get()
+            try:
+                await self._deliver(webhook, item)
+            except asyncio.CancelledError:
+                self._dropped(webhook, item.event, "rotator is shutting down", 1)
+                raise
+            except Exception as exc:  # a worker must outlive any one notification
+                self._metrics.count(webhook, "failed")
+                self._log.error("notification_failed", webhook=webhook.name, error=repr(exc))
+            finally:
+                queue.task_done()
+
+    async def _deliver(self, webhook: Webhook, item: _Queued) -> None:
+        headers = {SIGNATURE_HEADER: signature(item.body, webhook.secret)} if webhook.secret else {}
+        fields = {
+            "webhook": webhook.name,
+            "notification": item.event.name,
+            "notification_id": item.event_id,
+            "account": item.event.account,
+            "account_id": item.event.account_id,
+        }
+        for attempt in range(1, webhook.attempts + 1):
+            error, retryable = await self._send(webhook, item.body, headers)
+            if error is None:
+                self._metrics.count(webhook, "delivered")
+                self._log.debug("notification_sent", attempt=attempt, **fields)
+                return
+            if not retryable or attempt == webhook.attempts:
+                self._metrics.count(webhook, "failed")
+                self._log.error("notification_failed", attempt=attempt, error=error, **fields)
+                return
+            wait = min(self._backoff[1], self._backoff[0] * 2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
+            self._metrics.count(webhook, "retried")
+            self._log.warning(
+                "notification_retry", attempt=attempt, wait_seconds=round(wait, 2), error=error, **fields
+            )
+            await self._sleep(wait)
+
+    async def _send(self, webhook: Webhook, body: bytes, headers: dict[str, str]) -> tuple[str | None, bool]:
+        """(None, _) when delivered, else (why, whether another attempt may succeed)."""
+        try:
+            response = await self._http.post(
+                webhook.url, content=body, headers=headers, timeout=webhook.timeout
+            )
+        except httpx.TimeoutException:
+            return f"no answer within {webhook.timeout:g}s", True
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: the request failed", True
+        if 200 <= response.status_code < 300:
+            return None, False
+        retryable = response.status_code >= 500 or response.status_code in _RETRYABLE_STATUS
+        return f"answered {response.status_code}", retryable

@@ -1,0 +1,88 @@
+"""Each account's team domain: where its certs are published.
+
+Set per account in the config (``team_domain``), or read from Cloudflare's organization
+(``GET /accounts/{id}/access/organizations``, ``result.auth_domain``): once, then again every
+``publication.team_domain_refresh`` (a day by default), since a team renamed in the dashboard is
+rare. A failed read is logged (``team_domain_unavailable``) and tried again at a later check, no
+sooner than ``RETRY_SECONDS``; the last known domain, if any, stays in use meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from rotator.cloudflare.client import CloudflareClient
+from rotator.cloudflare.credentials import Credential
+from rotator.config.model import Account
+from rotator.errors import CredentialError, RotatorError
+
+RETRY_SECONDS = 600.0
+
+
+@dataclass
+class _Known:
+    domain: str | None
+    next_read: float
+
+
+class TeamDomains:
+    def __init__(
+        self,
+        client: CloudflareClient,
+        credential_for: Callable[[Account], Credential | CredentialError],
+        *,
+        refresh: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._credential_for = credential_for
+        self._refresh = refresh
+        self._monotonic = monotonic
+        self._known: dict[str, _Known] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._log = structlog.get_logger("rotator")
+
+    async def domain(self, account: Account) -> str | None:
+        """The account's team domain, or None while it is not known."""
+        if account.team_domain is not None:
+            return account.team_domain
+        lock = self._locks.setdefault(account.account_id, asyncio.Lock())
+        async with lock:
+            known = self._known.get(account.account_id)
+            now = self._monotonic()
+            if known is not None and now < known.next_read:
+                return known.domain
+            previous = known.domain if known else None
+            try:
+                domain = await self._read(account)
+            except RotatorError as exc:
+                self._log.warning(
+                    "team_domain_unavailable",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    kept=previous,
+                )
+                self._known[account.account_id] = _Known(previous, now + min(RETRY_SECONDS, self._refresh))
+                return previous
+            if domain != previous:
+                self._log.info("team_domain_found", team_domain=domain, previous=previous)
+            self._known[account.account_id] = _Known(domain, now + self._refresh)
+            return domain
+
+    async def _read(self, account: Account) -> str:
+        credential = self._credential_for(account)
+        if isinstance(credential, CredentialError):
+            raise credential
+        domain = await self._client.get_team_domain(account.account_id, credential)
+        if domain is None:
+            raise RotatorError("the organization's answer has no auth_domain")
+        return domain
+
+    def forget(self, account: Account) -> None:
+        self._known.pop(account.account_id, None)
+        self._locks.pop(account.account_id, None)

@@ -1,0 +1,1 @@
+"""One check of one account: gather, decide with the core's policy, and rotate."""

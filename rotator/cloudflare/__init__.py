@@ -1,0 +1,1 @@
+"""Cloudflare's API: the client, its transport, the client-side budget, credentials."""

@@ -1,0 +1,218 @@
+"""Credentials: where they come from (a name, safe to log) and what they are (a secret, never shown).
+
+A credential is identified by the secret itself, not by where it was read from: two accounts whose
+env vars hold the same token share one rate-limit budget, as they do at Cloudflare. The identity
+is a short hash, so it can be a dict key without the secret being kept in more places.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from rotator.config.problems import several
+from rotator.errors import CredentialError
+
+if TYPE_CHECKING:
+    from rotator.config.model import Account, Config
+
+CredentialMap = dict[str, "Credential | CredentialError"]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The secret in the form the API wants: request headers. Its repr shows only the source."""
+
+    source: CredentialSource
+    headers: Mapping[str, str] = field(repr=False)
+    fingerprint: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Credential({self.source.describe()})"
+
+
+@dataclass(frozen=True)
+class CredentialSource:
+    """Where to read a credential from. Holds names only, never a secret."""
+
+    kind: Literal["token_env", "token_file", "legacy_env"]
+    location: str
+    email_env: str | None = None
+
+    @classmethod
+    def token_env(cls, name: str) -> CredentialSource:
+        return cls("token_env", name)
+
+    @classmethod
+    def token_file(cls, path: Path) -> CredentialSource:
+        return cls("token_file", str(path))
+
+    @classmethod
+    def legacy(cls, email_env: str, key_env: str) -> CredentialSource:
+        return cls("legacy_env", key_env, email_env)
+
+    def describe(self) -> str:
+        if self.kind == "token_env":
+            return f"API token from environment variable {self.location}"
+        if self.kind == "token_file":
+            return f"API token from file {self.location}"
+        return f"global API key from environment variables {self.email_env} and {self.location}"
+
+    def load(self, environ: Mapping[str, str] | None = None) -> Credential:
+        """Read the secret now; raise CredentialError naming the variable or file when absent."""
+        env = os.environ if environ is None else environ
+        if self.kind == "token_env":
+            token = _from_env(env, self.location)
+            return self._credential({"Authorization": f"Bearer {token}"}, token)
+        if self.kind == "token_file":
+            token = _from_file(Path(self.location))
+            return self._credential({"Authorization": f"Bearer {token}"}, token)
+        assert self.email_env is not None
+        email = _from_env(env, self.email_env)
+        key = _from_env(env, self.location)
+        return self._credential({"X-Auth-Email": email, "X-Auth-Key": key}, f"{email}\0{key}")
+
+    def _credential(self, headers: dict[str, str], secret: str) -> Credential:
+        fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16]
+        for value in headers.values():  # the token, or the legacy email and key
+            _loaded_secrets.remember(value.removeprefix("Bearer "))
+        return Credential(self, headers, fingerprint)
+
+
+def require_credentials(config: Config) -> dict[str, Credential]:
+    """Every account's credential; CredentialError naming each one that cannot be read."""
+    loaded = load_credentials(config.accounts)
+    missing = credential_problems(config.accounts, loaded)
+    if missing:
+        raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
+    return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
+
+
+def credential_problems(
+    accounts: Sequence[Account], loaded: Mapping[str, Credential | CredentialError]
+) -> list[str]:
+    """One line per credential that cannot be read, naming the accounts that need it: 300,000
+    accounts without their token set are one problem, not 300,000 lines."""
+    needed_by: dict[str, list[str]] = {}
+    for account in accounts:
+        problem = loaded.get(account.account_id)
+        if isinstance(problem, CredentialError):
+            what = str(problem).removeprefix(f"account {account.name}: ")
+            needed_by.setdefault(what, []).append(account.name)
+    return [
+        f"account{'s' if len(names) > 1 else ''} {several(names)}: {what}"
+        for what, names in needed_by.items()
+    ]
+
+
+def load_credentials(accounts: Iterable[Account]) -> CredentialMap:
+    """Each account's credential, or the error that says why it cannot be read.
+
+    Each source is read once, and the accounts that name it share what was read: 10,000 accounts
+    on one token held 10,000 copies of it, 4 MB."""
+    read: dict[CredentialSource, Credential | CredentialError] = {}
+    loaded: CredentialMap = {}
+    for account in accounts:
+        source = account.credential
+        credential = read.get(source)
+        if credential is None:
+            try:
+                credential = source.load()
+            except CredentialError as exc:
+                credential = exc
+            read[source] = credential
+        if isinstance(credential, CredentialError):
+            credential = CredentialError(f"account {account.name}: {credential} ({source.describe()})")
+        loaded[account.account_id] = credential
+    return loaded
+
+
+# Secrets shorter than this are blanked out only where they stand alone (see _Secrets).
+MIN_REDACTED_LENGTH = 8
+REDACTED = "[REDACTED]"
+
+
+class _Secrets:
+    """Every secret this process has read, so the log pipeline can blank it out wherever it
+    appears: a second line of defence behind messages that are built never to contain one.
+
+    A secret is blanked out wherever it appears inside other text, but one shorter than
+    MIN_REDACTED_LENGTH only where it stands alone: not inside a longer run of letters, digits,
+    '-' and '_' (the characters of Cloudflare's tokens). Cloudflare's tokens and keys are 37 to 40
+    characters, so a short one is a test's or a placeholder's, and blanked out inside words it
+    mangled every log line ("rot" made key_rotated "key_[REDACTED]ated"). Not redacting short
+    secrets at all would be more surprising still: the README promises that every credential
+    read is blanked out, and where a short one appears as itself ("Bearer abc", a field that is
+    exactly it), it still is.
+    """
+
+    def __init__(self) -> None:
+        self._anywhere: set[str] = set()
+        self._alone: set[str] = set()
+        self._alone_pattern: re.Pattern[str] | None = None
+
+    def remember(self, secret: str) -> None:
+        if len(secret) >= MIN_REDACTED_LENGTH:
+            self._anywhere.add(secret)
+        elif secret not in self._alone:
+            self._alone.add(secret)
+            # Longest first: of two secrets where one begins the other, the longer one matches.
+            either = "|".join(re.escape(s) for s in sorted(self._alone, key=len, reverse=True))
+            self._alone_pattern = re.compile(rf"(?<![\w-])(?:{either})(?![\w-])")
+
+    def redact(self, text: str) -> str:
+        for secret in self._anywhere:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        if self._alone_pattern is not None:
+            text = self._alone_pattern.sub(REDACTED, text)
+        return text
+
+
+_loaded_secrets = _Secrets()
+
+
+def remember_secret(secret: str) -> None:
+    """Blank ``secret`` out of every log line from now on (a webhook's signing secret, say)."""
+    _loaded_secrets.remember(secret)
+
+
+def read_secret(env: str | None, path: Path | None, environ: Mapping[str, str] | None = None) -> str:
+    """A secret from the variable ``env`` or the file ``path``, remembered for redaction."""
+    if env is not None:
+        value = _from_env(os.environ if environ is None else environ, env)
+    elif path is not None:
+        value = _from_file(path)
+    else:
+        raise CredentialError("no secret source given")
+    remember_secret(value)
+    return value
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential this process has read replaced by [REDACTED]."""
+    return _loaded_secrets.redact(text)
+
+
+def _from_env(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise CredentialError(f"environment variable {name} is not set or is empty")
+    return value
+
+
+def _from_file(path: Path) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise CredentialError(f"token file {path} does not exist") from None
+    except OSError as exc:
+        raise CredentialError(f"token file {path} cannot be read: {exc.strerror}") from None
+    if not value:
+        raise CredentialError(f"token file {path} is empty")
+    return value

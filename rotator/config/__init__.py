@@ -1,0 +1,1 @@
+"""The configuration: its model, loading, checks, messages and what a reload changes."""

@@ -1,0 +1,1 @@
+"""High availability: the Kubernetes calls, the Lease elector, and the daemon's side of it."""

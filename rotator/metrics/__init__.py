@@ -1,0 +1,1 @@
+"""Prometheus metrics: every family rotator exports, and the scrape's text."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: /metrics, /healthz, /readyz, /status and the status page."""
