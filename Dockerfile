@@ -3,7 +3,7 @@
 # dependencies, into a virtual environment at /opt/rotator; the second copies only that environment
 # onto a clean slim Python, so no build tool, source tree or pip cache reaches the image.
 # `make image` builds it without Docker (buildah, on a Debian base: deploy/container/build-image),
-# and tests/test_image.py runs that image against the Cloudflare simulator.
+# and tests/deploy/test_image.py runs that image against the Cloudflare simulator.
 #
 #   docker build -t rotator:0.1.0 .
 #   docker run --read-only -v "$PWD/config.yaml:/etc/rotator/config.yaml:ro" \

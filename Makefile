@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # `make demo` installs only what rotator needs to run, not the test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck pytest image bench clean
+.PHONY: demo test check lint typecheck pytest image bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ demo: $(DEMO_STAMP)
 
 # The image build (deploy/container/build-image: 3 to 4.5 minutes when nothing is cached, seconds
 # when its inputs are unchanged) starts first and runs in the background, beside the environment's
-# install, lint, typecheck and pytest, its output in build/image.log. tests/test_image.py runs last
+# install, lint, typecheck and pytest, its output in build/image.log. tests/deploy/test_image.py runs last
 # (tests/conftest.py) and runs the same script, which waits for that build (a lock) and reuses its
 # image, or reports its failure.
 test:
@@ -35,6 +35,11 @@ test:
 	@deploy/container/build-image >build/image.log 2>&1 & build=$$!; \
 	  $(MAKE) --no-print-directory lint typecheck pytest; status=$$?; \
 	  wait $$build; exit $$status
+
+# The fast loop (under a minute): lint, types, and the unit and component tests.
+check: $(STAMP)
+	@$(MAKE) --no-print-directory lint typecheck
+	$(BIN)/pytest -q -m "unit or component"
 
 lint: $(STAMP)
 	$(BIN)/ruff check rotator cloudflare_sim tests bench
@@ -47,7 +52,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 # The container image, from the Dockerfile, with buildah and no Docker engine or registry (a Debian
-# base made by mmdebstrap, cached): deploy/container/build-image says how. tests/test_image.py runs it.
+# base made by mmdebstrap, cached): deploy/container/build-image says how. tests/deploy/test_image.py runs it.
 image:
 	deploy/container/build-image
 

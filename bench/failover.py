@@ -3,7 +3,7 @@
     .venv/bin/python bench/failover.py [--rounds 5]
 
 Two `rotator run` replicas against the simulator and the Kubernetes API stand-in
-(tests/kubeapi.py), `lease_duration` 15s, `renew_deadline` 10s, `retry_period` 2s. Each round
+(tests/support/kubeapi.py), `lease_duration` 15s, `renew_deadline` 10s, `retry_period` 2s. Each round
 stops the leader, once with SIGTERM and once with SIGKILL, starts a replacement (as a Deployment
 would), and times how long until another replica says `leader_elected`, and until it has read
 the ledger and checked an account (`account_checked`).
@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cloudflare_sim import Simulator, SimulatorThread
-from tests.kubeapi import KubeAPIServer
-from tests.processes import Daemon, events, write_config
-from tests.test_ha import Replicas
+from tests.e2e.test_ha import Replicas
+from tests.support.kubeapi import KubeAPIServer
+from tests.support.processes import Daemon, events, write_config
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE = 0, 1, 2
 # rotator.config.model's default, spelled here so the parser is built without loading the config's
-# models (tests/test_startup.py checks the two agree).
+# models (tests/e2e/test_startup.py checks the two agree).
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
 
 
@@ -355,7 +355,7 @@ def _rotate(args: argparse.Namespace) -> int:
 
 # Decisions that --force overrides by breaking the minimum gap: Reason.TOO_SOON and Reason.UNSETTLED,
 # spelled as their values (a StrEnum's members equal them) so that `rotator --version` need not
-# import rotator.core.policy and the ledger behind it, 50 ms (tests/test_startup.py checks they agree).
+# import rotator.core.policy and the ledger behind it, 50 ms (tests/e2e/test_startup.py checks they agree).
 _GAP = ("too_soon", "unsettled")
 _REFUSED = "nothing was sent"
 

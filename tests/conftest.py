@@ -13,8 +13,17 @@ from cloudflare_sim import Simulator, SimulatorThread
 TEST_TOKEN = "test-token"
 
 
+# Each folder of tests is a marker of the same name: `pytest -m "unit or component"` is `make check`'s.
+KINDS = ("unit", "component", "e2e", "deploy")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The container image's tests last: `make test` builds the image in the background meanwhile."""
+    """Mark each test with its folder's kind; the container image's tests last (`make test` builds the
+    image in the background meanwhile)."""
+    for item in items:
+        kind = item.path.parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
     items.sort(key=lambda item: item.path.name == "test_image.py")  # stable: the rest keep their order
 
 

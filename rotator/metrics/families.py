@@ -13,7 +13,7 @@ A scrape's text for those families is written here, not sample by sample by prom
 exposition (two seconds of CPU for the 210,000 samples of 10,000 accounts): each account's labels
 are escaped once, and each family's text is kept and written again only when one of its numbers
 changed (rotator.after.publication's per-account series use the same table). ``exposition(registry)``
-gives the page ``generate_latest(registry)`` would, byte for byte (tests/test_metrics.py holds it
+gives the page ``generate_latest(registry)`` would, byte for byte (tests/component/test_metrics.py holds it
 to that), and may run in a thread while the event loop updates the numbers; the server runs it
 there.
 """

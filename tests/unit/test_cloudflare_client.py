@@ -1,7 +1,7 @@
 """The Cloudflare client against ``httpx.MockTransport``: what goes on the wire, what comes back.
 
 Every test drives the real ``CloudflareClient`` through a scripted fake of Cloudflare's API and
-a fake clock (``tests.test_ratelimit.FakeClock``): retries and retry-after pauses take no real
+a fake clock (``tests.unit.test_ratelimit.FakeClock``): retries and retry-after pauses take no real
 time: the backoff between attempts is a pause on that clock.
 """
 
@@ -40,7 +40,7 @@ from rotator.errors import (
     ServerError,
     TransportError,
 )
-from tests.test_ratelimit import FakeClock, settle
+from tests.support.clock import FakeClock, settle
 
 BASE_URL = "https://api.cloudflare.test/client/v4"
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -613,7 +613,7 @@ async def test_a_paused_credential_does_not_take_the_slots_of_others(api: Callab
 
 # --- rotate -------------------------------------------------------------------------------------
 # The client sends one POST and says what came back; what that means for the rotation (and whether
-# it may be sent again) is the rotation protocol's to judge: tests/test_rotation.py.
+# it may be sent again) is the rotation protocol's to judge: tests/unit/test_rotation.py.
 
 
 async def test_rotate_sends_one_post_and_returns_the_new_configuration(api: Callable[..., Api]) -> None:

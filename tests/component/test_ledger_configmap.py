@@ -16,7 +16,7 @@ from rotator.errors import StateFileError
 from rotator.ha.kube import KubeAPI
 from rotator.ledger.configmap import KEY, ConfigMapStore
 from rotator.ledger.ledger import Ledger, State
-from tests.kubeapi import KubeAPIServer
+from tests.support.kubeapi import KubeAPIServer
 
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
 OTHER = "9a7806061c88ada191ed06f989cc3dac"

@@ -525,7 +525,7 @@ async def test_start_and_stop_on_the_callers_event_loop() -> None:
 def test_cli_prints_one_json_line_then_serves_until_sigterm() -> None:
     command = [sys.executable, "-m", "cloudflare_sim", "--listen", "127.0.0.1:0"]
     command += ["--accounts", "2", "--token", "T", "--day-seconds", "2", "--rate-limit", "300/10"]
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         line = json.loads(proc.stdout.readline())

@@ -28,8 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloudflare_sim import SimulatorThread
 from cloudflare_sim.core import Fault
 from rotator.web.status import schema
-from tests.kubeapi import KubeAPIServer
-from tests.processes import Daemon, environment, events, free_port, rotator, write_config
+from tests.support.kubeapi import KubeAPIServer
+from tests.support.processes import Daemon, environment, events, free_port, rotator, write_config
 
 LEASE_DURATION = 3.0
 RENEW_DEADLINE = 2.0

@@ -38,7 +38,7 @@ from rotator.cloudflare.credentials import CredentialSource
 from rotator.config.model import Account, parse_config
 from rotator.ledger.ledger import Ledger
 from rotator.metrics.families import Metrics
-from tests.test_ratelimit import FakeClock
+from tests.support.clock import FakeClock
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -233,7 +233,7 @@ class RotationProtocol(RuleBasedStateMachine):
         if due and not self.dry_run:
             assert now - last < GAP, f"due and allowed, yet not rotated by a healthy check ({now - last})"
         assert self.rotator is not None
-        record = self.rotator.ledger.ledger.record(ACCOUNT)
+        record = self.rotator.ledger.record(ACCOUNT)
         assert record.open is None, f"still open after healthy checks: {record.rotation}"
         assert record.anchor is not None
         assert record.anchor >= last - timedelta(seconds=1), "an applied rotation is not on record"
@@ -252,7 +252,7 @@ class RotationProtocol(RuleBasedStateMachine):
         assert self.rotator is not None
         rotator = self.rotator
         try:
-            self.loop.run_until_complete(rotator.check.checker.check(rotator.accounts[ACCOUNT], **kwargs))
+            self.loop.run_until_complete(rotator.checker.check(rotator.accounts[ACCOUNT], **kwargs))
         except Crash:
             self._restart()
 

@@ -42,7 +42,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder as GrafanaJSONEncoder
 from grafana_foundation_sdk.models import dashboard as grafana_dashboard
 from grafana_foundation_sdk.models import prometheus as grafana_prometheus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rotator-rules.yaml"
 PROMETHEUS_RULE = ROOT / "deploy" / "kubernetes" / "base" / "prometheusrule.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "rotator-dashboard.json"

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudflare_sim import CertsFault, SimulatorThread
-from tests.processes import daemon, environment, events, write_config
+from tests.support.processes import daemon, environment, events, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 SECRET = "hook-secret-5d1e-not-real"

@@ -20,9 +20,9 @@ import pytest
 from rotator.cloudflare.client import CloudflareClient
 from rotator.cloudflare.credentials import CredentialSource
 from rotator.errors import APIError
-from tests.processes import environment, events, free_port, log_lines, rotator, write_config
+from tests.support.processes import environment, events, free_port, log_lines, rotator, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "cloudflare" / "access-keys.openapi.yaml"
 ACCOUNT_ID = "023e105f4ecef8ad9ca31a8372d0c353"
 

@@ -2,7 +2,7 @@
 
 The Dockerfile: hadolint lints it, and its stages are read for what the image promises (only the
 built environment reaches the final stage, a fixed non-root user, the entrypoint, the version label).
-tests/test_image.py builds the image from it with buildah and runs it against the simulator.
+tests/deploy/test_image.py builds the image from it with buildah and runs it against the simulator.
 
 Kubernetes: `kubectl kustomize` renders the base and the dry-run overlay, every core object passes
 `kubernetes-validate --strict`, and the rendered objects are read for what operators rely on: two
@@ -30,7 +30,7 @@ import yaml
 from rotator import __version__
 from rotator.config.model import Config, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
 BASE = KUSTOMIZE / "base"
@@ -42,7 +42,7 @@ TARGETS = {
     "dry-run": (KUSTOMIZE / "overlays" / "dry-run", BASE / "config.yaml"),
 }
 # Objects of these kinds come from CRDs (the prometheus-operator's): kubernetes-validate has no
-# schema for them. The PrometheusRule's rules are checked with promtool in tests/test_monitoring.py.
+# schema for them. The PrometheusRule's rules are checked with promtool in tests/deploy/test_monitoring.py.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # The repo's virtual environment holds the test tools (hadolint, kubernetes-validate).
 TOOLS = Path(sys.executable).parent

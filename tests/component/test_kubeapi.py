@@ -1,4 +1,4 @@
-"""The Kubernetes API stand-in (tests/kubeapi.py) must answer as a real API server does.
+"""The Kubernetes API stand-in (tests/support/kubeapi.py) must answer as a real API server does.
 
 Two kinds of evidence. Its answers are compared with answers recorded from real servers
 (tests/conffiles/kubeapi/*.json, each naming where it comes from): same status codes, kinds,
@@ -28,9 +28,9 @@ import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
-from tests.kubeapi import MAX_CONFIGMAP_BYTES, KubeAPIServer
+from tests.support.kubeapi import MAX_CONFIGMAP_BYTES, KubeAPIServer
 
-RECORDED = Path(__file__).parent / "conffiles" / "kubeapi"
+RECORDED = Path(__file__).parents[1] / "conffiles" / "kubeapi"
 NS = "rotator"
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
 CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"

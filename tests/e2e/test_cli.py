@@ -18,7 +18,7 @@ import pytest
 
 from cloudflare_sim import SimulatorThread
 from rotator.cli import _parser, main
-from tests.processes import environment, free_port, log_lines, rotator, write_config
+from tests.support.processes import environment, free_port, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 
@@ -152,7 +152,7 @@ def test_every_example_in_help_is_a_command_rotator_accepts(
 
 def test_the_rehearsal_in_the_readme_works(tmp_path: Path) -> None:
     """README, 'Rehearse a config': its simulator command, one account added, a config run against it."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Rehearse a config\n")[1].split("\n## ")[0]
     (command,) = [line for line in section.splitlines() if line.startswith("python -m cloudflare_sim ")]
     options = shlex.split(command.removesuffix(" &"))[3:]

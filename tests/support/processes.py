@@ -47,7 +47,7 @@ def write_config(
         "schedule": {"check_interval": "1h", "jitter": "0s"},
         "http": {"listen": f"127.0.0.1:{free_port()}"},
         "logging": {"format": "json"},
-        # Off unless a test asks for it (tests/test_publication_e2e.py): on, an account's first
+        # Off unless a test asks for it (tests/e2e/test_publication_e2e.py): on, an account's first
         # check would read its organization and certs, which the fault tests do not expect.
         "publication": {"enabled": False},
         "accounts": list(accounts),
@@ -92,7 +92,7 @@ class Daemon:
     """A running ``rotator run``: its stdout collected line by line, its HTTP endpoints at hand."""
 
     def __init__(self, config: Path, env: Mapping[str, str], prefix: Sequence[str] = ()) -> None:
-        """``prefix``: a command the daemon runs under (strace, in tests/test_exactly_once.py)."""
+        """``prefix``: a command the daemon runs under (strace, in tests/e2e/test_exactly_once.py)."""
         listen = yaml.safe_load(config.read_text())["http"]["listen"]
         self.url = f"http://{listen}"
         self.process = subprocess.Popen(

@@ -41,7 +41,7 @@ from cloudflare_sim import (
     SimulatorThread,
     account_id_for,
 )
-from tests.processes import Daemon, daemon, environment, events, log_lines, rotator, write_config
+from tests.support.processes import Daemon, daemon, environment, events, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 Op = Literal["get", "put", "rotate"]

@@ -6,7 +6,7 @@ machines that run these tests. A mock of the client would skip the HTTP, the cli
 the answers, and the server's rules that decide correctness: optimistic concurrency on
 ``resourceVersion``, and MicroTime's exact wire format. So this plays the API server for exactly
 the calls rotator makes, with the real JSON shapes, status codes, reasons and messages;
-tests/test_kubeapi.py checks them against answers recorded from real servers
+tests/component/test_kubeapi.py checks them against answers recorded from real servers
 (tests/conffiles/kubeapi/).
 
 Served, and nothing else (another path: 404 with a Status; another method on these paths: 405)::

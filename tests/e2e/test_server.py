@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from cloudflare_sim import SimulatorThread
-from tests.processes import daemon, events, rotator, write_config
+from tests.support.processes import daemon, events, rotator, write_config
 
 TOKEN_VALUE = "s3cret-metrics-token-0123456789"
 

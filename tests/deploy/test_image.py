@@ -32,9 +32,9 @@ import yaml
 
 from cloudflare_sim import Simulator, SimulatorThread
 from rotator import __version__
-from tests.processes import events, log_lines
+from tests.support.processes import events, log_lines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "deploy" / "container" / "build-image"
 BUILT = ROOT / "build" / "image.json"
 TOKEN = "image-test-token"  # the simulator's made-up credential

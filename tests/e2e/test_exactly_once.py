@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from cloudflare_sim import Fault, SimulatorThread
-from tests.processes import daemon, environment, events, log_lines, rotator, write_config
+from tests.support.processes import daemon, environment, events, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 STRACE = shutil.which("strace")

@@ -38,8 +38,8 @@ from rotator.config.model import (
 )
 from rotator.errors import ConfigError
 
-CONFFILES = Path(__file__).parent / "conffiles"
-EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"
+CONFFILES = Path(__file__).parents[1] / "conffiles"
+EXAMPLE = Path(__file__).parents[2] / "config.example.yaml"
 TOKEN_ENV = "CLOUDFLARE_API_TOKEN"
 LEAKED = "CLOUDFLARE-TOKEN-THAT-MUST-NOT-LEAK"  # the secrets pasted into the inline_secret fixtures
 

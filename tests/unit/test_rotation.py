@@ -24,7 +24,7 @@ from rotator.cloudflare.credentials import Credential, CredentialSource
 from rotator.config.model import Account, Config, parse_config
 from rotator.ledger.ledger import Ledger, State
 from rotator.metrics.families import Metrics
-from tests.test_ratelimit import FakeClock
+from tests.support.clock import FakeClock
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"

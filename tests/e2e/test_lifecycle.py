@@ -13,7 +13,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudflare_sim import Fault, Simulator, SimulatorThread
-from tests.processes import TOKEN, Daemon, daemon, events, free_port, log_lines, rotator, write_config
+from tests.support.processes import TOKEN, Daemon, daemon, events, free_port, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 

@@ -20,7 +20,7 @@ from rotator.check.checker import CheckResult
 from rotator.config.model import parse_config
 from rotator.errors import InternalError
 from rotator.web.status import StatusBoard, schema
-from tests.processes import Daemon, daemon, write_config
+from tests.support.processes import Daemon, daemon, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 WINDOW = {"cron": "0 3 * * sun", "duration": "2h"}

@@ -12,7 +12,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from cloudflare_sim import Fault, Simulator, SimulatorThread
-from tests.processes import TOKEN, daemon, write_config
+from tests.support.processes import TOKEN, daemon, write_config
 
 DAY_SECONDS = 0.25
 DAYS = 120
@@ -23,7 +23,7 @@ MIN_GAP_DAYS = 7
 RANDOM_FAULTS = [
     # Stale reads are not in the mix: a read that is still stale settle_time after a lost rotate
     # answer (an hour, here a few milliseconds) is indistinguishable from "not applied" (README,
-    # Safety). tests/test_faults.py and tests/test_exactly_once.py cover stale reads on their own.
+    # Safety). tests/e2e/test_faults.py and tests/e2e/test_exactly_once.py cover stale reads on their own.
     Fault(kind="status", status=500, html=True, ratio=0.04),
     Fault(kind="drop", ratio=0.02),
     Fault(kind="not_json", ratio=0.01),

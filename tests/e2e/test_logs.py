@@ -20,7 +20,7 @@ import structlog
 from cloudflare_sim import SimulatorThread
 from rotator.cloudflare.credentials import CredentialSource
 from rotator.logs import configure_logging
-from tests.processes import environment, events, log_lines, rotator, write_config
+from tests.support.processes import environment, events, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 # Each test loads its own secrets: what a process has loaded stays loaded (and redacted) for good.

@@ -14,7 +14,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudflare_sim import Fault, SimulatorThread
-from tests.processes import TOKEN, daemon, environment, events, free_port, log_lines, rotator, write_config
+from tests.support.processes import (
+    TOKEN,
+    daemon,
+    environment,
+    events,
+    free_port,
+    log_lines,
+    rotator,
+    write_config,
+)
 
 MakeSimulator = Callable[..., SimulatorThread]
 

@@ -1,0 +1,1 @@
+"""What the tests share: the processes they start, the Kubernetes API stand-in, a fake clock."""
