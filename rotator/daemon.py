@@ -336,6 +336,7 @@ class Daemon:
         for account in change.removed:
             self._scheduler.remove_job(account.account_id)
             self._metrics.forget(account)
+            self._followup.forget(account)
         for old, account in change.changed:
             if old.name != account.name:
                 self._metrics.forget(old)
