@@ -23,8 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-import rotator
-from rotator import __version__
+from rotator import __version__, sighup
 from rotator.after.followup import FollowUp
 from rotator.check.checker import Checker, CheckResult
 from rotator.cloudflare.client import Backoff, CloudflareClient
@@ -241,7 +240,7 @@ class Daemon:
             if self._election is not None:
                 self._election.start(self._ledger)
             watcher = asyncio.create_task(self._watch_config())
-            if rotator.early_sighups():  # a SIGHUP that came during start-up is not lost
+            if sighup.arrived_early():  # a SIGHUP that came during start-up is not lost
                 self._request_reload("sighup")
             await self._stop.wait()
             watcher.cancel()

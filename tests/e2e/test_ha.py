@@ -376,7 +376,7 @@ def test_run_without_a_kubernetes_api_says_where_it_looked(
     config = ha_config(tmp_path, simulator)
     missing = tmp_path / "no-kubeconfig"
     done = rotator("run", "-c", str(config), env=environment(KUBECONFIG=str(missing)))
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert done.stderr.strip() == (
         "rotator: error: leader_election is enabled, but no Kubernetes API is configured: not in a pod "
         f"($KUBERNETES_SERVICE_HOST unset) and no kubeconfig at {missing}"
