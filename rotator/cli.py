@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rotator import __version__, sighup
-from rotator.cloudflare.credentials import Credential, require_credentials
+from rotator.config.credentials import Credential, require_credentials
 from rotator.errors import ConfigError, CredentialError, KubernetesError, ListenError, StateFileError
 
 # Each command imports what it needs when it runs (pydantic, httpx, aiohttp, apscheduler and
@@ -279,8 +279,8 @@ def long_lived() -> Iterator[None]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from rotator.cloudflare.credentials import credential_problems, load_credentials
     from rotator.config.capacity import config_warnings
+    from rotator.config.credentials import credential_problems, load_credentials
 
     config = _load(args, stream=sys.stderr)
     credentials = load_credentials(config.accounts)

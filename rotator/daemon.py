@@ -27,8 +27,8 @@ from rotator import __version__, sighup
 from rotator.after.followup import FollowUp
 from rotator.check.checker import Checker, CheckResult
 from rotator.cloudflare.client import Backoff, CloudflareClient
-from rotator.cloudflare.credentials import Credential, read_secret, require_credentials
 from rotator.config.capacity import config_warnings
+from rotator.config.credentials import Credential, read_secret, require_credentials
 from rotator.config.model import Account, Config, load_config, read_config_file
 from rotator.config.reload import ConfigChange, compare
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError

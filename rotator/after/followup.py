@@ -20,7 +20,7 @@ from rotator.after.publication import CertsReader, Publication, PublicationMetri
 from rotator.after.teams import TeamDomains
 from rotator.check.checker import CheckResult
 from rotator.cloudflare.client import CloudflareClient
-from rotator.cloudflare.credentials import Credential
+from rotator.config.credentials import Credential
 from rotator.config.model import Account, Config
 from rotator.errors import CredentialError
 from rotator.metrics.families import Metrics

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from rotator.after.publication import PublicationMetrics
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.config.model import Account, RotationSettings
 from rotator.core.keys import KeyConfig
 from rotator.metrics.families import Metrics, _number, exposition

@@ -1,7 +1,7 @@
 """Two and three real `rotator run` replicas, one simulator, one Kubernetes API stand-in.
 
 Leader election on a Lease (rotator.ha.leader) and the ledger in a ConfigMap
-(rotator.ledger.configmap), exercised the way a Deployment of replicas meets them: exactly one
+(rotator.ha.configmap), exercised the way a Deployment of replicas meets them: exactly one
 leader; SIGKILL and SIGTERM failovers and how long they take; no account rotated twice across
 many failovers; a leader whose API calls hang stops acting; a fresh process remembers what its
 predecessor began. Timings are shortened (a 3 s Lease) so that failovers take seconds.
