@@ -390,8 +390,14 @@ def _confirmed(name: str, preview: CheckResult, args: argparse.Namespace) -> boo
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rotator.demo import run_demo  # the simulator is only loaded when asked for
-
+    try:
+        from rotator.demo import run_demo  # the simulator is only loaded when asked for
+    except ImportError as exc:  # an install without the simulator (the container image)
+        _say_error(
+            f"rotator demo needs the Cloudflare simulator, which this install lacks ({exc.name} is "
+            "missing): pip install 'rotator[simulator]', or run `make demo` in a checkout"
+        )
+        return EXIT_UNAVAILABLE
     return asyncio.run(run_demo(listen=args.listen, duration=args.duration, json_logs=args.json))
 
 
