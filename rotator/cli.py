@@ -16,7 +16,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from rotator.errors import ConfigError, CredentialError, KubernetesError, Listen
 # prometheus-client take half a second): `rotator --version` and `--help` load none of them.
 if TYPE_CHECKING:
     from rotator.check.checker import Checker, CheckResult
+    from rotator.check.rotation import Fence
     from rotator.config.model import Account, Config
     from rotator.ledger.ledger import Store
 
@@ -434,7 +435,7 @@ def _one_shot_checker(
     *,
     read_only: bool,
     store: Store | None = None,
-    fence: Callable[[], Awaitable[bool]] | None = None,
+    fence: Fence | None = None,
 ) -> tuple[Checker, Any]:
     """A checker for one command; ``check`` reads the ledger and never writes it."""
     from prometheus_client import CollectorRegistry

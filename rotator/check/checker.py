@@ -17,14 +17,14 @@ logged, counted result.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from rotator.check.rotation import Outcome, RotationProtocol
+from rotator.check.rotation import Fence, Outcome, RotationProtocol
 from rotator.cloudflare.client import CloudflareClient
 from rotator.config.credentials import Credential
 from rotator.config.model import Account
@@ -144,11 +144,12 @@ class Checker:
         *,
         accounts: Callable[[str], Account | None] | None = None,
         check_period: timedelta = timedelta(0),
-        fence: Callable[[], Awaitable[bool]] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         """``accounts`` looks an account up in the config in force (None: no longer configured);
         ``check_period``: the longest time until an account's next check (interval + jitter);
-        ``fence``: with leader election, awaited right before each rotate POST (rotator.check.rotation)."""
+        ``fence``: with leader election, prepared before and held right before each rotate POST
+        (rotator.check.rotation)."""
         self._client = client
         self._metrics = metrics
         self._ledger = ledger
@@ -265,12 +266,21 @@ class Checker:
         return replace(result, record=self._ledger.record(account_id))
 
     def _decide(
-        self, account: Account, key: KeyConfig, record: AccountRecord, *, requested: bool, force: bool
+        self,
+        account: Account,
+        key: KeyConfig,
+        record: AccountRecord,
+        *,
+        requested: bool,
+        force: bool,
+        now: datetime | None = None,
     ) -> Decision:
+        """``now``: the read's time (the check's decision), or the server-clock estimate at the
+        moment of deciding again (right before a send)."""
         return decide(
             key,
             account.policy,
-            now=key.observed_at,
+            now=key.observed_at if now is None else now,
             record=record,
             requested=requested,
             force=force,
@@ -290,11 +300,11 @@ class Checker:
         log = self._log
         log.info("rotation_started", reason=decision.reason.value, message=decision.message)
 
-        def redecide(record: AccountRecord) -> tuple[Decision, Credential] | None:
+        def redecide(record: AccountRecord, now: datetime) -> tuple[Decision, Credential] | None:
             current = self._current(account)
             if current is None:
                 return None
-            again = self._decide(current, key, record, requested=requested, force=force)
+            again = self._decide(current, key, record, requested=requested, force=force, now=now)
             return again, self._credential(current)
 
         outcome = await self._protocol.rotate(account.account_id, key, redecide)
@@ -343,11 +353,26 @@ class Checker:
             or wanted == key.key_rotation_interval_days
         ):
             return result  # the config in force now wants no PUT
+
+        def still_wanted() -> Credential | None:
+            # Asked again when nothing is left to wait for, right before each PUT leaves.
+            now = self._current(account)
+            if now is None or now.policy.dry_run or now.policy.key_rotation_interval_days != wanted:
+                return None
+            return self._credential(now)
+
         try:
-            after = await self._client.set_interval(account.account_id, self._credential(current), wanted)
+            after = await self._client.enforce_interval(account.account_id, wanted, still_wanted)
         except (CloudflareError, CredentialError) as exc:
             log.error("interval_update_failed", error=str(exc), error_type=type(exc).__name__, wanted=wanted)
             return replace(result, error=exc)
+        if after is None:
+            log.info(
+                "interval_update_skipped",
+                wanted=wanted,
+                message="decided again right before sending: the config in force wants no PUT",
+            )
+            return result
         log.info(
             "interval_updated",
             previous_key_rotation_interval_days=key.key_rotation_interval_days,

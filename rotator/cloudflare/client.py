@@ -215,8 +215,32 @@ class CloudflareClient:
 
     async def set_interval(self, account_id: str, credential: Credential, days: int) -> KeyConfig:
         """Set how often Cloudflare rotates on its own; retried (a PUT is idempotent)."""
-        body = {"key_rotation_interval_days": days}
-        return await self._retrying(lambda: self._send("PUT", "keys", account_id, credential, body))
+        config = await self.enforce_interval(account_id, days, lambda: credential)
+        assert config is not None  # always wanted
+        return config
+
+    async def enforce_interval(
+        self, account_id: str, days: int, wanted: Callable[[], Credential | None]
+    ) -> KeyConfig | None:
+        """PUT the interval, retried like ``set_interval``, each attempt decided when it leaves:
+        ``wanted`` is asked after every wait (budget, 429 pause, slot, backoff), right before the
+        PUT is sent, for the credential to send it with; None (a reload set ``dry_run``, removed
+        the account or changed its interval) and nothing is sent: None is returned."""
+
+        async def attempt() -> KeyConfig | None:
+            while True:
+                credential = wanted()
+                if credential is None:
+                    return None
+                async with self.reserve(credential) as slot:
+                    now_wanted = wanted()  # decided again when nothing is left to wait for
+                    if now_wanted is None:
+                        return None
+                    if now_wanted.fingerprint == credential.fingerprint:
+                        return await slot.set_interval(account_id, days)
+                # A reload changed the credential while this waited: reserve with the new one.
+
+        return await self._retrying(attempt)
 
     async def rotate(self, account_id: str, credential: Credential) -> KeyConfig:
         """Rotate the key: one POST, never retried here (a rotation is not idempotent).
@@ -224,8 +248,10 @@ class CloudflareClient:
         What a failure means for the rotation is the caller's to judge (rotator.check.rotation): a
         RateLimitedError, a ConnectError or an Abandoned was never applied; an APIError is
         Cloudflare's refusal; any other error lost the answer, and the rotation may have happened.
+        The protocol itself reserves first and decides inside (``reserve``, ``Reservation.rotate``).
         """
-        return await self._send("POST", "rotate", account_id, credential)
+        async with self.reserve(credential) as slot:
+            return await slot.rotate(account_id)
 
     def server_now(self) -> datetime:
         """Cloudflare's clock as last seen (its ``Date``), advanced by the time since then."""
@@ -327,6 +353,14 @@ class CloudflareClient:
     def _rotate_url(self, account_id: str) -> str:
         return f"{self._base_url}/accounts/{account_id}/access/keys/rotate"
 
+    def reserve(self, credential: Credential) -> Reservation:
+        """Everything a request waits for, before it is decided: ``async with client.reserve(c) as
+        slot`` returns once the credential's budget has room (a 429's pause waited out) and a
+        connection slot is held. ``slot.send`` then waits for nothing more: a caller that decides
+        between the two decides at the moment the request leaves. Unsent, the reservation gives
+        its budget back. Abandoned, at once, once rotator is shutting down."""
+        return Reservation(self, credential)
+
     async def _exchange(
         self,
         method: str,
@@ -335,32 +369,57 @@ class CloudflareClient:
         credential: Credential,
         body: dict[str, Any] | None = None,
     ) -> _Reply:
-        """One request within the credential's budget and a slot; no answer and 429 become errors."""
+        """One request: reserved, then sent (a read decides nothing in between)."""
+        async with Reservation(self, credential) as slot:
+            return await slot.exchange(method, endpoint, url, body)
+
+    async def _take_slot(self) -> bool:
+        """Hold a connection slot; whether that waited. Abandoned when shutdown comes first."""
+        if not self._in_flight.locked():
+            await self._in_flight.acquire()  # free: returns without suspending
+            return False
+        taking = asyncio.ensure_future(self._in_flight.acquire())
+        try:
+            await self._unless_stopping(taking)
+        except BaseException:
+            # The slot may have been had in the same instant as the stop (or the cancellation).
+            taking.add_done_callback(self._release_if_taken)
+            raise
+        return True
+
+    def _release_if_taken(self, taking: asyncio.Future[Any]) -> None:
+        if not taking.cancelled() and taking.exception() is None:
+            self._in_flight.release()
+
+    async def _sent(
+        self,
+        method: str,
+        endpoint: str,
+        url: str,
+        credential: Credential,
+        body: dict[str, Any] | None,
+        limiter: SlidingWindowLimiter,
+        acquired_at: float,
+    ) -> _Reply:
+        """The request on the wire, under a reservation; every outcome mapped to rotator's errors,
+        here only, whatever the transport."""
         what = f"{method} {endpoint}"
-        limiter = self.limiter(credential)
-        # The budget first, then a slot: a request waiting out its credential's 429 pause or spent
-        # window is not in flight, and must not hold a slot that other credentials' requests need.
-        if limiter.try_acquire():
-            acquired_at = self._monotonic()
-        else:
-            acquired_at = await self._unless_stopping(limiter.acquire())
-        async with self._in_flight:
-            started = self._monotonic()
-            try:
-                response = await self._request(method, url, credential, body)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                self._observe(method, endpoint, "error", started)
-                raise ConnectError(f"{what}: could not connect to Cloudflare ({_describe(exc)})") from exc
-            except httpx.TimeoutException as exc:
-                self._observe(method, endpoint, "error", started)
-                raise TransportError(f"{what}: no answer from Cloudflare within the timeout") from exc
-            except httpx.TransportError as exc:
-                self._observe(method, endpoint, "error", started)
-                raise TransportError(f"{what}: connection failed ({_describe(exc)})") from exc
-            finally:
-                # Cloudflare counts a request when it arrives: the budget counts it from the answer.
-                limiter.answered(acquired_at)
-            self._observe(method, endpoint, str(response.status_code), started)
+        started = self._monotonic()
+        try:
+            response = await self._request(method, url, credential, body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            self._observe(method, endpoint, "error", started)
+            raise ConnectError(f"{what}: could not connect to Cloudflare ({_describe(exc)})") from exc
+        except httpx.TimeoutException as exc:
+            self._observe(method, endpoint, "error", started)
+            raise TransportError(f"{what}: no answer from Cloudflare within the timeout") from exc
+        except httpx.TransportError as exc:
+            self._observe(method, endpoint, "error", started)
+            raise TransportError(f"{what}: connection failed ({_describe(exc)})") from exc
+        finally:
+            # Cloudflare counts a request when it arrives: the budget counts it from the answer.
+            limiter.answered(acquired_at)
+        self._observe(method, endpoint, str(response.status_code), started)
         if response.status_code == 429:
             retry_after = self._retry_after(response)
             limiter.pause(retry_after)
@@ -376,22 +435,24 @@ class CloudflareClient:
     ) -> _Reply:
         """One request through the transport, its answer read whole (as httpx.AsyncClient does).
 
-        rotator's own transport is asked through ``fetch``: the same exchange without httpx's
-        Request, URL and Response, which cost a third of the request (bench/RESULTS.md). Any other
-        transport (``httpx.MockTransport`` in tests, one a caller injects) gets httpx's types."""
+        One encoding for every transport: the client encodes the body and the headers once, and
+        rotator's own transport sends exactly those (``fetch``: without httpx's Request, URL and
+        Response, which cost a third of the request, bench/RESULTS.md); any other transport
+        (``httpx.MockTransport`` in tests, one a caller injects) gets the same bytes and headers
+        in httpx's types. Its errors are httpx's in both cases, mapped to rotator's in ``_sent``."""
         if self._closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
-        headers, header_items = self._headers_for(credential)
+        _, header_items = self._headers_for(credential)
+        content = None
+        if body is not None:
+            content = _json_body(body)
+            header_items = [*header_items, ("Content-Type", "application/json")]
         if self._fetch is not None:
-            content = None
-            if body is not None:
-                content = _json_body(body)
-                header_items = [*header_items, ("Content-Type", "application/json")]
             return await self._fetch(
                 method, url, header_items, content, origin=self._origin, timeouts=self._timeout
             )
         request = httpx.Request(
-            method, url, headers=headers, json=body, extensions={"timeout": self._timeout}
+            method, url, headers=header_items, content=content, extensions={"timeout": self._timeout}
         )
         response = await self._transport.handle_async_request(request)
         response.request = request
@@ -488,6 +549,88 @@ class CloudflareClient:
 
     def _observe(self, method: str, endpoint: str, code: str, started: float) -> None:
         self._observer.observe_request(method, endpoint, code, self._monotonic() - started)
+
+
+class Reservation:
+    """What one request waits for, had before it is decided (``CloudflareClient.reserve``).
+
+    Entered: the credential's budget counts the request (any 429 pause waited out) and a connection
+    slot is held; ``waited`` says whether either wait suspended, and ``ended_at`` (the client's
+    monotonic clock) when the reservation was complete. ``send`` and ``exchange`` wait for nothing
+    of their own: the request leaves at once (its connection opened if the pool has none idle).
+    Leaving unsent gives the budget back; leaving frees the slot either way.
+    """
+
+    __slots__ = ("_acquired_at", "_client", "_credential", "_limiter", "_used", "ended_at", "waited")
+
+    def __init__(self, client: CloudflareClient, credential: Credential) -> None:
+        self._client = client
+        self._credential = credential
+        self._limiter = client.limiter(credential)
+        self._acquired_at = 0.0
+        self._used = False
+        self.waited = False
+        self.ended_at = 0.0
+
+    async def __aenter__(self) -> Reservation:
+        client, limiter = self._client, self._limiter
+        # The budget first, then a slot: a request waiting out its credential's 429 pause or spent
+        # window is not in flight, and must not hold a slot that other credentials' requests need.
+        while True:
+            if client.stopping:
+                raise Abandoned("not sent: rotator is shutting down")
+            if limiter.try_acquire():
+                acquired_at = client._monotonic()
+            else:
+                acquired_at = await client._unless_stopping(limiter.acquire())
+                self.waited = True
+            try:
+                if await client._take_slot():
+                    self.waited = True
+            except BaseException:
+                limiter.unused(acquired_at)
+                raise
+            if limiter.paused_for <= 0:
+                break
+            # A 429 paused the credential while this waited for its slot: wait that out too.
+            client._in_flight.release()
+            limiter.unused(acquired_at)
+            self.waited = True
+        self._acquired_at = acquired_at
+        self.ended_at = client._monotonic()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._client._in_flight.release()
+        if not self._used:
+            self._limiter.unused(self._acquired_at)
+
+    async def exchange(
+        self, method: str, endpoint: str, url: str, body: dict[str, Any] | None = None
+    ) -> _Reply:
+        """Send the request now, once: Abandoned, unsent, once rotator is shutting down."""
+        client = self._client
+        if self._used:
+            raise RuntimeError("a reservation sends one request")
+        if client.stopping:
+            raise Abandoned("not sent: rotator is shutting down")
+        self._used = True
+        return await client._sent(
+            method, endpoint, url, self._credential, body, self._limiter, self._acquired_at
+        )
+
+    async def rotate(self, account_id: str) -> KeyConfig:
+        """The rotate POST, now (``CloudflareClient.rotate`` says what its errors mean)."""
+        client = self._client
+        response = await self.exchange("POST", "rotate", client._rotate_url(account_id))
+        return client._parse("POST rotate", "POST", response)
+
+    async def set_interval(self, account_id: str, days: int) -> KeyConfig:
+        """The interval PUT, now, once."""
+        client = self._client
+        body = {"key_rotation_interval_days": days}
+        response = await self.exchange("PUT", "keys", client._keys_url(account_id), body)
+        return client._parse("PUT keys", "PUT", response)
 
 
 _log = structlog.get_logger("rotator")

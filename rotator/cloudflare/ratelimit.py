@@ -78,6 +78,14 @@ class SlidingWindowLimiter:
             del sent[index]
         sent.append(self._monotonic())
 
+    def unused(self, acquired_at: float) -> None:
+        """Give back the request admitted at ``acquired_at``: its reservation ended unsent (the
+        decision taken with it said not to send, or rotator is shutting down)."""
+        sent = self._sent
+        index = bisect.bisect_right(sent, acquired_at) - 1
+        if index >= 0:
+            del sent[index]
+
     def pause(self, seconds: float) -> None:
         """Hold every request on this credential for ``seconds`` (Cloudflare's retry-after)."""
         self._paused_until = max(self._paused_until, self._monotonic() + seconds)

@@ -91,8 +91,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return aiohttp.ClientSession(
             connector=connector,
-            # httpx sets every header it wants (User-Agent, Accept-Encoding) and decodes bodies.
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            # httpx sets every header it wants (User-Agent, Accept-Encoding, a JSON body's Content-Type)
+            # and decodes bodies: an empty POST carries no Content-Type, as over httpx.
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None),
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -24,7 +24,7 @@ from rotator.config.model import Config
 from rotator.errors import KubernetesError, StateFileError
 from rotator.ha.configmap import ConfigMapStore
 from rotator.ha.kube import KubeAPI
-from rotator.ha.leader import LeaderElector, process_identity
+from rotator.ha.leader import LeaderElector, LeaseFence, process_identity
 from rotator.ledger.ledger import OBSERVED_FLUSH_SECONDS, Ledger
 from rotator.metrics.families import Metrics
 
@@ -55,9 +55,10 @@ class Election:
     def acting(self) -> bool:
         return self._ledger_read and self._elector.leading
 
-    async def fence(self) -> bool:
-        """Whether a rotate POST may leave now: this replica leads for longer than it can take."""
-        return await self._elector.fence(self._request_deadline)
+    @property
+    def fence(self) -> LeaseFence:
+        """Whether a rotate POST may leave: this replica leads for longer than it can take."""
+        return LeaseFence(self._elector, self._request_deadline)
 
     def leadership(self) -> tuple[bool, str | None]:
         """Whether this replica acts, and who holds the Lease as last seen."""
@@ -162,7 +163,7 @@ async def leaders_ledger(config: Config) -> tuple[KubeAPI | None, ConfigMapStore
 @contextlib.asynccontextmanager
 async def holding_the_lease(
     config: Config,
-) -> AsyncIterator[tuple[ConfigMapStore | None, Callable[[], Awaitable[bool]] | None] | str]:
+) -> AsyncIterator[tuple[ConfigMapStore | None, LeaseFence | None] | str]:
     """With leader election, ``rotator rotate`` rotates as the leader: it takes the Lease (free,
     or run out) and the leader's ledger, fences its POST, and releases the Lease when done.
     Yields the ledger's store and the fence ((None, None) without leader election), or why the
@@ -184,7 +185,7 @@ async def holding_the_lease(
         store = ConfigMapStore.of(kubernetes, election)
         await store.load()
         timeout = config.settings.cloudflare.timeout
-        yield store, lambda: elector.fence(timeout)
+        yield store, LeaseFence(elector, timeout)
     finally:
         await elector.release()
         await kubernetes.close()

@@ -18,9 +18,10 @@ right before a rotate POST, how long the Lease it holds still has to run (the fe
   after the moment it *sent* its latest successful renewal: no follower can take it over sooner.
   If no renewal succeeds within ``renew_deadline`` it stops leading at once (it starts nothing
   new), and becomes a follower like the others.
-- ``fence(need)``: right before a rotate POST, the leader confirms that it leads and that its Lease
-  runs for at least ``need`` seconds (the POST's deadline) more, renewing first when it would
-  not; otherwise the POST is not sent.
+- ``fence(need)``: before a rotate POST is decided, the leader confirms that it leads and that its
+  Lease runs for at least ``need`` seconds (the POST's deadline) more, renewing first when it would
+  not; ``holds(need)``, right before the POST leaves, asks the same without waiting, counted from
+  then (``LeaseFence`` pairs them); otherwise the POST is not sent.
 - ``release()``: at shutdown, after the rotations in flight have finished, the leader writes the
   Lease free, so a follower leads within one ``retry_period``.
 
@@ -122,6 +123,11 @@ class LeaderElector:
             return False
         await self._renew_now()
         return self.runs_for() >= need
+
+    def holds(self, need: float) -> bool:
+        """``fence`` without renewing: whether a request of at most ``need`` seconds may leave
+        now, read without waiting (the last thing before a send)."""
+        return self.runs_for() >= need + FENCE_MARGIN_SECONDS
 
     # ----------------------------------------------------------------------- the loop
 
@@ -281,3 +287,19 @@ class LeaderElector:
         self._renewed_at = None
         _log.warning("leader_lost", lease=self.lease_name, identity=self.identity, reason=reason)
         self._on_stopped(reason)
+
+
+class LeaseFence:
+    """The rotation protocol's fence (rotator.check.rotation.Fence) for requests of ``need`` seconds."""
+
+    __slots__ = ("_elector", "_need")
+
+    def __init__(self, elector: LeaderElector, need: float) -> None:
+        self._elector = elector
+        self._need = need
+
+    async def prepare(self) -> bool:
+        return await self._elector.fence(self._need)
+
+    def holds(self) -> bool:
+        return self._elector.holds(self._need)

@@ -273,3 +273,36 @@ async def test_the_client_over_its_own_transport_sends_json_and_reads_a_compress
         assert "gzip" in headers["Accept-Encoding"]
     assert put_headers["Content-Type"] == "application/json"
     assert put_body == b'{"key_rotation_interval_days":30}'
+
+
+async def test_a_mock_transport_sees_exactly_what_production_sends(recorder: Recorder) -> None:
+    """Issue 16, item 6: one code path under every request. The client encodes the body and the
+    headers once, whatever transport is injected, so a unit test over ``httpx.MockTransport`` sees
+    the bytes and headers that rotator's own transport puts on the wire."""
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, dict(request.headers), request.content))
+        body = {"success": True, "result": {"days_until_next_rotation": 3, "key_rotation_interval_days": 30}}
+        return httpx.Response(200, json=body)
+
+    async def exercise(client: CloudflareClient) -> None:
+        try:
+            await client.get_keys(ACCOUNT, AUTH_TOKEN)
+            await client.set_interval(ACCOUNT, AUTH_TOKEN, 30)
+            await client.rotate(ACCOUNT, AUTH_TOKEN)
+        finally:
+            await client.aclose()
+
+    await exercise(CloudflareClient(recorder.base_url))
+    await exercise(CloudflareClient(recorder.base_url, transport=httpx.MockTransport(handler)))
+
+    def normal(requests: list[tuple[str, dict[str, str], bytes]]) -> list[tuple[str, dict[str, str], bytes]]:
+        framing = {"host"}  # the same value either way, as each layer spells it
+        return [
+            (method, {k.lower(): v for k, v in headers.items() if k.lower() not in framing}, body)
+            for method, headers, body in requests
+        ]
+
+    assert normal(seen) == normal(recorder.requests)
+    assert [m for m, _, _ in seen] == ["GET", "PUT", "POST"]
