@@ -82,7 +82,9 @@ class ConfigMapStore:
         mine: dict[str, AccountRecord],
         change: Callable[[dict[str, AccountRecord]], dict[str, AccountRecord]],
     ) -> dict[str, AccountRecord]:
-        self._records = change(dict(mine))
+        # ``mine`` is the ledger's view; what a 409 merged in since (a deposed leader's late
+        # ``done``) is only here until the ledger reads it: merged, so no write erases it.
+        self._records = change(merge(mine, self._records))
         self._updates += 1
         return self._records
 
@@ -116,6 +118,8 @@ class ConfigMapStore:
                 # Changed since this process read it (or created meanwhile): merge, write again.
                 theirs, self._version = await self._read()
                 self._records = merge(self._records, theirs)
+                # And the ledger's own view: its next read merges them (Ledger._refresh).
+                self._fresh = merge(self._fresh or {}, theirs)
                 continue
             except KubernetesNotFound:
                 # Deleted since (by a person): what this process knows is written anew.
