@@ -44,6 +44,7 @@ check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check rotator cloudflare_sim tests bench
 	$(BIN)/ruff format --check rotator cloudflare_sim tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

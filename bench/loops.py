@@ -145,7 +145,7 @@ def rotator_pass(args: argparse.Namespace) -> dict[str, Any]:
     import gc
 
     from rotator.cli import long_lived
-    from rotator.cloudflare.credentials import Credential, load_credentials
+    from rotator.config.credentials import Credential, load_credentials
     from rotator.config.model import load_config
     from rotator.daemon import Daemon
     from rotator.logs import configure_logging

@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 1 an account failed (``run --once``, ``check``), or ``rotate`` did not rotate
 (the gap, a dry-run account, a ``--force`` not confirmed, a failure); 2 a bad config
-or usage, an unknown account name or a missing credential. ``run`` logs to stdout as containers
-expect; commands that print a result print it on stdout and log on stderr, so
+or usage, an unknown account name or a missing credential; 3 what rotator needs around it failed (the
+listen address is in use, the state file cannot be read, the Kubernetes API). ``run`` logs to stdout
+as containers expect; commands that print a result print it on stdout and log on stderr, so
 ``rotator check --json | jq`` works. A user's mistake is one clear line, never a traceback.
 """
 
@@ -20,8 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rotator import __version__
-from rotator.cloudflare.credentials import Credential, require_credentials
+from rotator import __version__, sighup
+from rotator.config.credentials import Credential, require_credentials
 from rotator.errors import ConfigError, CredentialError, KubernetesError, ListenError, StateFileError
 
 # Each command imports what it needs when it runs (pydantic, httpx, aiohttp, apscheduler and
@@ -31,19 +32,23 @@ if TYPE_CHECKING:
     from rotator.config.model import Account, Config
     from rotator.ledger.ledger import Store
 
-EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ACCOUNT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 # rotator.config.model's default, spelled here so the parser is built without loading the config's
 # models (tests/e2e/test_startup.py checks the two agree).
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    sighup.catch_early()
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, CredentialError, KubernetesError, ListenError, StateFileError) as exc:
+    except (ConfigError, CredentialError) as exc:
         _say_error(str(exc))
         return EXIT_USAGE
+    except (KubernetesError, ListenError, StateFileError) as exc:
+        _say_error(str(exc))
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -137,7 +142,8 @@ _HELP = {
         "  rotator run --once -c config.yaml    # one pass over every account, then exit\n"
         "\n"
         "exit codes: 0 stopped, or --once with every account checked; 1 an account failed (--once);\n"
-        "2 the config, a credential or http.listen cannot be used.",
+        "2 the config or a credential cannot be used; 3 http.listen is in use, the state file or the\n"
+        "Kubernetes API failed.",
     ),
     "check": (
         "Read every account's key configuration from Cloudflare and show what the daemon would do\n"
@@ -149,7 +155,7 @@ _HELP = {
         "  rotator check --json -c config.yaml | jq '.accounts[] | select(.action == \"rotate\")'\n"
         "\n"
         "exit codes: 0 every account read; 1 an account could not be read; 2 the config or a\n"
-        "credential cannot be used.",
+        "credential cannot be used; 3 the state file or the Kubernetes API failed.",
     ),
     "rotate": (
         "Rotate one account's key now (reason: requested). The minimum gap since the last rotation\n"
@@ -170,7 +176,8 @@ _HELP = {
         "holds it, and sends nothing beside a live leader.\n"
         "\n"
         "exit codes: 0 rotated; 1 not rotated (the gap, a dry-run account, a refused --force, a\n"
-        "live leader, a failure); 2 the config, a credential or ACCOUNT cannot be used.",
+        "live leader, a failure); 2 the config, a credential or ACCOUNT cannot be used; 3 the state\n"
+        "file or the Kubernetes API failed.",
     ),
     "validate": (
         "Check the config and say what is wrong: one line per problem, naming the file, the account,\n"
@@ -272,8 +279,8 @@ def long_lived() -> Iterator[None]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from rotator.cloudflare.credentials import credential_problems, load_credentials
     from rotator.config.capacity import config_warnings
+    from rotator.config.credentials import credential_problems, load_credentials
 
     config = _load(args, stream=sys.stderr)
     credentials = load_credentials(config.accounts)
@@ -383,8 +390,14 @@ def _confirmed(name: str, preview: CheckResult, args: argparse.Namespace) -> boo
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rotator.demo import run_demo  # the simulator is only loaded when asked for
-
+    try:
+        from rotator.demo import run_demo  # the simulator is only loaded when asked for
+    except ImportError as exc:  # an install without the simulator (the container image)
+        _say_error(
+            f"rotator demo needs the Cloudflare simulator, which this install lacks ({exc.name} is "
+            "missing): pip install 'rotator[simulator]', or run `make demo` in a checkout"
+        )
+        return EXIT_UNAVAILABLE
     return asyncio.run(run_demo(listen=args.listen, duration=args.duration, json_logs=args.json))
 
 

@@ -23,13 +23,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-import rotator
-from rotator import __version__
+from rotator import __version__, sighup
 from rotator.after.followup import FollowUp
 from rotator.check.checker import Checker, CheckResult
 from rotator.cloudflare.client import Backoff, CloudflareClient
-from rotator.cloudflare.credentials import Credential, read_secret, require_credentials
 from rotator.config.capacity import config_warnings
+from rotator.config.credentials import Credential, read_secret, require_credentials
 from rotator.config.model import Account, Config, load_config, read_config_file
 from rotator.config.reload import ConfigChange, compare
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
@@ -241,7 +240,7 @@ class Daemon:
             if self._election is not None:
                 self._election.start(self._ledger)
             watcher = asyncio.create_task(self._watch_config())
-            if rotator.early_sighups():  # a SIGHUP that came during start-up is not lost
+            if sighup.arrived_early():  # a SIGHUP that came during start-up is not lost
                 self._request_reload("sighup")
             await self._stop.wait()
             watcher.cancel()
@@ -336,6 +335,7 @@ class Daemon:
         for account in change.removed:
             self._scheduler.remove_job(account.account_id)
             self._metrics.forget(account)
+            self._followup.forget(account)
         for old, account in change.changed:
             if old.name != account.name:
                 self._metrics.forget(old)

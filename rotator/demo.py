@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from cloudflare_sim import Simulator
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.config.model import parse_config
 from rotator.daemon import Daemon
 from rotator.errors import ListenError

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from rotator.cloudflare.credentials import redact
+from rotator.config.credentials import redact
 
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -20,7 +20,7 @@ from rotator.after.publication import CertsReader, Publication, PublicationMetri
 from rotator.after.teams import TeamDomains
 from rotator.check.checker import CheckResult
 from rotator.cloudflare.client import CloudflareClient
-from rotator.cloudflare.credentials import Credential
+from rotator.config.credentials import Credential
 from rotator.config.model import Account, Config
 from rotator.errors import CredentialError
 from rotator.metrics.families import Metrics
@@ -54,14 +54,17 @@ class FollowUp:
         self._elsewhere = ElsewhereWatch(metrics, self.notifier)
         self._publication_metrics = PublicationMetrics(registry)
         self.publication: Publication | None = None
+        self._teams: TeamDomains | None = None
         if settings.publication.enabled:
-            teams = TeamDomains(client, credential_for, refresh=settings.publication.team_domain_refresh)
+            self._teams = TeamDomains(
+                client, credential_for, refresh=settings.publication.team_domain_refresh
+            )
             self.publication = Publication(
                 settings.publication,
                 CertsReader(settings.publication, transport=certs_transport),
                 self._publication_metrics,
                 self.notifier,
-                teams.domain,
+                self._teams.domain,
             )
         self.configure(config.accounts)
 
@@ -70,8 +73,17 @@ class FollowUp:
 
     def configure(self, accounts: tuple[Account, ...]) -> None:
         """The configured accounts (at start and after a reload): their series exist from now."""
+        self._configured = {account.account_id for account in accounts}
         if self.publication is not None:
             self._publication_metrics.configure(accounts)
+
+    def forget(self, account: Account) -> None:
+        """An account left the config: added again, it starts afresh, as after a restart."""
+        self._elsewhere.forget(account)
+        if self.publication is not None:
+            self.publication.forget(account)
+        if self._teams is not None:
+            self._teams.forget(account)
 
     def wants_baseline(self, account: Account) -> bool:
         """Whether ``before_check`` has anything to do for this account (most checks: no)."""
@@ -88,6 +100,8 @@ class FollowUp:
         try:
             for event in events_from_check(result):
                 self.notifier.emit(event)
+            if result.account.account_id not in self._configured:
+                return  # a check that was under way when its account left the config: nothing to follow
             self._elsewhere.observe(result)
             if self.publication is not None:
                 self.publication.after_check(result)

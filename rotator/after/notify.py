@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from rotator import __version__
 from rotator.after.events import Event, iso
-from rotator.cloudflare.credentials import read_secret, redact
+from rotator.config.credentials import read_secret, redact
 from rotator.config.followup_settings import NotifySettings
 from rotator.errors import CredentialError
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from rotator.cloudflare.client import CloudflareClient
-from rotator.cloudflare.credentials import Credential
+from rotator.config.credentials import Credential
 from rotator.config.model import Account
 from rotator.errors import CredentialError, RotatorError
 

@@ -26,7 +26,7 @@ import structlog
 
 from rotator.check.rotation import Outcome, RotationProtocol
 from rotator.cloudflare.client import CloudflareClient
-from rotator.cloudflare.credentials import Credential
+from rotator.config.credentials import Credential
 from rotator.config.model import Account
 from rotator.core.keys import DAY, KeyConfig, cloudflare_rotates_at
 from rotator.core.policy import Decision, Reason, decide

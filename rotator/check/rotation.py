@@ -30,7 +30,7 @@ from datetime import datetime
 import structlog
 
 from rotator.cloudflare.client import Backoff, CloudflareClient
-from rotator.cloudflare.credentials import Credential
+from rotator.config.credentials import Credential
 from rotator.core.keys import KeyConfig
 from rotator.core.policy import Decision
 from rotator.errors import (

@@ -1,1 +1,1 @@
-"""Cloudflare's API: the client, its transport, the client-side budget, credentials."""
+"""Cloudflare's API: the client, its transport, and the client-side budget."""

@@ -22,9 +22,9 @@ import httpx
 import structlog
 
 from rotator import __version__
-from rotator.cloudflare.credentials import Credential
 from rotator.cloudflare.ratelimit import SlidingWindowLimiter
 from rotator.cloudflare.transport import AiohttpTransport
+from rotator.config.credentials import Credential
 from rotator.core.keys import KeyConfig
 from rotator.errors import (
     Abandoned,

@@ -1,1 +1,1 @@
-"""The configuration: its model, loading, checks, messages and what a reload changes."""
+"""The configuration: its model, loading, checks, messages, credentials' sources, what a reload changes."""

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rotator.cloudflare.credentials import Credential
+from rotator.config.credentials import Credential
 from rotator.config.durations import format_duration
 from rotator.config.model import Config
 

@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.config.durations import parse_duration
 from rotator.config.followup_settings import NotifySettings, PublicationSettings, TeamDomain
 from rotator.config.problems import lines as problem_lines

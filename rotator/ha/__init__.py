@@ -1,1 +1,2 @@
-"""High availability: the Kubernetes calls, the Lease elector, and the daemon's side of it."""
+"""High availability: the Kubernetes calls, the Lease elector, the ledger in ConfigMaps, and the
+daemon's side of it."""

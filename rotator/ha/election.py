@@ -5,7 +5,7 @@ rotator.ha.leader's elector to the daemon. ``holding_the_lease`` lets ``rotator 
 leader, and ``leaders_ledger`` lets ``rotator check`` decide as the leader would.
 
 In the daemon, a replica acts (checks and rotates) only while it leads *and* has read the ledger
-its predecessor left in the ConfigMap (rotator.ledger.configmap); it then checks every account at
+its predecessor left in the ConfigMap (rotator.ha.configmap); it then checks every account at
 once, since rotations may have fallen due while none led. A follower checks nothing, and is ready
 (it can take over) once the API server has answered.
 ``rotator_leader`` and ``rotator_leader_transitions_total`` follow the elector.
@@ -22,9 +22,9 @@ import structlog
 
 from rotator.config.model import Config
 from rotator.errors import KubernetesError, StateFileError
+from rotator.ha.configmap import ConfigMapStore
 from rotator.ha.kube import KubeAPI
 from rotator.ha.leader import LeaderElector, process_identity
-from rotator.ledger.configmap import ConfigMapStore
 from rotator.ledger.ledger import OBSERVED_FLUSH_SECONDS, Ledger
 from rotator.metrics.families import Metrics
 

@@ -1,1 +1,1 @@
-"""The rotation ledger and its two stores: a state file, or ConfigMaps under leader election."""
+"""The rotation ledger, in memory or in a state file (leader election keeps it in ConfigMaps: rotator.ha)."""

@@ -35,7 +35,7 @@ reads the file again when it changed. POSIX record locks die with their process,
 leaves a lock held. Without ``state_file`` the ledger lives in memory, and a restart forgets it.
 
 With leader election the same records are kept in a ConfigMap instead (a ``Store`` of
-rotator.ledger.configmap): updates are held until ``commit()`` writes them, which the rotation
+rotator.ha.configmap): updates are held until ``commit()`` writes them, which the rotation
 protocol awaits before each POST; the Lease, not a lock, keeps two processes off one account.
 """
 
@@ -244,7 +244,7 @@ class Ledger:
         """``read_only``: settle what reads show in memory, never write (``rotator check``);
         ``on_save_failed``: called at each ``state_save_failed`` (the daemon counts them);
         ``store``: where the ledger is kept instead of ``state_file`` (the leader's ConfigMap,
-        rotator.ledger.configmap)."""
+        rotator.ha.configmap)."""
         self.settle_time = settle_time
         self._on_save_failed = on_save_failed
         self._store: Store | None = (

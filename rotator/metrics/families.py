@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -387,8 +386,7 @@ class AccountTable(Collector):
         return self._metric_families([()] * len(self._families), (), created=False)
 
     def collect(self) -> Iterable[Metric]:
-        # prometheus-client's own switch (PROMETHEUS_DISABLE_CREATED_SERIES) applies here too.
-        created = prometheus_client.metrics._use_created
+        created = _created_series_enabled()
         chunks: list[list[bytes]] = [[] for _ in self._families]
         with self._rendering:
             rows = tuple(self.rows.values())  # a snapshot: a reload may change the dict meanwhile
@@ -553,6 +551,13 @@ class _One(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return (self._family,)
+
+
+def _created_series_enabled() -> bool:
+    """prometheus-client's own switch (PROMETHEUS_DISABLE_CREATED_SERIES, ``disable_created_metrics``)
+    applies here too: asked of a counter of its own, since the library offers no getter."""
+    (family,) = Counter("rotator_probe", "", registry=None).collect()
+    return any(sample.name.endswith("_created") for sample in family.samples)
 
 
 def exposition(registry: Collector) -> bytes:

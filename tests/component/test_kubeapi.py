@@ -13,9 +13,6 @@ import asyncio
 import base64
 import json
 import re
-import stat
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -522,112 +519,6 @@ async def test_a_micro_time_with_no_microseconds_is_refused_as_by_a_real_server(
     assert refused.value.status == 400
     assert "cannot be handled as a Lease" in json.loads(refused.value.body)["message"]
     assert created.spec.renew_time == NOW.replace(microsecond=0)
-
-
-async def test_a_stalled_server_makes_a_call_hang_until_unstalled(
-    kube: KubeAPIServer, tmp_path: Path
-) -> None:
-    kube.write_kubeconfig(tmp_path / "kubeconfig")
-    async with api_client(kube, tmp_path) as api:
-        leases = client.CoordinationV1Api(api)
-        await leases.create_namespaced_lease(NS, v1_lease("pod-a", NOW))
-        kube.stall()
-
-        with pytest.raises(TimeoutError):  # the client's own timeout is what ends the wait
-            await leases.read_namespaced_lease("rotator", NS, _request_timeout=0.5)
-        held = asyncio.ensure_future(leases.read_namespaced_lease("rotator", NS))
-        done, _ = await asyncio.wait({held}, timeout=0.5)
-        assert not done  # still held
-        kube.unstall()
-        read = await asyncio.wait_for(held, timeout=10)
-
-    assert read.spec.holder_identity == "pod-a"
-    assert [status for _, method, _, status in kube.requests if method == "GET"] == [200, 200]
-
-
-async def test_fail_next_fails_that_many_requests_with_a_status_and_no_effect(
-    kube: KubeAPIServer, tmp_path: Path
-) -> None:
-    async with api_client(kube, tmp_path) as api:
-        leases = client.CoordinationV1Api(api)
-        kube.fail_next(1, 503)
-        kube.fail_next(1, 429)
-        with pytest.raises(ApiException) as unavailable:
-            await leases.create_namespaced_lease(NS, v1_lease("pod-a", NOW))
-        with pytest.raises(ApiException) as throttled:
-            await leases.create_namespaced_lease(NS, v1_lease("pod-a", NOW))
-        assert kube.lease(NS, "rotator") is None  # neither was applied
-        await leases.create_namespaced_lease(NS, v1_lease("pod-a", NOW))
-
-    assert (unavailable.value.status, json.loads(unavailable.value.body)["reason"]) == (
-        503,
-        "ServiceUnavailable",
-    )
-    assert (throttled.value.status, json.loads(throttled.value.body)["reason"]) == (429, "TooManyRequests")
-    assert throttled.value.headers["Retry-After"] == "1"
-    assert [status for *_, status in kube.requests] == [503, 429, 201]
-
-
-async def test_a_per_request_delay_slows_every_answer(kube: KubeAPIServer, tmp_path: Path) -> None:
-    kube.delay = 0.3
-    async with api_client(kube, tmp_path) as api:
-        with pytest.raises(TimeoutError):
-            await client.CoordinationV1Api(api).read_namespaced_lease("rotator", NS, _request_timeout=0.1)
-        kube.delay = 0
-        with pytest.raises(ApiException) as missing:
-            await client.CoordinationV1Api(api).read_namespaced_lease("rotator", NS, _request_timeout=5)
-
-    assert missing.value.status == 404
-
-
-def test_fault_controls_refuse_meaningless_arguments(kube: KubeAPIServer) -> None:
-    with pytest.raises(ValueError, match="n must be at least 1, got 0"):
-        kube.fail_next(0, 503)
-    with pytest.raises(ValueError, match=r"status must be an HTTP error \(400-599\), got 200"):
-        kube.fail_next(1, 200)
-    with pytest.raises(ValueError, match="delay must be non-negative"):
-        kube.delay = -1
-
-
-def test_the_kubeconfig_is_private_and_found_through_kubeconfig_env(
-    kube: KubeAPIServer, tmp_path: Path
-) -> None:
-    """How the real rotator processes will find the stand-in: KUBECONFIG, read at import."""
-    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="elsewhere")
-    script = (
-        "import asyncio\n"
-        "from kubernetes_asyncio import client, config\n"
-        "async def main():\n"
-        "    await config.load_kube_config()\n"
-        "    async with client.ApiClient() as api:\n"
-        "        body = client.V1Lease(metadata=client.V1ObjectMeta(name='rotator'))\n"
-        "        lease = await client.CoordinationV1Api(api).create_namespaced_lease('elsewhere', body)\n"
-        "        print(lease.metadata.resource_version)\n"
-        "asyncio.run(main())\n"
-    )
-
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1"
-    assert kube.lease("elsewhere", "rotator") is not None
-    assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
-    assert kube.token not in done.stdout + done.stderr
-
-
-def test_lease_returns_a_copy_tests_cannot_corrupt(kube: KubeAPIServer, http: httpx.Client) -> None:
-    http.post(LEASES, json=lease_body(holderIdentity="a")).raise_for_status()
-
-    kube.lease(NS, "rotator")["spec"]["holderIdentity"] = "mutated"  # type: ignore[index]
-
-    assert http.get(f"{LEASES}/rotator").json()["spec"]["holderIdentity"] == "a"
 
 
 def test_a_micro_time_offset_is_answered_in_utc(http: httpx.Client) -> None:

@@ -196,7 +196,7 @@ def test_the_cli_refuses_an_empty_state_file_in_one_line(tmp_path: Path) -> None
         check=False,
         timeout=60,
     )
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert done.stderr.splitlines() == [
         f"rotator: error: {state}: the state file is empty; rotator never leaves it so. Restore it "
         "from a backup, or move it aside to start without the record of past rotations"

@@ -1,4 +1,4 @@
-"""The rotation ledger in a ConfigMap (rotator.ledger.configmap), over real HTTP to the stand-in."""
+"""The rotation ledger in a ConfigMap (rotator.ha.configmap), over real HTTP to the stand-in."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from rotator.errors import StateFileError
+from rotator.ha.configmap import KEY, ConfigMapStore
 from rotator.ha.kube import KubeAPI
-from rotator.ledger.configmap import KEY, ConfigMapStore
 from rotator.ledger.ledger import Ledger, State
 from tests.support.kubeapi import KubeAPIServer
 

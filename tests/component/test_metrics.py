@@ -19,14 +19,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import prometheus_client.metrics
+import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from rotator.after.publication import PublicationMetrics
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.config.model import Account, RotationSettings
 from rotator.core.keys import KeyConfig
 from rotator.metrics.families import Metrics, _number, exposition
@@ -87,15 +87,17 @@ def _assert_as_prometheus_client_writes(registry: CollectorRegistry) -> bytes:
 @pytest.fixture
 def created_series() -> Iterator[None]:
     """Restores prometheus-client's PROMETHEUS_DISABLE_CREATED_SERIES switch after a test."""
-    was = prometheus_client.metrics._use_created
     yield
-    prometheus_client.metrics._use_created = was
+    prometheus_client.enable_created_metrics()
 
 
 @pytest.mark.usefixtures("created_series")
 @pytest.mark.parametrize("created", [True, False], ids=["with _created", "without _created"])
 def test_the_page_is_the_one_prometheus_client_writes_in_every_state(created: bool) -> None:
-    prometheus_client.metrics._use_created = created
+    if created:
+        prometheus_client.enable_created_metrics()
+    else:
+        prometheus_client.disable_created_metrics()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     _assert_as_prometheus_client_writes(registry)  # nothing configured yet

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 from rotator.after.events import Event
 from rotator.after.notify import SIGNATURE_HEADER, Notifier, NotifyMetrics, Webhook, load_webhooks
-from rotator.cloudflare.credentials import redact
+from rotator.config.credentials import redact
 from rotator.config.model import parse_config
 from rotator.errors import CredentialError
 

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from cloudflare_sim import Fault, SimulatorThread
 from rotator.cloudflare.client import CloudflareClient
-from rotator.cloudflare.credentials import CredentialSource
 from rotator.cloudflare.transport import AiohttpTransport
+from rotator.config.credentials import CredentialSource
 from rotator.errors import ConnectError, TransportError
 
 AUTH = {"Authorization": "Bearer test-token"}

@@ -39,7 +39,7 @@ def test_run_with_its_address_in_use_says_so_in_one_line_before_any_check(
 
     result = rotator("run", "-c", str(config))
 
-    assert result.returncode == 2, result
+    assert result.returncode == 3, result
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         f"rotator: error: {config}: http.listen: cannot listen on 127.0.0.1:{taken_port}: the address is "
@@ -52,7 +52,7 @@ def test_run_with_its_address_in_use_says_so_in_one_line_before_any_check(
 def test_demo_with_its_address_in_use_says_so_before_its_banner(taken_port: int) -> None:
     result = rotator("demo", "--listen", f"127.0.0.1:{taken_port}", "--duration", "5")
 
-    assert result.returncode == 2, result
+    assert result.returncode == 3, result
     assert result.stdout == ""  # no banner sending a reader to someone else's port
     assert result.stderr.splitlines() == [
         f"rotator: error: --listen: cannot listen on 127.0.0.1:{taken_port}: the address is already in "

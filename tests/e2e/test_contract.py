@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from rotator.cloudflare.client import CloudflareClient
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.errors import APIError
 from tests.support.processes import environment, events, free_port, log_lines, rotator, write_config
 

@@ -1,7 +1,7 @@
 """Two and three real `rotator run` replicas, one simulator, one Kubernetes API stand-in.
 
 Leader election on a Lease (rotator.ha.leader) and the ledger in a ConfigMap
-(rotator.ledger.configmap), exercised the way a Deployment of replicas meets them: exactly one
+(rotator.ha.configmap), exercised the way a Deployment of replicas meets them: exactly one
 leader; SIGKILL and SIGTERM failovers and how long they take; no account rotated twice across
 many failovers; a leader whose API calls hang stops acting; a fresh process remembers what its
 predecessor began. Timings are shortened (a 3 s Lease) so that failovers take seconds.
@@ -376,7 +376,7 @@ def test_run_without_a_kubernetes_api_says_where_it_looked(
     config = ha_config(tmp_path, simulator)
     missing = tmp_path / "no-kubeconfig"
     done = rotator("run", "-c", str(config), env=environment(KUBECONFIG=str(missing)))
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert done.stderr.strip() == (
         "rotator: error: leader_election is enabled, but no Kubernetes API is configured: not in a pod "
         f"($KUBERNETES_SERVICE_HOST unset) and no kubeconfig at {missing}"

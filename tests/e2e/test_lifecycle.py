@@ -93,6 +93,34 @@ def test_a_configmap_update_takes_effect_without_losing_memory(
     assert len(simulator.sim.rotations(due)) == 1
 
 
+def test_an_account_removed_and_added_again_starts_afresh(
+    make_simulator: MakeSimulator, tmp_path: Path
+) -> None:
+    """What rotator remembered of an account (its last read, for rotations made elsewhere) goes
+    with it: added again, it is judged as at a fresh start, not against a read from before."""
+    simulator = make_simulator(2)
+    path = tmp_path / "config.yaml"
+    both = _config(path, simulator, 2)
+    returning = "account-1"
+    with daemon(path) as running:
+        running.wait_for(
+            "account-1 checked", lambda: events(running.logs, "account_checked", account=returning)
+        )
+        path.write_text(yaml.safe_dump({**both, "accounts": both["accounts"][:1]}), encoding="utf-8")
+        running.wait_for("account-1 removed", lambda: events(running.logs, "config_reloaded"))
+        # While it is out of the config, Cloudflare rotates account-1 on its own (due in 22 days).
+        simulator.sim.advance(23)
+        path.write_text(yaml.safe_dump(both), encoding="utf-8")
+        running.wait_for("account-1 added again", lambda: len(events(running.logs, "config_reloaded")) == 2)
+        after = len(running.logs)
+        running.wait_for(
+            "account-1 checked again",
+            lambda: events(running.logs[after:], "account_checked", account=returning),
+        )
+        assert not events(running.logs, "key_rotated_elsewhere", account=returning)
+        assert running.terminate() == 0
+
+
 def test_an_invalid_config_is_refused_and_the_old_one_keeps_running(
     simulator: SimulatorThread, tmp_path: Path
 ) -> None:

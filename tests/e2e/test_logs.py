@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from cloudflare_sim import SimulatorThread
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.logs import configure_logging
 from tests.support.processes import environment, events, log_lines, rotator, write_config
 

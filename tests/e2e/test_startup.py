@@ -110,3 +110,10 @@ def test_what_start_up_builds_is_frozen_out_of_the_collectors_sight() -> None:
 def test_a_start_up_that_fails_leaves_the_collector_on(tmp_path: Path) -> None:
     assert cli.main(["run", "-c", str(tmp_path / "missing.yaml")]) == cli.EXIT_USAGE
     assert gc.isenabled()
+
+
+def test_importing_rotator_leaves_the_processs_signals_alone() -> None:
+    """A library import installs no handler: only the command line takes SIGHUP over early."""
+    code = "import signal, rotator, rotator.daemon; print(signal.getsignal(signal.SIGHUP) == signal.SIG_DFL)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"

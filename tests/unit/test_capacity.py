@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rotator.cloudflare.credentials import Credential
 from rotator.config.capacity import Shortfall, capacity_warnings, shortest_interval, shortfalls
+from rotator.config.credentials import Credential
 from rotator.config.durations import parse_duration
 from rotator.config.model import Config, parse_config
 

@@ -25,7 +25,7 @@ from rotator.cloudflare.client import (
     READ_ATTEMPTS,
     CloudflareClient,
 )
-from rotator.cloudflare.credentials import Credential, CredentialSource
+from rotator.config.credentials import Credential, CredentialSource
 from rotator.core.keys import KeyConfig
 from rotator.errors import (
     Abandoned,

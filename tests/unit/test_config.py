@@ -21,7 +21,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.config.followup_settings import NotifySettings, PublicationSettings, WebhookSettings
 from rotator.config.model import (
     DEFAULT_CONFIG_PATH,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator.cloudflare.credentials import Credential, CredentialSource, load_credentials
+from rotator.config.credentials import Credential, CredentialSource, load_credentials
 from rotator.config.model import Account, RotationSettings
 from rotator.errors import CredentialError
 

@@ -13,7 +13,7 @@ from rotator.after.events import Event
 from rotator.check.checker import CheckResult
 from rotator.check.rotation import Outcome
 from rotator.cloudflare.client import KeyConfig
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.config.model import Account, RotationSettings
 from rotator.core.policy import Decision, Reason
 from rotator.errors import TransportError

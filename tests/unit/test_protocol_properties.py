@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from rotator.check.checker import Checker
 from rotator.cloudflare.client import Backoff, CloudflareClient
-from rotator.cloudflare.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource
 from rotator.config.model import Account, parse_config
 from rotator.ledger.ledger import Ledger
 from rotator.metrics.families import Metrics

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from rotator.check.checker import Checker
 from rotator.cloudflare.client import CloudflareClient
-from rotator.cloudflare.credentials import Credential, CredentialSource
+from rotator.config.credentials import Credential, CredentialSource
 from rotator.config.model import Account, Config, parse_config
 from rotator.ledger.ledger import Ledger, State
 from rotator.metrics.families import Metrics
