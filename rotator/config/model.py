@@ -269,6 +269,9 @@ _KUBE_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # A rotate POST is sent only while the Lease it is sent under has at least its deadline plus this
 # much left (rotator.ha.leader's fence): the margin covers the clock-rate difference between replicas.
 FENCE_MARGIN_SECONDS = 1.0
+# The ledger's ConfigMaps (rotator.ha.configmap): each holds about 13,000 accounts' records.
+MAX_LEDGER_SHARDS = 256
+ACCOUNTS_PER_LEDGER_SHARD = 12_000
 
 
 class LeaderElectionSettings(_Strict):
@@ -285,6 +288,9 @@ class LeaderElectionSettings(_Strict):
     lease_duration: Duration = Field(15.0, gt=0)
     renew_deadline: Duration = Field(10.0, gt=0)
     retry_period: Duration = Field(2.0, gt=0)
+    # The ledger's ConfigMaps: <lease_name>-ledger, then -1 up to -<ledger_shards - 1>. Each holds
+    # about 13,000 accounts; the RBAC Role names each one.
+    ledger_shards: int = Field(16, ge=1, le=MAX_LEDGER_SHARDS)
 
     @property
     def ledger_name(self) -> str:
@@ -695,6 +701,17 @@ def _warnings(settings: Settings, accounts: tuple[Account, ...]) -> tuple[str, .
         ("threshold_days", short_threshold),
     ):
         warnings += _rotation_problems(settings, accounts, (name,), problem)
+    election = settings.leader_election
+    if election.enabled and len(accounts) > election.ledger_shards * ACCOUNTS_PER_LEDGER_SHARD:
+        shards, wanted = election.ledger_shards, -(-len(accounts) // ACCOUNTS_PER_LEDGER_SHARD)
+        warnings.append(
+            (
+                "leader_election.ledger_shards",
+                f"{shards} shard{'s' * (shards != 1)} can hold the records of about "
+                f"{shards * ACCOUNTS_PER_LEDGER_SHARD:,} accounts, and there are {len(accounts):,}: "
+                f"set it to {wanted} or more (and name each shard in the RBAC Role)",
+            )
+        )
     return tuple(problem_lines(warnings))
 
 

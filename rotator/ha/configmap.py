@@ -10,10 +10,16 @@ writes again.
 
 A ConfigMap rather than the Lease's annotations: the Lease is renewed every ``retry_period``, and
 each ledger write would race the renewals for its resourceVersion; annotations are also limited
-to 256 KiB in all, a ConfigMap to 1 MiB. The ledger is stored gzipped in ``binaryData`` (about 56
-bytes an account against 360 as JSON), so one ConfigMap holds some 18,000 accounts; read it with
-``kubectl get configmap rotator-ledger -o jsonpath='{.binaryData.ledger\\.json\\.gz}' | base64 -d |
-gunzip``.
+to 256 KiB in all, a ConfigMap to 1 MiB. The ledger is stored gzipped in ``binaryData`` (about 76
+bytes an account with a rotation on record, against 360 as JSON), so one ConfigMap holds some
+13,000 accounts. It is sharded over ``leader_election.ledger_shards`` ConfigMaps (16 by default:
+room for about 200,000 accounts): ``<lease_name>-ledger`` and ``<lease_name>-ledger-1`` to ``-15``,
+each account in the shard its id hashes to (CRC-32), so a rotation writes only its own shard, with
+the same resourceVersion checks and merge. The first shard also says how many shards there are: a
+leader started with another count reads the old ones too, and moves every record where it now
+belongs at its next writes (a single ConfigMap of an older rotator is read as one shard). Read a
+shard with ``kubectl get configmap rotator-ledger -o jsonpath='{.binaryData.ledger\\.json\\.gz}' |
+base64 -d | gunzip``.
 
 Updates are kept in memory until ``commit()`` writes them: the rotation protocol commits the
 intent before its POST leaves (and sends nothing if that fails) and every later step after it.
@@ -25,46 +31,79 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import zlib
 from collections.abc import Callable
 
+from rotator.config.model import MAX_LEDGER_SHARDS as MAX_SHARDS
 from rotator.config.model import LeaderElectionSettings
 from rotator.errors import KubernetesConflict, KubernetesError, KubernetesNotFound, StateFileError
 from rotator.ha.kube import ConfigMap, KubeAPI
 from rotator.ledger.ledger import AccountRecord, decode, encode, merge
 
 KEY = "ledger.json.gz"
+# In the first shard: how many shards the ledger had when it was written (absent: one, as before
+# the ledger was sharded).
+SHARDS_KEY = "shards"
 # A write that keeps meeting a newer version (409) gives up after this many tries.
 WRITE_ATTEMPTS = 5
+# The Kubernetes API refuses a ConfigMap over 1 MiB; a shard is refused here, with what to do, a
+# little before that (the object's own fields count too).
+MAX_SHARD_BYTES = 1024 * 1024 - 16 * 1024
+
+
+def shard_of(account_id: str, shards: int) -> int:
+    """The shard an account's record lives in: stable across processes and Python versions."""
+    return zlib.crc32(account_id.encode("utf-8")) % shards
 
 
 class ConfigMapStore:
-    def __init__(self, api: KubeAPI, name: str, *, deadline: float) -> None:
-        """``deadline``: the longest one API call may take, in seconds."""
+    def __init__(self, api: KubeAPI, name: str, *, deadline: float, shards: int = 1) -> None:
+        """``name``: the first shard's (the others are ``<name>-1`` ...); ``deadline``: the longest
+        one API call may take, in seconds."""
         self.name = name
+        self.shards = shards
         self._api = api
         self._deadline = deadline
         self._records: dict[str, AccountRecord] = {}
-        self._version: str | None = None  # the resourceVersion last read or written
+        self._versions: dict[int, str | None] = {}  # each shard's resourceVersion last read or written
         self._fresh: dict[str, AccountRecord] | None = None
         self._updates = 0  # updates made in memory
-        self._committed = 0  # of which written
+        self._dirty: dict[int, int] = {}  # shard -> the update that last changed it, not yet written
         self._lock = asyncio.Lock()
 
     @classmethod
     def of(cls, api: KubeAPI, settings: LeaderElectionSettings) -> ConfigMapStore:
-        """The ledger of ``settings``' election: ``<lease_name>-ledger``, calls bounded by
-        ``renew_deadline``."""
-        return cls(api, settings.ledger_name, deadline=settings.renew_deadline)
+        """The ledger of ``settings``' election: ``<lease_name>-ledger`` and its shards, calls
+        bounded by ``renew_deadline``."""
+        return cls(api, settings.ledger_name, deadline=settings.renew_deadline, shards=settings.ledger_shards)
 
     @property
     def where(self) -> str:
-        return f"the ConfigMap {self._api.namespace}/{self.name}"
+        return self._where(0)
+
+    def shard_name(self, shard: int) -> str:
+        return self.name if shard == 0 else f"{self.name}-{shard}"
+
+    def _where(self, shard: int) -> str:
+        return f"the ConfigMap {self._api.namespace}/{self.shard_name(shard)}"
 
     async def load(self) -> None:
-        """Read the ConfigMap (when this process starts leading): the next read of the ledger
-        merges it into what this process knows."""
+        """Read every shard (when this process starts leading): the next read of the ledger merges
+        them into what this process knows."""
         async with self._lock:
-            records, self._version = await self._read()
+            first, self._versions[0], written_with = await self._read(0)
+            found = {0: first}
+            for shard in range(1, max(written_with, self.shards)):
+                found[shard], self._versions[shard], _ = await self._read(shard)
+            records: dict[str, AccountRecord] = {}
+            for shard, held in found.items():
+                records = merge(records, held)
+                for account_id in held:
+                    home = shard_of(account_id, self.shards)
+                    if home != shard:  # written with another shard count: moved at the next writes
+                        self._dirty[home] = self._dirty[shard] = self._updates
+            if written_with != self.shards or self._versions[0] is None:
+                self._dirty[0] = self._updates  # the first shard says how many there are (now)
             self._records = merge(self._records, records)
             self._fresh = records
 
@@ -82,20 +121,29 @@ class ConfigMapStore:
         mine: dict[str, AccountRecord],
         change: Callable[[dict[str, AccountRecord]], dict[str, AccountRecord]],
     ) -> dict[str, AccountRecord]:
-        self._records = change(dict(mine))
+        # ``mine`` is the ledger's view; what a 409 merged in since (a deposed leader's late
+        # ``done``) is only here until the ledger reads it: merged, so no write erases it.
+        before = self._records
+        after = change(merge(mine, before))
         self._updates += 1
-        return self._records
+        for account_id, record in after.items():
+            old = before.get(account_id)
+            if old is not record and old != record:
+                self._dirty[shard_of(account_id, self.shards)] = self._updates
+        self._records = after
+        return after
 
     async def commit(self) -> None:
+        """Write every shard changed by an update made before this call."""
         async with self._lock:
             target = self._updates
-            if self._committed >= target:
-                return
-            try:
-                await self._write()
-            except KubernetesError as exc:
-                raise StateFileError(f"{self.where}: {exc}") from None
-            self._committed = max(self._committed, target)
+            for shard in sorted(s for s, update in self._dirty.items() if update <= target):
+                try:
+                    await self._write(shard)
+                except KubernetesError as exc:
+                    raise StateFileError(f"{self._where(shard)}: {exc}") from None
+                if self._dirty.get(shard, 0) <= target:  # not changed again while it was written
+                    self._dirty.pop(shard, None)
 
     def try_lock_account(self, account_id: str) -> bool:
         return True  # the Lease holds every account: only its holder rotates
@@ -105,38 +153,58 @@ class ConfigMapStore:
 
     # ----------------------------------------------------------------------- internals
 
-    async def _write(self) -> None:
+    def _held_by(self, shard: int) -> dict[str, AccountRecord]:
+        return {a: r for a, r in self._records.items() if shard_of(a, self.shards) == shard}
+
+    async def _write(self, shard: int) -> None:
+        name = self.shard_name(shard)
         for _ in range(WRITE_ATTEMPTS):
-            body = gzip.compress(encode(self._records).encode("utf-8"), mtime=0)
+            data = {KEY: gzip.compress(encode(self._held_by(shard)).encode("utf-8"), mtime=0)}
+            if shard == 0:
+                data[SHARDS_KEY] = str(self.shards).encode("ascii")
+            if len(data[KEY]) > MAX_SHARD_BYTES:
+                raise StateFileError(
+                    f"{self._where(shard)}: its share of the ledger is {len(data[KEY]):,} bytes gzipped, "
+                    "more than a ConfigMap holds: raise leader_election.ledger_shards (and the RBAC "
+                    "Role's resourceNames with it)"
+                )
             try:
                 written = await self._api.write_config_map(
-                    self.name, ConfigMap({KEY: body}, self._version), deadline=self._deadline
+                    name, ConfigMap(data, self._versions.get(shard)), deadline=self._deadline
                 )
             except KubernetesConflict:
                 # Changed since this process read it (or created meanwhile): merge, write again.
-                theirs, self._version = await self._read()
+                theirs, self._versions[shard], _ = await self._read(shard)
                 self._records = merge(self._records, theirs)
+                # And the ledger's own view: its next read merges them (Ledger._refresh).
+                self._fresh = merge(self._fresh or {}, theirs)
                 continue
             except KubernetesNotFound:
                 # Deleted since (by a person): what this process knows is written anew.
-                self._version = None
+                self._versions[shard] = None
                 continue
-            self._version = written.resource_version
+            self._versions[shard] = written.resource_version
             return
         raise KubernetesError(f"still changing under this write after {WRITE_ATTEMPTS} attempts")
 
-    async def _read(self) -> tuple[dict[str, AccountRecord], str | None]:
-        found = await self._api.read_config_map(self.name, deadline=self._deadline)
+    async def _read(self, shard: int) -> tuple[dict[str, AccountRecord], str | None, int]:
+        """A shard's records, its resourceVersion, and (the first shard's) how many shards it was
+        written with."""
+        where = self._where(shard)
+        found = await self._api.read_config_map(self.shard_name(shard), deadline=self._deadline)
         if found is None:
-            return {}, None
+            return {}, None, self.shards if shard == 0 else 1
         body = found.binary_data.get(KEY)
         if body is None:
             raise StateFileError(
-                f"{self.where}: has no {KEY}: not a rotator ledger. Delete it to start without the "
+                f"{where}: has no {KEY}: not a rotator ledger. Delete it to start without the "
                 "record of past rotations, or set leader_election.lease_name to use another name"
             )
         try:
             text = gzip.decompress(body).decode("utf-8")
         except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise StateFileError(f"{self.where}: {KEY} is not gzipped UTF-8 text ({exc})") from None
-        return decode(self.where, text), found.resource_version
+            raise StateFileError(f"{where}: {KEY} is not gzipped UTF-8 text ({exc})") from None
+        count = found.binary_data.get(SHARDS_KEY, b"1")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_SHARDS:
+            raise StateFileError(f"{where}: its {SHARDS_KEY} is not a shard count from 1 to {MAX_SHARDS}")
+        return decode(where, text), found.resource_version, int(count)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from rotator.errors import StateFileError
 from rotator.ha.configmap import KEY, ConfigMapStore
 from rotator.ha.kube import KubeAPI
-from rotator.ledger.ledger import Ledger, State
+from rotator.ledger.ledger import AccountRecord, Ledger, State
 from tests.support.kubeapi import KubeAPIServer
 
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -144,3 +146,37 @@ def test_a_ledger_configmap_deleted_by_hand_is_written_anew(kube: KubeAPIServer)
         return record.rotation.state if record.rotation else None
 
     assert run(deleted()) is State.DONE
+
+
+def test_more_accounts_than_a_configmap_holds_fit_in_shards(kube: KubeAPIServer) -> None:
+    """The API server refuses a ConfigMap over 1 MiB: one holds some 13,000 accounts' records (each
+    with a rotation on record); 20,000 fit in two shards, read back whole by a new leader. (The 16
+    default shards hold 100,000 the same way: 24 s here, too slow for this suite.)"""
+    # As the ledger records them (its own transitions would take a merge of all 100,000 each).
+    one = Ledger().begin(ACCOUNT, at=NOW, rotates_from=None)
+
+    def record(n: int) -> AccountRecord:
+        at = NOW - timedelta(seconds=n * 7919 % 3_600_000, microseconds=n * 104729 % 1_000_000)
+        rotation = replace(one, id=uuid.uuid4().hex, intended_at=at)
+        return AccountRecord(last_done=at, observed=at, rotation=rotation)
+
+    records = {uuid.uuid4().hex: record(n) for n in range(20_000)}
+
+    async def fill(shards: int) -> int:
+        api = await KubeAPI.connect(None)
+        store = ConfigMapStore(api, "rotator-ledger", deadline=30, shards=shards)
+        try:
+            await store.load()
+            store.update({}, lambda mine: mine | records)
+            await store.commit()
+            fresh = ConfigMapStore(api, "rotator-ledger", deadline=30, shards=shards)
+            await fresh.load()
+            return len(fresh.read())
+        finally:
+            await api.close()
+
+    assert run(fill(2)) == len(records)
+    assert kube.configmap("rotator", "rotator-ledger-1") is not None
+    with pytest.raises(StateFileError) as caught:
+        run(fill(1))
+    assert "more than a ConfigMap holds: raise leader_election.ledger_shards" in str(caught.value)

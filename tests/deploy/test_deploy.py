@@ -352,20 +352,21 @@ def rbac_grants(role: dict[str, Any]) -> set[tuple[str, str, str, str | None]]:
 
 
 def test_rbac_grants_exactly_the_calls_leader_election_makes(rendered: Rendered, tmp_path: Path) -> None:
-    lease = loaded_config(rendered, tmp_path).settings.leader_election.lease_name
-    ledger = f"{lease}-ledger"
-    # get and update pinned to the two objects; create cannot be (the name is in the body, which
-    # RBAC does not see). No list, watch, patch or delete, and nothing else: no Secrets, no pods.
+    election = loaded_config(rendered, tmp_path).settings.leader_election
+    lease, ledger = election.lease_name, election.ledger_name
+    shards = [ledger, *(f"{ledger}-{n}" for n in range(1, election.ledger_shards))]
+    # get and update pinned to the Lease and each of the ledger's shards; create cannot be (the name
+    # is in the body, which RBAC does not see). No list, watch, patch or delete, and nothing else:
+    # no Secrets, no pods.
     assert rbac_grants(rendered.one("Role")) == {
         ("coordination.k8s.io", "leases", "get", lease),
         ("coordination.k8s.io", "leases", "update", lease),
         ("coordination.k8s.io", "leases", "create", None),
-        ("", "configmaps", "get", ledger),
-        ("", "configmaps", "update", ledger),
+        *(("", "configmaps", verb, shard) for shard in shards for verb in ("get", "update")),
         ("", "configmaps", "create", None),
     }
     # The ledger must not be the ConfigMap the config comes from: rotator would overwrite its config.
-    assert ledger != rendered.one("ConfigMap")["metadata"]["name"]
+    assert rendered.one("ConfigMap")["metadata"]["name"] not in shards
 
 
 def test_rbac_is_bound_to_the_pods_service_account_in_their_namespace(rendered: Rendered) -> None:

@@ -139,10 +139,15 @@ def ha_config(tmp_path: Path, sim: SimulatorThread, **sections: Any) -> Path:
 
 
 def ledger(kube: KubeAPIServer) -> dict[str, Any]:
-    found = kube.configmap(NAMESPACE, "rotator-ledger")
-    assert found is not None, "no ledger ConfigMap"
-    body = base64.b64decode(found["binaryData"]["ledger.json.gz"])
-    return json.loads(gzip.decompress(body))["accounts"]
+    """Every account's record, from every shard of the ledger (16 ConfigMaps by default)."""
+    assert kube.configmap(NAMESPACE, "rotator-ledger") is not None, "no ledger ConfigMap"
+    records: dict[str, Any] = {}
+    for name in ["rotator-ledger", *(f"rotator-ledger-{n}" for n in range(1, 16))]:
+        found = kube.configmap(NAMESPACE, name)
+        if found is not None:
+            body = base64.b64decode(found["binaryData"]["ledger.json.gz"])
+            records |= json.loads(gzip.decompress(body))["accounts"]
+    return records
 
 
 def test_two_replicas_elect_exactly_one_leader_that_alone_checks(

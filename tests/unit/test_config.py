@@ -519,6 +519,19 @@ def test_the_same_warning_for_several_accounts_is_one_line_naming_them(tmp_path:
     )
 
 
+def test_more_accounts_than_the_ledgers_shards_hold_is_a_warning_with_the_count_to_set(
+    tmp_path: Path,
+) -> None:
+    accounts = "".join(f'  - {{name: a{i}, account_id: "{i:032x}"}}\n' for i in range(12_001))
+    election = "leader_election: {enabled: true, ledger_shards: 1}\n"
+    (warning,) = load(tmp_path, f"{election}accounts:\n{accounts}").warnings
+    assert warning == (
+        "leader_election.ledger_shards: 1 shard can hold the records of about 12,000 accounts, and "
+        "there are 12,001: set it to 2 or more (and name each shard in the RBAC Role)"
+    )
+    assert load(tmp_path, f"leader_election: {{enabled: true}}\naccounts:\n{accounts}").warnings == ()
+
+
 def test_min_gap_of_seven_days_gives_no_warning(tmp_path: Path) -> None:
     assert load(tmp_path, one_account("min_days_between_rotations: 7")).warnings == ()
 
