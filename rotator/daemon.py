@@ -28,7 +28,12 @@ from rotator import __version__
 from rotator.after.followup import FollowUp
 from rotator.check.checker import Checker, CheckResult
 from rotator.cloudflare.client import Backoff, CloudflareClient
-from rotator.cloudflare.credentials import Credential, read_secret, require_credentials
+from rotator.cloudflare.credentials import (
+    Credential,
+    read_secret,
+    refuse_secret_names,
+    require_credentials,
+)
 from rotator.config.capacity import config_warnings
 from rotator.config.model import Account, Config, load_config, read_config_file
 from rotator.config.reload import ConfigChange, compare
@@ -147,6 +152,8 @@ class Daemon:
         self._followup = FollowUp(
             config, self._client, self._metrics, self._registry, self._checker.credential_for
         )
+        # Every secret is loaded now (the webhooks' and the HTTP token too): no name may be one.
+        refuse_secret_names(config)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         # The latest check of each account, served at / and /status.
         self.status = StatusBoard(

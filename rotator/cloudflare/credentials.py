@@ -7,9 +7,9 @@ is a short hash, so it can be a dict key without the secret being kept in more p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from rotator.config.problems import several
 from rotator.errors import CredentialError
+from rotator.redaction import REDACTOR
 
 if TYPE_CHECKING:
     from rotator.config.model import Account, Config
@@ -80,17 +81,52 @@ class CredentialSource:
     def _credential(self, headers: dict[str, str], secret: str) -> Credential:
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16]
         for value in headers.values():  # the token, or the legacy email and key
-            _loaded_secrets.remember(value.removeprefix("Bearer "))
+            REDACTOR.remember(value.removeprefix("Bearer "))
         return Credential(self, headers, fingerprint)
 
 
 def require_credentials(config: Config) -> dict[str, Credential]:
-    """Every account's credential; CredentialError naming each one that cannot be read."""
+    """Every account's credential; CredentialError naming each one that cannot be read, and each
+    name that equals a secret (refuse_secret_names)."""
     loaded = load_credentials(config.accounts)
     missing = credential_problems(config.accounts, loaded)
     if missing:
         raise CredentialError("\n".join(f"{config.path}: {m}" for m in missing))
+    refuse_secret_names(config)
     return {k: v for k, v in loaded.items() if isinstance(v, Credential)}
+
+
+def remember_configured_secrets(config: Config) -> None:
+    """Read the secrets a command does not use (the HTTP bearer token, the webhooks' secrets) only
+    so that they are redacted from what it prints too: Cloudflare may echo any of them. One that
+    cannot be read is left out quietly; the daemon, which uses it, says so."""
+    sources: list[tuple[str | None, Path | None]] = [(None, config.settings.http.auth_token_file)]
+    sources += [(w.secret_env, w.secret_file) for w in config.settings.notify.webhooks]
+    for env, path in sources:
+        if env is not None or path is not None:
+            with contextlib.suppress(CredentialError):
+                read_secret(env, path)
+
+
+def refuse_secret_names(config: Config) -> None:
+    """CredentialError when an account's or a webhook's name holds a secret this process has
+    loaded: a name is shown on every surface (logs, metric labels, the status page), and redacted
+    there it would no longer say which account is meant. The name itself is never repeated."""
+    named = [(f"accounts[{i}].name", a.name) for i, a in enumerate(config.accounts)]
+    named += [
+        (f"notify.webhooks[{i}].name", w.name)
+        for i, w in enumerate(config.settings.notify.webhooks)
+        if w.name is not None
+    ]
+    problems = [
+        f"{config.path}: {where}: it holds a secret rotator has loaded (an API token or key, a webhook "
+        "secret, the HTTP bearer token or a proxy password), and a name is shown in logs, metrics and "
+        "the status page: expected a name that is not a secret"
+        for where, name in named
+        if REDACTOR.is_secret(name)
+    ]
+    if problems:
+        raise CredentialError("\n".join(problems))
 
 
 def credential_problems(
@@ -115,6 +151,7 @@ def load_credentials(accounts: Iterable[Account]) -> CredentialMap:
 
     Each source is read once, and the accounts that name it share what was read: 10,000 accounts
     on one token held 10,000 copies of it, 4 MB."""
+    REDACTOR.remember_proxies(os.environ)
     read: dict[CredentialSource, Credential | CredentialError] = {}
     loaded: CredentialMap = {}
     for account in accounts:
@@ -132,54 +169,9 @@ def load_credentials(accounts: Iterable[Account]) -> CredentialMap:
     return loaded
 
 
-# Secrets shorter than this are blanked out only where they stand alone (see _Secrets).
-MIN_REDACTED_LENGTH = 8
-REDACTED = "[REDACTED]"
-
-
-class _Secrets:
-    """Every secret this process has read, so the log pipeline can blank it out wherever it
-    appears: a second line of defence behind messages that are built never to contain one.
-
-    A secret is blanked out wherever it appears inside other text, but one shorter than
-    MIN_REDACTED_LENGTH only where it stands alone: not inside a longer run of letters, digits,
-    '-' and '_' (the characters of Cloudflare's tokens). Cloudflare's tokens and keys are 37 to 40
-    characters, so a short one is a test's or a placeholder's, and blanked out inside words it
-    mangled every log line ("rot" made key_rotated "key_[REDACTED]ated"). Not redacting short
-    secrets at all would be more surprising still: the README promises that every credential
-    read is blanked out, and where a short one appears as itself ("Bearer abc", a field that is
-    exactly it), it still is.
-    """
-
-    def __init__(self) -> None:
-        self._anywhere: set[str] = set()
-        self._alone: set[str] = set()
-        self._alone_pattern: re.Pattern[str] | None = None
-
-    def remember(self, secret: str) -> None:
-        if len(secret) >= MIN_REDACTED_LENGTH:
-            self._anywhere.add(secret)
-        elif secret not in self._alone:
-            self._alone.add(secret)
-            # Longest first: of two secrets where one begins the other, the longer one matches.
-            either = "|".join(re.escape(s) for s in sorted(self._alone, key=len, reverse=True))
-            self._alone_pattern = re.compile(rf"(?<![\w-])(?:{either})(?![\w-])")
-
-    def redact(self, text: str) -> str:
-        for secret in self._anywhere:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        if self._alone_pattern is not None:
-            text = self._alone_pattern.sub(REDACTED, text)
-        return text
-
-
-_loaded_secrets = _Secrets()
-
-
 def remember_secret(secret: str) -> None:
-    """Blank ``secret`` out of every log line from now on (a webhook's signing secret, say)."""
-    _loaded_secrets.remember(secret)
+    """Blank ``secret`` out of every surface from now on (a webhook's signing secret, say)."""
+    REDACTOR.remember(secret)
 
 
 def read_secret(env: str | None, path: Path | None, environ: Mapping[str, str] | None = None) -> str:
@@ -192,11 +184,6 @@ def read_secret(env: str | None, path: Path | None, environ: Mapping[str, str] |
         raise CredentialError("no secret source given")
     remember_secret(value)
     return value
-
-
-def redact(text: str) -> str:
-    """``text`` with every credential this process has read replaced by [REDACTED]."""
-    return _loaded_secrets.redact(text)
 
 
 def _from_env(environ: Mapping[str, str], name: str) -> str:

@@ -62,6 +62,7 @@ import structlog
 
 from rotator.core.keys import STALE_SLACK, KeyConfig
 from rotator.errors import StateFileError
+from rotator.redaction import REDACTOR
 
 FORMAT_VERSION = 2
 # How often a process polls for an account's lock held by another process.
@@ -576,9 +577,11 @@ class StateFile:
 
 
 def encode(records: dict[str, AccountRecord]) -> str:
-    """The ledger as its state file (and ConfigMap) holds it: compact JSON, accounts sorted."""
+    """The ledger as its state file (and ConfigMap) holds it: compact JSON, accounts sorted, and
+    redacted (rotator.redaction): a rotation's ``why`` may quote Cloudflare's answer, and an answer
+    may echo the token."""
     data = {"version": FORMAT_VERSION, "accounts": {k: v.to_json() for k, v in sorted(records.items())}}
-    return json.dumps(data, separators=(",", ":"))
+    return REDACTOR.text(json.dumps(data, separators=(",", ":")))
 
 
 def decode(path: str, text: str) -> dict[str, AccountRecord]:
