@@ -197,6 +197,29 @@ def _forms(secret: str) -> set[str]:
     return {f for f in forms if f}
 
 
+_RUN = re.compile(r"[A-Za-z0-9]+")
+_NAME_LIKE_RUN = re.compile(r"[a-z0-9]+|[A-Z0-9]+|[A-Z][a-z0-9]+")
+# A run of letters and digits this long, with both, reads as a key rather than a word.
+_KEY_LIKE_RUN = 16
+
+
+def could_be_secret(value: str) -> bool:
+    """Whether ``value``, given where a name or path belongs (``api_token_env``, ``api_token_file``,
+    a webhook's ``secret_env``), may be a secret pasted there instead: then a message describes it
+    and never repeats it. A name or path reads as words: between its separators (``/ . _ -``) each
+    run of letters and digits is lower-case, upper-case or capitalised, and none is a long mix of
+    letters and digits. Cloudflare's tokens (40 random characters of both cases) and hex or base64
+    secrets fail that; CLOUDFLARE_API_TOKEN and /var/run/secrets/cloudflare/token pass it."""
+    if not value or len(value) > 4096 or any(c.isspace() or not c.isprintable() for c in value):
+        return True
+    for run in _RUN.findall(value):
+        if not _NAME_LIKE_RUN.fullmatch(run):
+            return True
+        if len(run) >= _KEY_LIKE_RUN and any(c.isdigit() for c in run) and any(c.isalpha() for c in run):
+            return True
+    return not _RUN.search(value)
+
+
 # The process's one redactor: every reader of a secret tells it, every surface asks it. The proxy
 # variables are read at once, so a line logged before any credential is loaded is covered too.
 REDACTOR = Redactor()

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 from rotator.config.problems import several
 from rotator.errors import CredentialError
-from rotator.redaction import REDACTOR
+from rotator.files import MAX_SECRET_BYTES, FileProblem, read_regular_file
+from rotator.redaction import REDACTOR, could_be_secret
 
 if TYPE_CHECKING:
     from rotator.config.model import Account, Config
@@ -58,24 +59,27 @@ class CredentialSource:
         return cls("legacy_env", key_env, email_env)
 
     def describe(self) -> str:
+        """Where the secret comes from; a location that reads like a pasted secret is not repeated."""
         if self.kind == "token_env":
-            return f"API token from environment variable {self.location}"
+            return f"API token from {_variable(self.location, 'api_token_env')}"
         if self.kind == "token_file":
-            return f"API token from file {self.location}"
-        return f"global API key from environment variables {self.email_env} and {self.location}"
+            return f"API token from {_file(self.location, 'api_token_file')}"
+        assert self.email_env is not None
+        email, key = _variable(self.email_env, "api_email_env"), _variable(self.location, "api_key_env")
+        return f"global API key from {email} and {key}"
 
     def load(self, environ: Mapping[str, str] | None = None) -> Credential:
         """Read the secret now; raise CredentialError naming the variable or file when absent."""
         env = os.environ if environ is None else environ
         if self.kind == "token_env":
-            token = _from_env(env, self.location)
+            token = _from_env(env, self.location, "api_token_env")
             return self._credential({"Authorization": f"Bearer {token}"}, token)
         if self.kind == "token_file":
-            token = _from_file(Path(self.location))
+            token = _from_file(Path(self.location), "api_token_file")
             return self._credential({"Authorization": f"Bearer {token}"}, token)
         assert self.email_env is not None
-        email = _from_env(env, self.email_env)
-        key = _from_env(env, self.location)
+        email = _from_env(env, self.email_env, "api_email_env")
+        key = _from_env(env, self.location, "api_key_env")
         return self._credential({"X-Auth-Email": email, "X-Auth-Key": key}, f"{email}\0{key}")
 
     def _credential(self, headers: dict[str, str], secret: str) -> Credential:
@@ -174,32 +178,70 @@ def remember_secret(secret: str) -> None:
     REDACTOR.remember(secret)
 
 
-def read_secret(env: str | None, path: Path | None, environ: Mapping[str, str] | None = None) -> str:
-    """A secret from the variable ``env`` or the file ``path``, remembered for redaction."""
+def read_secret(
+    env: str | None,
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    fields: tuple[str, str] = ("secret_env", "secret_file"),
+) -> str:
+    """A secret from the variable ``env`` or the file ``path``, remembered for redaction.
+    ``fields``: the config keys that name them, for a message that cannot repeat the name."""
     if env is not None:
-        value = _from_env(os.environ if environ is None else environ, env)
+        value = _from_env(os.environ if environ is None else environ, env, fields[0])
     elif path is not None:
-        value = _from_file(path)
+        value = _from_file(path, fields[1])
     else:
         raise CredentialError("no secret source given")
     remember_secret(value)
     return value
 
 
-def _from_env(environ: Mapping[str, str], name: str) -> str:
+def _from_env(environ: Mapping[str, str], name: str, field: str) -> str:
     value = environ.get(name, "").strip()
     if not value:
-        raise CredentialError(f"environment variable {name} is not set or is empty")
+        raise CredentialError(f"{_variable(name, field)} is not set or is empty{_not_repeated(name)}")
     return value
 
 
-def _from_file(path: Path) -> str:
+def _from_file(path: Path, field: str) -> str:
+    where = _file(str(path), field)
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        raw = read_regular_file(path, MAX_SECRET_BYTES, "a file that holds only the secret")
     except FileNotFoundError:
-        raise CredentialError(f"token file {path} does not exist") from None
+        raise CredentialError(f"{where}: no such file{_not_repeated(str(path), path=True)}") from None
+    except FileProblem as exc:
+        raise CredentialError(f"{where}: {exc.what}") from None
     except OSError as exc:
-        raise CredentialError(f"token file {path} cannot be read: {exc.strerror}") from None
+        raise CredentialError(f"{where} cannot be read: {exc.strerror}") from None
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CredentialError(f"{where}: expected UTF-8 text (a token, or a secret)") from None
     if not value:
-        raise CredentialError(f"token file {path} is empty")
+        raise CredentialError(f"{where} is empty")
     return value
+
+
+def _hidden(value: str, *, path: bool = False) -> bool:
+    """Whether a message must describe ``value`` rather than repeat it: it reads like a secret
+    (rotator.redaction.could_be_secret), or, for a path, it has no '/' (a file's path in a
+    container is absolute; a bare word there is more likely a token pasted in its place)."""
+    return could_be_secret(value) or (path and "/" not in value)
+
+
+def _not_repeated(value: str, *, path: bool = False) -> str:
+    if not _hidden(value, path=path):
+        return ""
+    what = "path" if path else "name"
+    return f" (its {what} is not repeated here: it may be a secret pasted in place of a {what})"
+
+
+def _variable(name: str, field: str) -> str:
+    """An environment variable as a message names it: by its name, unless that may be a secret."""
+    return f"the environment variable named by {field}" if _hidden(name) else f"environment variable {name}"
+
+
+def _file(path: str, field: str) -> str:
+    noun = "token file" if "token" in field else "secret file"
+    return f"the {noun} named by {field}" if _hidden(path, path=True) else f"{noun} {path}"

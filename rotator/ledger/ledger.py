@@ -62,6 +62,7 @@ import structlog
 
 from rotator.core.keys import STALE_SLACK, KeyConfig
 from rotator.errors import StateFileError
+from rotator.files import MAX_STATE_BYTES, FileProblem, read_regular_file
 from rotator.redaction import REDACTOR
 
 FORMAT_VERSION = 2
@@ -542,10 +543,12 @@ class StateFile:
     def _read(self) -> dict[str, AccountRecord]:
         seen = self._stat()
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_regular_file(self.path, MAX_STATE_BYTES, "a rotator state file").decode("utf-8")
         except FileNotFoundError:
             self._seen = None
             return {}
+        except FileProblem as exc:
+            raise StateFileError(f"{self.path}: {exc.what}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise StateFileError(f"{self.path}: cannot read: {exc}") from exc
         records = decode(str(self.path), text)

@@ -185,3 +185,28 @@ def test_an_account_named_after_its_token_is_refused(simulator: SimulatorThread,
     assert done.returncode == 2
     assert "accounts[0].name: it holds a secret rotator has loaded" in done.stderr
     assert not leaked(done.stdout + done.stderr)
+
+
+PASTED = "Zq8vN3xK7mP2rT9wL4yB6cD1fG5hJ0kSaEuQ2xY7"  # a token, pasted where a name belongs
+
+
+def test_a_reload_refusal_never_repeats_a_token_pasted_as_a_name(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    """config_rejected's reason: a pasted token that is a valid variable name (no such variable),
+    then one that is not a name at all, then one pasted as the token file's path."""
+    config = write_config(tmp_path / "config.yaml", simulator)
+    with daemon(config) as running:
+        running.wait_ready()
+        for n, (key, value) in enumerate(
+            [("api_token_env", PASTED), ("api_token_env", f"{PASTED}-x"), ("api_token_file", PASTED)], 1
+        ):
+            write_config(tmp_path / "config.yaml", simulator, cloudflare={key: value})
+            running.wait_for(f"refusal {n}", lambda n=n: len(events(running.logs, "config_rejected")) == n)
+        reasons = [e["reason"] for e in events(running.logs, "config_rejected")]
+        assert running.terminate() == 0
+
+    assert "the environment variable named by api_token_env is not set or is empty" in reasons[0]
+    assert "cloudflare.api_token_env: not an environment variable name" in reasons[1]
+    assert "the token file named by api_token_file: no such file" in reasons[2]
+    assert not [line for line in running.output if PASTED in line]
