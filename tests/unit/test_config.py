@@ -193,6 +193,7 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     ],
     "webhook_secret_env_not_a_name": [("notify.webhooks[0].secret_env:", "not an environment variable name")],
     "certs_url_without_team_domain": [("publication.certs_url:", "expected a URL containing {team_domain}")],
+    "team_domain_not_idna": [("accounts[0] (production): team_domain:", "expected a host name such as")],
     "team_domain_is_a_url": [
         (
             "accounts[0] (production): team_domain:",
