@@ -32,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ[bench.TOKEN_ENV] = bench.TOKEN
 
-    from rotator.cloudflare.credentials import Credential, load_credentials
+    from rotator.config.credentials import Credential, load_credentials
     from rotator.config.model import load_config
     from rotator.daemon import Daemon
     from rotator.logs import configure_logging

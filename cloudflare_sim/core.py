@@ -344,6 +344,8 @@ class _Account:
     # (interval, last rotation) as they were just before the latest API rotation: what a
     # `stale` GET reports, i.e. a read replica that has not seen the rotation yet.
     before_api_rotation: tuple[int, datetime] | None = None
+    # What the organization read answers instead of team_domain (Simulator.set_team_domain).
+    auth_domain: str | None = None
 
     def state(self, now: datetime) -> KeyState:
         return KeyState.at(self.interval_days, self.last_key_rotation_at, now)
@@ -367,7 +369,7 @@ class _Account:
 
     def organization(self) -> dict[str, Any]:
         return {
-            "auth_domain": self.team_domain,
+            "auth_domain": self.auth_domain or self.team_domain,
             "name": self.team_domain.partition(".")[0],
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.created_at),
@@ -612,6 +614,13 @@ class Simulator:
         """The account's team domain, as ``GET .../access/organizations`` reports it."""
         with self._lock:
             return self._accounts[account_id].team_domain
+
+    def set_team_domain(self, account_id: str, auth_domain: str) -> None:
+        """What the organization read answers as ``auth_domain`` from now on: any text, a hostile
+        one included (a host with a port and path, ``user:pw@host``); certs stay served under the
+        account's own team domain."""
+        with self._lock:
+            self._accounts[account_id].auth_domain = auth_domain
 
     def certs(self, account_id: str) -> dict[str, Any]:
         """The certs document a faithful endpoint serves now (no certs fault applied)."""

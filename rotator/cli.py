@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rotator import __version__, sighup
-from rotator.config.credentials import Credential, require_credentials
+from rotator.config.credentials import Credential, remember_configured_secrets, require_credentials
 from rotator.errors import ConfigError, CredentialError, KubernetesError, ListenError, StateFileError
+from rotator.redaction import redact
 
 # Each command imports what it needs when it runs (pydantic, httpx, aiohttp, apscheduler and
 # prometheus-client take half a second): `rotator --version` and `--help` load none of them.
@@ -218,6 +219,8 @@ def _load(args: argparse.Namespace, *, stream: Any) -> Config:
     config = load_config(_config_path(args))
     level = "error" if getattr(args, "quiet", False) else config.settings.logging.level
     configure_logging(level, config.settings.logging.format, stream)
+    if args.handler is not _run:  # the daemon reads them itself, and refuses to start without them
+        remember_configured_secrets(config)
     return config
 
 
@@ -286,10 +289,10 @@ def _validate(args: argparse.Namespace) -> int:
     config = _load(args, stream=sys.stderr)
     credentials = load_credentials(config.accounts)
     for warning in config_warnings(config, credentials):
-        print(f"warning: {warning}")
+        _print(f"warning: {warning}")
     for problem in credential_problems(config.accounts, credentials):
-        print(f"warning: {problem} (needed by run, check and rotate)")
-    print(f"{config.path}: valid, {len(config.accounts)} account(s)")
+        _print(f"warning: {problem} (needed by run, check and rotate)")
+    _print(f"{config.path}: valid, {len(config.accounts)} account(s)")
     return EXIT_OK
 
 
@@ -302,12 +305,12 @@ def _check(args: argparse.Namespace) -> int:
     credentials = require_credentials(config)
     if not args.quiet:
         for warning in capacity_warnings(config, credentials):
-            print(f"rotator: warning: {warning}", file=sys.stderr)
+            _print(f"rotator: warning: {warning}", file=sys.stderr)
     results = asyncio.run(_check_all(config, credentials))
     if args.json:
-        print(json.dumps({"accounts": [r.as_dict() for r in results]}, indent=2))
+        _print(json.dumps({"accounts": [r.as_dict() for r in results]}, indent=2))
     else:
-        print(_table(results))
+        _print(_table(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_ACCOUNT_FAILED
 
 
@@ -324,11 +327,11 @@ def _rotate(args: argparse.Namespace) -> int:
         # breaks it, and a person says so before anything is sent.
         (preview,) = asyncio.run(_check_all(config, credentials, [account], requested=True))
         if preview.error is not None:
-            print(f"{account.name}: not rotated: {preview.error}")
+            _print(f"{account.name}: not rotated: {preview.error}")
             return EXIT_ACCOUNT_FAILED
         assert preview.decision is not None
         if preview.decision.reason in _GAP and not _confirmed(account.name, preview, args):
-            print(f"{account.name}: not rotated: --force within the minimum gap needs --yes ({_REFUSED})")
+            _print(f"{account.name}: not rotated: --force within the minimum gap needs --yes ({_REFUSED})")
             return EXIT_ACCOUNT_FAILED
 
     from rotator.ha.election import holding_the_lease
@@ -346,17 +349,17 @@ def _rotate(args: argparse.Namespace) -> int:
 
     result = asyncio.run(rotate_one())
     if isinstance(result, str):
-        print(f"{account.name}: not rotated: {result}")
+        _print(f"{account.name}: not rotated: {result}")
         return EXIT_ACCOUNT_FAILED
     if result.rotated:
         new_last = result.as_dict()["new_last_key_rotation_at"]
-        print(f"{account.name}: rotated (last_key_rotation_at is now {new_last})")
+        _print(f"{account.name}: rotated (last_key_rotation_at is now {new_last})")
         return EXIT_OK
     if result.error is not None:
-        print(f"{account.name}: not rotated: {result.error}")
+        _print(f"{account.name}: not rotated: {result.error}")
         return EXIT_ACCOUNT_FAILED
     assert result.decision is not None
-    print(f"{account.name}: not rotated: {result.decision.message}")
+    _print(f"{account.name}: not rotated: {result.decision.message}")
     # A dry-run account too: nothing was rotated, and a script must not take it for done.
     return EXIT_ACCOUNT_FAILED
 
@@ -380,9 +383,9 @@ def _confirmed(name: str, preview: CheckResult, args: argparse.Namespace) -> boo
     )
     if not sys.stdin.isatty():
         if not args.quiet:
-            print(warning, file=sys.stderr)
+            _print(warning, file=sys.stderr)
         return False
-    print(warning, file=sys.stderr)  # even with --quiet: it is the question's reason
+    _print(warning, file=sys.stderr)  # even with --quiet: it is the question's reason
     try:
         answer = input(f"Rotate {name} anyway? [y/N] ")
     except EOFError:
@@ -533,7 +536,13 @@ def _cell(value: float | None) -> str:
 
 def _say_error(message: str) -> None:
     for line in message.splitlines():
-        print(f"rotator: error: {line}", file=sys.stderr)
+        _print(f"rotator: error: {line}", file=sys.stderr)
+
+
+def _print(text: str, file: Any = None) -> None:
+    """Every line a command prints passes through rotator.redaction: an error quoting Cloudflare's
+    answer, a proxy's URL or a pasted token is shown without the secret."""
+    print(redact(text), file=file or sys.stdout)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import httpx
 import structlog
@@ -28,7 +28,12 @@ from rotator.after.followup import FollowUp
 from rotator.check.checker import Checker, CheckResult
 from rotator.cloudflare.client import Backoff, CloudflareClient
 from rotator.config.capacity import config_warnings
-from rotator.config.credentials import Credential, read_secret, require_credentials
+from rotator.config.credentials import (
+    Credential,
+    read_secret,
+    refuse_secret_names,
+    require_credentials,
+)
 from rotator.config.model import Account, Config, load_config, read_config_file
 from rotator.config.reload import ConfigChange, compare
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
@@ -42,12 +47,16 @@ from rotator.web.status import StatusBoard
 if TYPE_CHECKING:
     from rotator.ha.kube import KubeAPI
 
+_T = TypeVar("_T")
+
 # How often the config file is compared with the running config, in seconds.
 CONFIG_POLL_SECONDS = 2.0
 # Checks admitted at once per credential, per request slot (cloudflare.max_concurrency).
 ADMITTED_PER_SLOT = 4
 # The longest a check waits for its account's first certs read (the publication check's baseline).
 BASELINE_WAIT_SECONDS = 2.0
+# The longest a reload may take to read the config file and the secrets it names (_off_the_loop).
+FILE_READ_SECONDS = 10.0
 # Until Cloudflare has answered once, a failed check is tried again this soon (at most).
 STARTUP_RETRY_SECONDS = 15.0
 
@@ -61,6 +70,26 @@ def _fingerprint(path: Path) -> bytes | None:
         return None  # mid-swap or briefly absent: judge at the next poll
 
 
+def _load_with_credentials(path: Path) -> tuple[Config, dict[str, Credential]]:
+    config = load_config(path)
+    return config, require_credentials(config)
+
+
+async def _off_the_loop(read: Callable[[Path], _T], path: Path) -> _T:
+    """``read(path)`` in a thread, within FILE_READ_SECONDS: the config file and the secrets it
+    names are files a person may point anywhere (a network file system that hangs, say), and the
+    loop serves /healthz and runs every check meanwhile. ConfigError when time runs out; the thread,
+    stuck in a read no one can interrupt, is left to finish on its own (rotator.files opens without
+    blocking, so a named pipe or a device never gets that far)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(read, path), FILE_READ_SECONDS)
+    except TimeoutError:
+        raise ConfigError(
+            f"{path}: reading the config file and the secrets it names took longer than "
+            f"{FILE_READ_SECONDS:g}s: expected regular files on a file system that answers"
+        ) from None
+
+
 def _fingerprints(credentials: Mapping[str, Credential | CredentialError]) -> dict[str, str]:
     return {k: v.fingerprint for k, v in credentials.items() if isinstance(v, Credential)}
 
@@ -71,7 +100,7 @@ def read_auth_token(config: Config) -> str | None:
     if path is None:
         return None
     try:
-        return read_secret(None, path)
+        return read_secret(None, path, fields=("", "auth_token_file"))
     except CredentialError as exc:
         raise CredentialError(f"{config.path}: http.auth_token_file: {exc}") from None
 
@@ -146,6 +175,8 @@ class Daemon:
         self._followup = FollowUp(
             config, self._client, self._metrics, self._registry, self._checker.credential_for
         )
+        # Every secret is loaded now (the webhooks' and the HTTP token too): no name may be one.
+        refuse_secret_names(config)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         # The latest check of each account, served at / and /status.
         self.status = StatusBoard(
@@ -257,7 +288,10 @@ class Daemon:
         no reload has read yet, so an edit already read after a SIGHUP is not read again."""
         while True:
             await asyncio.sleep(CONFIG_POLL_SECONDS)
-            current = _fingerprint(self._config.path)
+            try:
+                current = await _off_the_loop(_fingerprint, self._config.path)
+            except ConfigError:
+                current = None  # a file that hangs: the reload it would start says so, this waits
             if current != self._read and current is not None:
                 await self._reload("file_changed")
 
@@ -282,17 +316,18 @@ class Daemon:
     async def _try_reload(self, trigger: str) -> None:
         """Apply a new config without a restart, or refuse it and keep the running one."""
         async with self._reload_lock:
-            content = _fingerprint(self._config.path)
+            try:
+                content = await _off_the_loop(_fingerprint, self._config.path)
+            except ConfigError as exc:  # the file hangs
+                self._rejected(trigger, exc)
+                return
             if trigger == "file_changed" and content == self._read:
                 return  # a SIGHUP read this content while the watcher waited for the lock
             self._read = content
             try:
-                new = load_config(self._config.path)
-                credentials = require_credentials(new)
+                new, credentials = await _off_the_loop(_load_with_credentials, self._config.path)
             except (ConfigError, CredentialError) as exc:
-                self._metrics.config_reloads.labels("error").inc()
-                self._metrics.config_last_reload_successful.set(0)
-                self._log.error("config_rejected", trigger=trigger, reason=str(exc), kept="previous config")
+                self._rejected(trigger, exc)
                 return
             unchanged = content is not None and content == self._applied
             if unchanged and _fingerprints(credentials) == self._credentials:
@@ -321,6 +356,11 @@ class Daemon:
                 changed=[new_account.name for _, new_account in change.changed],
                 restart_required=list(restart_required),
             )
+
+    def _rejected(self, trigger: str, exc: ConfigError | CredentialError) -> None:
+        self._metrics.config_reloads.labels("error").inc()
+        self._metrics.config_last_reload_successful.set(0)
+        self._log.error("config_rejected", trigger=trigger, reason=str(exc), kept="previous config")
 
     def _apply(self, new: Config, credentials: Mapping[str, Credential], change: ConfigChange) -> None:
         # Settings that need a restart keep their running value until then.

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from rotator.config.credentials import redact
+from rotator.redaction import REDACTOR
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -72,5 +72,6 @@ def configure_logging(
 
 
 def _redact_secrets(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    """Blank out any credential this process has read, wherever a library might have put it."""
-    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
+    """Blank out any credential this process has read, wherever a library might have put it: in
+    every value, not only strings (a list of names, a number, an exception) (rotator.redaction)."""
+    return {k: REDACTOR.value(v) for k, v in event.items()}

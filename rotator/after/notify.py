@@ -16,8 +16,8 @@ The document (structured mode, ``Content-Type: application/cloudevents+json``) h
 ``com.rotator.<event>``, ``subject`` the account's name, and ``data`` the event's fields, the
 account and its id. With a secret (``secret_env`` or ``secret_file``), the header
 ``X-Rotator-Signature-256: sha256=<hex>`` carries the HMAC-SHA256 of the exact body. No credential
-is ever part of a document: events are built from rotator's own fields, and every string passes
-through the log redaction as well.
+is ever part of a document: events are built from rotator's own fields, and every field of the
+document (not only ``data``) passes through rotator.redaction as it is encoded.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from rotator import __version__
 from rotator.after.events import Event, iso
-from rotator.config.credentials import read_secret, redact
+from rotator.config.credentials import read_secret
 from rotator.config.followup_settings import NotifySettings
 from rotator.errors import CredentialError
+from rotator.redaction import REDACTOR
 
 SIGNATURE_HEADER = "X-Rotator-Signature-256"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -94,27 +95,18 @@ def cloudevent(event: Event, *, source: str, event_id: str | None = None) -> dic
         "subject": event.account,
         "time": iso(event.time),
         "datacontenttype": "application/json",
-        "data": _redacted(data),
+        "data": data,
     }
 
 
 def encode(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    """The body as sent: every field redacted (rotator.redaction), then compact JSON."""
+    return json.dumps(REDACTOR.value(document), separators=(",", ":"), sort_keys=True).encode()
 
 
 def signature(body: bytes, secret: bytes) -> str:
     """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
-    return value
 
 
 class NotifyMetrics:

@@ -4,7 +4,9 @@ Set per account in the config (``team_domain``), or read from Cloudflare's organ
 (``GET /accounts/{id}/access/organizations``, ``result.auth_domain``): once, then again every
 ``publication.team_domain_refresh`` (a day by default), since a team renamed in the dashboard is
 rare. A failed read is logged (``team_domain_unavailable``) and tried again at a later check, no
-sooner than ``RETRY_SECONDS``; the last known domain, if any, stays in use meanwhile.
+sooner than ``RETRY_SECONDS``; the last known domain, if any, stays in use meanwhile. An
+``auth_domain`` that is not a host name (the rule of ``accounts[].team_domain``) is treated the same
+way, logged as ``team_domain_invalid``: no certs are read from it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ import structlog
 
 from rotator.cloudflare.client import CloudflareClient
 from rotator.config.credentials import Credential
+from rotator.config.followup_settings import team_domain_problem
 from rotator.config.model import Account
 from rotator.errors import CredentialError, RotatorError
 
 RETRY_SECONDS = 600.0
+
+
+class InvalidTeamDomain(RotatorError):
+    """The organization's ``auth_domain`` is not a host name (``team_domain_problem``)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"the organization's auth_domain is {problem}")
+        self.problem = problem
 
 
 @dataclass
@@ -60,6 +71,15 @@ class TeamDomains:
             previous = known.domain if known else None
             try:
                 domain = await self._read(account)
+            except InvalidTeamDomain as exc:
+                # Cloudflare's answer, used unchecked, steered the certs read to another host and
+                # port ("127.0.0.1:PORT/x?", "user:pw@host"), and a name httpx refuses killed the
+                # reader task. Not repeated: it is the answer of an endpoint that misbehaves.
+                self._log.error(
+                    "team_domain_invalid", problem=exc.problem, kept=previous, retry_seconds=RETRY_SECONDS
+                )
+                self._known[account.account_id] = _Known(previous, now + min(RETRY_SECONDS, self._refresh))
+                return previous
             except RotatorError as exc:
                 self._log.warning(
                     "team_domain_unavailable",
@@ -81,6 +101,9 @@ class TeamDomains:
         domain = await self._client.get_team_domain(account.account_id, credential)
         if domain is None:
             raise RotatorError("the organization's answer has no auth_domain")
+        problem = team_domain_problem(domain)
+        if problem is not None:
+            raise InvalidTeamDomain(problem)
         return domain
 
     def forget(self, account: Account) -> None:

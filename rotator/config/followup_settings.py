@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from rotator.config.durations import parse_duration
@@ -35,8 +36,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def team_domain_problem(value: str) -> str | None:
+    """What keeps ``value`` from being a team domain, None when it is one: a host name (dot-separated
+    labels of letters, digits and '-', each a valid IDNA label), with no scheme, port, path, query or
+    userinfo. The one rule for ``accounts[].team_domain`` and for the ``auth_domain`` Cloudflare's
+    organization read gives (rotator.after.teams): either becomes the host of the certs URL."""
+    parts = [
+        part
+        for marks, part in (
+            ("@", "a user:password@ part"),
+            (":", "a port"),
+            ("/", "a path"),
+            ("?#", "a query"),
+        )
+        if any(mark in value for mark in marks)
+    ]
+    if parts:
+        return "not a host name: it has " + ", ".join(parts)
+    if _TEAM_DOMAIN.match(value.lower()):
+        try:
+            httpx.URL(f"https://{value}/").host  # noqa: B018 - IDNA: "xn--zz" passes the pattern
+        except (httpx.InvalidURL, ValueError):  # idna's IDNAError is a UnicodeError, a ValueError
+            pass
+        else:
+            return None
+    return "not a host name (dot-separated labels of letters, digits and '-')"
+
+
 def _team_domain(value: Any) -> Any:
-    if isinstance(value, str) and not _TEAM_DOMAIN.match(value.lower()):
+    if isinstance(value, str) and team_domain_problem(value) is not None:
         raise ValueError("expected a host name such as example.cloudflareaccess.com (no scheme, no path)")
     return value.lower() if isinstance(value, str) else value
 

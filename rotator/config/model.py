@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +39,7 @@ from rotator.config.urls import checked_url
 from rotator.core.policy import PolicySettings
 from rotator.core.windows import Window, Windows, never_opens
 from rotator.errors import ConfigError
+from rotator.files import FileProblem, file_kind, read_regular_file
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
 # A config with 10,000 accounts is about 1 MB; anything much larger is not a config.
@@ -367,6 +367,8 @@ class Settings(_Strict):
         )
         if value.is_dir():
             raise ValueError(f"{value} is a directory: {expected}")
+        if value.exists() and not value.is_file():  # stat only: opening a named pipe would block
+            raise ValueError(f"{value} is {file_kind(value.stat().st_mode)}, not a regular file: {expected}")
         directory = value.parent
         if not directory.exists():
             raise ValueError(f"the directory {directory} does not exist: {expected}")
@@ -444,29 +446,16 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 def read_config_file(path: Path) -> bytes:
     """The bytes of the config file; ConfigError when it is not a regular file or is larger than
     MAX_CONFIG_BYTES (``-c /dev/zero`` would otherwise be read until memory runs out, and a FIFO
-    would block), OSError when it cannot be read."""
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{path}: {_file_kind(info.st_mode)}, not a regular file: expected a YAML file")
-    with path.open("rb") as file:
-        raw = file.read(MAX_CONFIG_BYTES + 1)  # the size may have changed since stat
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MB, which is more than a config needs "
-            "(10,000 accounts take about 1 MB): expected a YAML config file"
-        )
-    return raw
-
-
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISFIFO, "a named pipe"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "a special file")
+    would block: rotator.files), OSError when it cannot be read."""
+    try:
+        return read_regular_file(path, MAX_CONFIG_BYTES, "a YAML file")
+    except FileProblem as exc:
+        if exc.too_large:
+            raise ConfigError(
+                f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MB, which is more than a config needs "
+                "(10,000 accounts take about 1 MB): expected a YAML config file"
+            ) from None
+        raise ConfigError(f"{path}: {exc.what}") from None
 
 
 def parse_config(text: str, path: Path, *, force_dry_run: bool = False) -> Config:
@@ -807,7 +796,11 @@ def _explain(error: Any) -> str:
             "starting and ending with a letter or digit"
         )
     if kind == "string_pattern_mismatch":
-        return "expected the name of an environment variable (letters, digits and '_')"
+        # Never repeated: a value here that is not a name is most likely the secret itself.
+        return (
+            "not an environment variable name: expected the name of an environment variable "
+            "(letters, digits and '_', such as CLOUDFLARE_API_TOKEN), not its value"
+        )
     if kind == "string_too_long":
         return f"expected at most {ctx.get('max_length')} characters"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):

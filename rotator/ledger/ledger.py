@@ -62,6 +62,8 @@ import structlog
 
 from rotator.core.keys import STALE_SLACK, KeyConfig
 from rotator.errors import StateFileError
+from rotator.files import MAX_STATE_BYTES, FileProblem, read_regular_file
+from rotator.redaction import REDACTOR
 
 FORMAT_VERSION = 2
 # How often a process polls for an account's lock held by another process.
@@ -541,10 +543,12 @@ class StateFile:
     def _read(self) -> dict[str, AccountRecord]:
         seen = self._stat()
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_regular_file(self.path, MAX_STATE_BYTES, "a rotator state file").decode("utf-8")
         except FileNotFoundError:
             self._seen = None
             return {}
+        except FileProblem as exc:
+            raise StateFileError(f"{self.path}: {exc.what}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise StateFileError(f"{self.path}: cannot read: {exc}") from exc
         records = decode(str(self.path), text)
@@ -576,9 +580,11 @@ class StateFile:
 
 
 def encode(records: dict[str, AccountRecord]) -> str:
-    """The ledger as its state file (and ConfigMap) holds it: compact JSON, accounts sorted."""
+    """The ledger as its state file (and ConfigMap) holds it: compact JSON, accounts sorted, and
+    redacted (rotator.redaction): a rotation's ``why`` may quote Cloudflare's answer, and an answer
+    may echo the token."""
     data = {"version": FORMAT_VERSION, "accounts": {k: v.to_json() for k, v in sorted(records.items())}}
-    return json.dumps(data, separators=(",", ":"))
+    return REDACTOR.text(json.dumps(data, separators=(",", ":")))
 
 
 def decode(path: str, text: str) -> dict[str, AccountRecord]:

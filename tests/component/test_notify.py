@@ -24,9 +24,9 @@ from structlog.testing import capture_logs
 
 from rotator.after.events import Event
 from rotator.after.notify import SIGNATURE_HEADER, Notifier, NotifyMetrics, Webhook, load_webhooks
-from rotator.config.credentials import redact
 from rotator.config.model import parse_config
 from rotator.errors import CredentialError
+from rotator.redaction import redact
 
 SECRET = "whsec-7c0ffee-not-a-real-one"
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

@@ -86,3 +86,16 @@ def test_a_library_logging_through_the_standard_library_is_redacted_too(
     logging.getLogger("aiohttp.client").warning("sent Authorization: Bearer %s to %sebra", SHORT, SHORT)
     (line,) = json_logs()
     assert line["event"] == f"sent Authorization: Bearer [REDACTED] to {SHORT}ebra"
+
+
+def test_every_value_is_redacted_not_only_strings(json_logs: Callable[[], list[dict[str, Any]]]) -> None:
+    """config_reloaded's ``added`` is a list; a secret made of digits renders as a number."""
+    CredentialSource.token_env("LONG").load({"LONG": LONG})
+    CredentialSource.token_env("DIGITS").load({"DIGITS": "987654321"})
+    structlog.get_logger("rotator").info(
+        "config_reloaded", added=[LONG, "production"], count=987654321, nested={"why": f"x {LONG}"}
+    )
+    (line,) = json_logs()
+    assert line["added"] == ["[REDACTED]", "production"]
+    assert line["count"] == "[REDACTED]"
+    assert line["nested"] == {"why": "x [REDACTED]"}

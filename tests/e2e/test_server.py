@@ -57,5 +57,5 @@ def test_an_unreadable_token_file_stops_run_before_it_starts(
     done = rotator("run", "-c", str(path))
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"rotator: error: {path}: http.auth_token_file: token file {missing} does not exist"
+        f"rotator: error: {path}: http.auth_token_file: token file {missing}: no such file"
     )

@@ -42,6 +42,8 @@ CONFFILES = Path(__file__).parents[1] / "conffiles"
 EXAMPLE = Path(__file__).parents[2] / "config.example.yaml"
 TOKEN_ENV = "CLOUDFLARE_API_TOKEN"
 LEAKED = "CLOUDFLARE-TOKEN-THAT-MUST-NOT-LEAK"  # the secrets pasted into the inline_secret fixtures
+# The parts of the secrets pasted where a name or path belongs (*_not_a_name, credentials/*_pasted).
+PASTED = ("Zq8vN3xK7mP2rT9wL4yB6cD1fG5hJ0kS", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 
 ID_A = "023e105f4ecef8ad9ca31a8372d0c353"
 ID_B = "0123456789abcdef0123456789abcdef"
@@ -186,7 +188,12 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         ("notify.webhooks[0]:", "'secret' holds a secret, and secrets are never read from the config file")
     ],
     "webhook_unknown_event": [("notify.webhooks[0].events[1]:", "'key_rotated', 'rotation_failed'")],
+    "token_env_not_a_name": [
+        ("accounts[0] (production): api_token_env:", "not an environment variable name")
+    ],
+    "webhook_secret_env_not_a_name": [("notify.webhooks[0].secret_env:", "not an environment variable name")],
     "certs_url_without_team_domain": [("publication.certs_url:", "expected a URL containing {team_domain}")],
+    "team_domain_not_idna": [("accounts[0] (production): team_domain:", "expected a host name such as")],
     "team_domain_is_a_url": [
         (
             "accounts[0] (production): team_domain:",
@@ -649,6 +656,47 @@ def test_validate_refuses_each_fixture_with_one_line_per_problem(name: str) -> N
         assert line.startswith(f"rotator: error: {path}: {where}")
         assert expected in line
     assert LEAKED not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", ["token_env_not_a_name", "webhook_secret_env_not_a_name"])
+def test_a_secret_pasted_in_place_of_a_name_is_never_repeated(name: str) -> None:
+    done = rotator("validate", "-c", str(fixture(name)))
+    assert done.returncode == 2
+    assert not [p for p in PASTED if p in done.stdout + done.stderr], done.stderr
+
+
+# credentials/ fixture -> what validate's warning and run's refusal say (the config itself is valid).
+CREDENTIAL_PROBLEMS = {
+    "token_env_pasted": "account production: the environment variable named by api_token_env is not set",
+    "token_file_pasted": "account production: the token file named by api_token_file: no such file",
+    "token_file_missing": "account production: token file /nonexistent/rotator/token: no such file",
+    "webhook_secret_env_pasted": "notify webhook ops: its signing secret cannot be read: the environment "
+    "variable named by secret_env is not set",
+}
+
+
+def test_every_credentials_fixture_is_in_the_table() -> None:
+    found = sorted(p.stem for p in (CONFFILES / "credentials").glob("*.yaml"))
+    assert found == sorted(CREDENTIAL_PROBLEMS)
+
+
+@pytest.mark.parametrize("name", sorted(CREDENTIAL_PROBLEMS))
+def test_a_credential_that_cannot_be_read_is_described_without_repeating_a_pasted_secret(name: str) -> None:
+    """validate warns (the config is valid), run refuses; neither repeats a value that may be a
+    secret pasted in place of a name or path, and a path that reads as one is named."""
+    path = CONFFILES / "credentials" / f"{name}.yaml"
+    env = environment() if name.startswith("token") else environment(**{TOKEN_ENV: "a-token-for-the-account"})
+    validated = rotator("validate", "-c", str(path), env=env)
+    refused = rotator("run", "--once", "-c", str(path), env=env)
+
+    assert refused.returncode == 2
+    assert CREDENTIAL_PROBLEMS[name] in refused.stderr
+    if name.startswith("token"):
+        assert validated.returncode == 0
+        assert f"warning: {CREDENTIAL_PROBLEMS[name]}" in validated.stdout
+    output = validated.stdout + validated.stderr + refused.stdout + refused.stderr
+    assert not [p for p in PASTED if p in output], output
+    assert "Traceback" not in output
 
 
 def bounded_validate(path: Path) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 """The ConfigMap ledger with two writers: no record a writer committed is ever lost.
 
 A deposed leader's late writes (its last POST's ``done``) meet the new leader's: each write that
-finds a newer version merges it (rotator.ledger.configmap). The fake here is the KubeAPI seam in
+finds a newer version merges it (rotator.ha.configmap). The fake here is the KubeAPI seam in
 memory (resourceVersion-checked replace, 409 on a stale one); every interleaving of begins, moves
 and commits of the two writers must leave, in the ConfigMap, every record either committed.
 """
