@@ -23,6 +23,7 @@ through the log redaction as well.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -38,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from rotator import __version__
 from rotator.after.events import Event, iso
+from rotator.cloudflare.bounded import ACCEPT_ENCODING, MalformedAnswer, read_bounded
 from rotator.cloudflare.credentials import read_secret, redact
 from rotator.config.followup_settings import NotifySettings
 from rotator.errors import CredentialError
@@ -163,7 +165,11 @@ class Notifier:
         self._queues: dict[str, asyncio.Queue[_Queued]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._http = httpx.AsyncClient(
-            headers={"User-Agent": f"rotator/{__version__}", "Content-Type": CONTENT_TYPE},
+            headers={
+                "User-Agent": f"rotator/{__version__}",
+                "Content-Type": CONTENT_TYPE,
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             transport=transport,
             follow_redirects=False,
         )
@@ -275,15 +281,29 @@ class Notifier:
 
     async def _send(self, webhook: Webhook, body: bytes, headers: dict[str, str]) -> tuple[str | None, bool]:
         """(None, _) when delivered, else (why, whether another attempt may succeed)."""
+        # ``timeout`` is the deadline of the whole delivery, to the answer's last byte (httpx's
+        # bounds each read alone: a receiver trickling its answer held a 5 s timeout for 26 s).
+        # The answer's body says nothing rotator uses: it is read (so the connection can be kept)
+        # up to MAX_BODY once decompressed, and the delivery judged by its status whatever the
+        # body holds or however slowly it comes.
+        status: int | None = None
         try:
-            response = await self._http.post(
-                webhook.url, content=body, headers=headers, timeout=webhook.timeout
-            )
-        except httpx.TimeoutException:
-            return f"no answer within {webhook.timeout:g}s", True
+            async with (
+                asyncio.timeout(webhook.timeout),
+                self._http.stream(
+                    "POST", webhook.url, content=body, headers=headers, timeout=webhook.timeout
+                ) as response,
+            ):
+                status = response.status_code
+                with contextlib.suppress(MalformedAnswer):
+                    await read_bounded(response.aiter_raw(), response.headers.get("Content-Encoding"))
+        except (TimeoutError, httpx.TimeoutException):
+            if status is None:
+                return f"no answer within {webhook.timeout:g}s", True
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: the request failed", True
-        if 200 <= response.status_code < 300:
+            if status is None:
+                return f"{type(exc).__name__}: the request failed", True
+        if 200 <= status < 300:
             return None, False
-        retryable = response.status_code >= 500 or response.status_code in _RETRYABLE_STATUS
-        return f"answered {response.status_code}", retryable
+        retryable = status >= 500 or status in _RETRYABLE_STATUS
+        return f"answered {status}", retryable

@@ -237,3 +237,43 @@ async def test_a_rotation_is_not_delayed_by_a_hanging_webhook(receiver: Receiver
     await wait_for(lambda: len(receiver.received) == 1)
     await sender.aclose(within=0.05)
     assert count(registry, "dropped") == 1  # the one in flight when shutdown came: counted, not lost
+
+
+async def test_a_trickling_receiver_holds_a_delivery_no_longer_than_its_timeout() -> None:
+    """``timeout`` bounds the delivery as a whole: a receiver that answers 200 and then trickles
+    its body a byte every 0.1 s (each read well within any per-read timeout) is judged by its
+    status once the timeout has passed, not when its 5 s body ends."""
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        response.content_length = 50
+        await response.prepare(request)
+        try:
+            for _ in range(50):
+                await response.write(b" ")
+                await asyncio.sleep(0.1)
+        except ConnectionResetError:
+            pass  # rotator hung up: what the test expects
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", trickle)
+    runner = web.AppRunner(app, shutdown_timeout=0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    registry = CollectorRegistry()
+    url = f"http://127.0.0.1:{site.port}/hook"
+    sender = notifier(Webhook("ops", url, frozenset({"key_rotated"}), SECRET.encode(), timeout=1.0), registry)
+    sender.start()
+    try:
+        started = time.monotonic()
+        sender.emit(event())
+        await wait_for(lambda: count(registry, "delivered") == 1)
+        took = time.monotonic() - started
+    finally:
+        await sender.aclose()
+        await runner.cleanup()
+    assert took < 3.0, f"delivered after {took:.2f}s"
+    assert count(registry, "failed") == 0 and count(registry, "retried") == 0
