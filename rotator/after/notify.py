@@ -14,8 +14,16 @@ in ``rotator_notifications_total{webhook, result}`` and every failure logged:
 
 The document (structured mode, ``Content-Type: application/cloudevents+json``) has ``type``
 ``com.rotator.<event>``, ``subject`` the account's name, and ``data`` the event's fields, the
-account and its id. With a secret (``secret_env`` or ``secret_file``), the header
-``X-Rotator-Signature-256: sha256=<hex>`` carries the HMAC-SHA256 of the exact body. No credential
+account and its id. With a secret (``secret_env`` or ``secret_file``), each delivery is signed
+as Standard Webhooks specify (https://www.standardwebhooks.com, verified by their
+``standardwebhooks`` library): ``webhook-id`` (the CloudEvent's ``id``, the same on every attempt,
+for receivers to drop a delivery seen before), ``webhook-timestamp`` (Unix seconds, at each
+attempt) and ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``. The secret's
+value may hold several secrets (whitespace-separated: a file's lines): each signs, and the
+signatures are listed space-separated, so a receiver may move to a new secret while the old still
+verifies; the first is the one to keep. A secret is ``whsec_<base64>`` (its key is the decoded
+bytes, as the spec and its libraries read it) or any other text, whose UTF-8 bytes are the key
+(the secrets configured before, unchanged: a receiver passes those bytes to the library). No credential
 is ever part of a document: events are built from rotator's own fields, and every string passes
 through the log redaction as well.
 """
@@ -23,11 +31,14 @@ through the log redaction as well.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import hmac
 import json
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,11 +51,15 @@ from prometheus_client import CollectorRegistry, Counter
 from rotator import __version__
 from rotator.after.events import Event, iso
 from rotator.cloudflare.bounded import ACCEPT_ENCODING, MalformedAnswer, read_bounded
-from rotator.cloudflare.credentials import read_secret, redact
+from rotator.cloudflare.credentials import read_secret, redact, remember_secret
 from rotator.config.followup_settings import NotifySettings
 from rotator.errors import CredentialError
 
-SIGNATURE_HEADER = "X-Rotator-Signature-256"
+# Standard Webhooks' headers (https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md).
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 CONTENT_TYPE = "application/cloudevents+json"
 EVENT_TYPE_PREFIX = "com.rotator."
 RESULTS = ("delivered", "retried", "failed", "dropped")
@@ -58,7 +73,7 @@ class Webhook:
     name: str
     url: str = ""  # never logged: it may carry a token of the receiver's in its query
     events: frozenset[str] = frozenset()
-    secret: bytes | None = None
+    secrets: tuple[bytes, ...] = ()  # HMAC keys: each signs every delivery, the first is the current
     timeout: float = 5.0
     attempts: int = 5
 
@@ -70,15 +85,15 @@ def load_webhooks(settings: NotifySettings, environ: Mapping[str, str] | None = 
     """The configured webhooks with their secrets read; CredentialError naming each one missing."""
     webhooks, problems = [], []
     for name, webhook in settings.named():
-        secret: bytes | None = None
+        secrets: tuple[bytes, ...] = ()
         if webhook.secret_env is not None or webhook.secret_file is not None:
             try:
-                secret = read_secret(webhook.secret_env, webhook.secret_file, environ).encode()
+                secrets = signing_keys(read_secret(webhook.secret_env, webhook.secret_file, environ))
             except CredentialError as exc:
                 problems.append(f"notify webhook {name}: its signing secret cannot be read: {exc}")
                 continue
         webhooks.append(
-            Webhook(name, webhook.url, frozenset(webhook.events), secret, webhook.timeout, webhook.attempts)
+            Webhook(name, webhook.url, frozenset(webhook.events), secrets, webhook.timeout, webhook.attempts)
         )
     if problems:
         raise CredentialError("\n".join(problems))
@@ -104,9 +119,38 @@ def encode(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
-def signature(body: bytes, secret: bytes) -> str:
-    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def signing_keys(value: str) -> tuple[bytes, ...]:
+    """The HMAC keys of a secret's value: one per whitespace-separated word, ``whsec_<base64>``
+    decoded, any other word's UTF-8 bytes; CredentialError (quoting nothing) when there is none
+    or a ``whsec_`` one is not base64."""
+    keys = []
+    for position, word in enumerate(value.split(), start=1):
+        remember_secret(word)  # each one alone is a secret too, for the log's redaction
+        if word.startswith(SECRET_PREFIX):
+            try:
+                key = base64.b64decode(word[len(SECRET_PREFIX) :], validate=True)
+            except (binascii.Error, ValueError):
+                raise CredentialError(
+                    f"secret {position} starts with {SECRET_PREFIX} but the rest is not base64"
+                ) from None
+        else:
+            key = word.encode()
+        if not key:
+            raise CredentialError(f"secret {position} is empty")
+        keys.append(key)
+    if not keys:
+        raise CredentialError("the secret is empty")
+    return tuple(keys)
+
+
+def signed_headers(event_id: str, timestamp: int, body: bytes, keys: tuple[bytes, ...]) -> dict[str, str]:
+    """Standard Webhooks' three headers: the id, the timestamp, and one ``v1,<base64>`` signature
+    of ``id.timestamp.body`` per key, space-separated."""
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    signatures = " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode() for key in keys
+    )
+    return {ID_HEADER: event_id, TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: signatures}
 
 
 def _redacted(value: Any) -> Any:
@@ -157,7 +201,9 @@ class Notifier:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: tuple[float, float] = (BACKOFF_INITIAL, BACKOFF_MAX),
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: Unix time, each attempt's ``webhook-timestamp``."""
         self._webhooks = webhooks
         self._metrics = metrics
         self._source = source
@@ -175,6 +221,7 @@ class Notifier:
         )
         self._sleep = sleep
         self._backoff = backoff
+        self._clock = clock
         self._log = structlog.get_logger("rotator")
         metrics.configure(webhooks)
 
@@ -254,7 +301,6 @@ class Notifier:
                 queue.task_done()
 
     async def _deliver(self, webhook: Webhook, item: _Queued) -> None:
-        headers = {SIGNATURE_HEADER: signature(item.body, webhook.secret)} if webhook.secret else {}
         fields = {
             "webhook": webhook.name,
             "notification": item.event.name,
@@ -263,6 +309,12 @@ class Notifier:
             "account_id": item.event.account_id,
         }
         for attempt in range(1, webhook.attempts + 1):
+            # Signed at each attempt: its timestamp is when it is sent (receivers refuse old ones).
+            headers = (
+                signed_headers(item.event_id, int(self._clock()), item.body, webhook.secrets)
+                if webhook.secrets
+                else {}
+            )
             error, retryable = await self._send(webhook, item.body, headers)
             if error is None:
                 self._metrics.count(webhook, "delivered")
