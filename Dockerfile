@@ -16,19 +16,31 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY requirements.txt pyproject.toml README.md ./
 COPY rotator/ rotator/
-# `python3` and the environment's own pip, never a bare `python` or `pip`: python:3.11-slim has
+# `python3` and a tools environment's own pip, never a bare `python` or `pip`: python:3.11-slim has
 # both spellings in /usr/local/bin, a Debian base (python3, python3-venv; how `make image` builds
 # here) has only /usr/bin/python3, and its system pip refuses to install outside an environment.
-# --no-deps: the wheel is rotator alone; pip resolves its dependencies when it installs it.
+#
+# What runs: exactly requirements.txt (`make lock`: every package pinned, with the hashes of its
+# files on PyPI), installed with --require-hashes, so a package that differs from the one locked
+# (another version, a tampered or re-uploaded file) fails the build; --no-deps on top, so nothing
+# the lock does not list is resolved. Then rotator's own wheel, built here from the source, alone.
+# /opt/rotator is made --without-pip and filled by the tools environment's pip (`--python`), so
+# neither pip nor setuptools nor wheel is in the environment the image ships; the tools
+# environment stays in this stage.
 # The pip.conf secret (optional: `--secret id=pip.conf,src=/etc/pip.conf`) lets pip use a private
 # index or proxy as the build machine's pip does; a secret mount never reaches a layer, and may hold
 # the index's credentials.
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
-    python3 -m venv /opt/rotator \
-    && /opt/rotator/bin/pip wheel --no-deps --wheel-dir /dist . \
-    && /opt/rotator/bin/pip install /dist/*.whl
+    python3 -m venv /opt/tools \
+    && python3 -m venv --without-pip /opt/rotator \
+    && /opt/tools/bin/pip --python /opt/rotator/bin/python install --no-deps --require-hashes \
+       --only-binary :all: -r requirements.txt \
+    && /opt/tools/bin/pip wheel --no-deps --wheel-dir /dist . \
+    && /opt/tools/bin/pip --python /opt/rotator/bin/python install --no-deps --no-index /dist/*.whl \
+    && ! /opt/rotator/bin/python -c "import pip" 2>/dev/null \
+    && ! /opt/rotator/bin/python -c "import setuptools" 2>/dev/null
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

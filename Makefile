@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # `make demo` installs only what rotator needs to run, not the test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test check lint typecheck pytest image bench clean
+.PHONY: demo test check lint typecheck pytest image bench clean lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,17 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# requirements.txt, the image's runtime set: pyproject.toml's dependencies resolved by uv, every
+# package pinned with the hashes of its files on PyPI, for Python 3.11 on any platform (uv resolves
+# for a declared Python and every platform, not for the interpreter that runs it: the same lock
+# from any machine). Run it after changing pyproject.toml's dependencies, or to take new releases
+# (`make lock LOCK_ARGS=--upgrade`); tests/unit/test_lock.py fails while the two disagree.
+UV_VERSION := 0.13.10
+lock: $(STAMP)
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 \
+	  --custom-compile-command "make lock" $(LOCK_ARGS) -o requirements.txt
 
 # The container image, from the Dockerfile, with buildah and no Docker engine or registry (a Debian
 # base made by mmdebstrap, cached): deploy/container/build-image says how. tests/deploy/test_image.py runs it.

@@ -42,7 +42,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http import HTTPStatus
@@ -51,7 +51,7 @@ from typing import Any, Literal, Self, get_args
 
 from aiohttp import web
 
-from cloudflare_sim.certs import ArmedCertsFault, CertsFault, failure, served_at
+from cloudflare_sim.certs import ArmedCertsFault, CertsFault, failure, gzip_bomb, nested, served_at
 from cloudflare_sim.signing import KeyChain, access_claims
 
 __all__ = [
@@ -283,6 +283,8 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
     action: Action = "respond"
     fault: FaultKind | None = None
+    raw: bytes | None = None  # sent instead of ``body`` (a gzip bomb)
+    trickle: float = 0.0  # seconds between two bytes of the body (0: sent at once)
 
     @property
     def outcome(self) -> int | Literal["dropped", "hung"]:
@@ -689,12 +691,19 @@ class Simulator:
         broken = failure(self._certs_faults, account_id)
         if broken is not None and broken.kind == "down":
             return Reply(broken.status, _edge_html(broken.status), "text/html")
-        if broken is not None:
+        if broken is not None and broken.kind == "garbage":
             return Reply(200, broken.body, "application/json")
+        if broken is not None and broken.kind == "nested":
+            return Reply(200, nested(broken.depth), "application/json")
+        if broken is not None and broken.kind == "gzip_bomb":
+            return Reply(200, raw=gzip_bomb(broken.size), headers=(("Content-Encoding", "gzip"),))
         account = self._accounts[account_id]
         account.settle(now)
         moment = served_at(self._certs_faults, account_id, now)
-        return _json_reply(200, account.keys.certs(account.generation(moment), now))
+        reply = _json_reply(200, account.keys.certs(account.generation(moment), now))
+        if broken is not None:  # trickle: the keys, a byte at a time
+            return replace(reply, trickle=broken.seconds or 1.0)
+        return reply
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
@@ -1015,6 +1024,24 @@ class _Frontend:
             await asyncio.sleep(self.sim.latency)
         team = request.match_info.get("team") or request.host.rpartition(":")[0] or request.host
         reply = self.sim.serve_certs(team)
+        if reply.raw is not None:
+            return web.Response(
+                status=reply.status,
+                body=reply.raw,
+                content_type=reply.content_type,
+                headers=dict(reply.headers),
+            )
+        if reply.trickle:
+            body = reply.body.encode()
+            response = web.StreamResponse(status=reply.status, headers={"Content-Type": reply.content_type})
+            response.content_length = len(body)
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionResetError):  # the reader gave up: as it should
+                for i in range(len(body)):
+                    await response.write(body[i : i + 1])
+                    await asyncio.sleep(reply.trickle)
+                await response.write_eof()
+            return response
         return web.Response(status=reply.status, text=reply.body, content_type=reply.content_type)
 
     async def _add_certs_fault(self, request: web.Request) -> web.Response:

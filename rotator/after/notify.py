@@ -14,19 +14,31 @@ in ``rotator_notifications_total{webhook, result}`` and every failure logged:
 
 The document (structured mode, ``Content-Type: application/cloudevents+json``) has ``type``
 ``com.rotator.<event>``, ``subject`` the account's name, and ``data`` the event's fields, the
-account and its id. With a secret (``secret_env`` or ``secret_file``), the header
-``X-Rotator-Signature-256: sha256=<hex>`` carries the HMAC-SHA256 of the exact body. No credential
-is ever part of a document: events are built from rotator's own fields, and every field of the
-document (not only ``data``) passes through rotator.redaction as it is encoded.
+account and its id. With a secret (``secret_env`` or ``secret_file``), each delivery is signed
+as Standard Webhooks specify (https://www.standardwebhooks.com, verified by their
+``standardwebhooks`` library): ``webhook-id`` (the CloudEvent's ``id``, the same on every attempt,
+for receivers to drop a delivery seen before), ``webhook-timestamp`` (Unix seconds, at each
+attempt) and ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``. The secret's
+value may hold several secrets (whitespace-separated: a file's lines): each signs, and the
+signatures are listed space-separated, so a receiver may move to a new secret while the old still
+verifies; the first is the one to keep. A secret is ``whsec_<base64>`` (its key is the decoded
+bytes, as the spec and its libraries read it) or any other text, whose UTF-8 bytes are the key
+(the secrets configured before, unchanged: a receiver passes those bytes to the library). No credential
+is ever part of a document: events are built from rotator's own fields, and every string passes
+through rotator.redaction as it is encoded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextlib
 import hashlib
 import hmac
 import json
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -38,12 +50,17 @@ from prometheus_client import CollectorRegistry, Counter
 
 from rotator import __version__
 from rotator.after.events import Event, iso
-from rotator.config.credentials import read_secret
+from rotator.cloudflare.bounded import ACCEPT_ENCODING, MalformedAnswer, read_bounded
+from rotator.config.credentials import read_secret, remember_secret
 from rotator.config.followup_settings import NotifySettings
 from rotator.errors import CredentialError
 from rotator.redaction import REDACTOR
 
-SIGNATURE_HEADER = "X-Rotator-Signature-256"
+# Standard Webhooks' headers (https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md).
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 CONTENT_TYPE = "application/cloudevents+json"
 EVENT_TYPE_PREFIX = "com.rotator."
 RESULTS = ("delivered", "retried", "failed", "dropped")
@@ -57,7 +74,7 @@ class Webhook:
     name: str
     url: str = ""  # never logged: it may carry a token of the receiver's in its query
     events: frozenset[str] = frozenset()
-    secret: bytes | None = None
+    secrets: tuple[bytes, ...] = ()  # HMAC keys: each signs every delivery, the first is the current
     timeout: float = 5.0
     attempts: int = 5
 
@@ -69,15 +86,15 @@ def load_webhooks(settings: NotifySettings, environ: Mapping[str, str] | None = 
     """The configured webhooks with their secrets read; CredentialError naming each one missing."""
     webhooks, problems = [], []
     for name, webhook in settings.named():
-        secret: bytes | None = None
+        secrets: tuple[bytes, ...] = ()
         if webhook.secret_env is not None or webhook.secret_file is not None:
             try:
-                secret = read_secret(webhook.secret_env, webhook.secret_file, environ).encode()
+                secrets = signing_keys(read_secret(webhook.secret_env, webhook.secret_file, environ))
             except CredentialError as exc:
                 problems.append(f"notify webhook {name}: its signing secret cannot be read: {exc}")
                 continue
         webhooks.append(
-            Webhook(name, webhook.url, frozenset(webhook.events), secret, webhook.timeout, webhook.attempts)
+            Webhook(name, webhook.url, frozenset(webhook.events), secrets, webhook.timeout, webhook.attempts)
         )
     if problems:
         raise CredentialError("\n".join(problems))
@@ -104,9 +121,38 @@ def encode(document: Mapping[str, Any]) -> bytes:
     return json.dumps(REDACTOR.value(document), separators=(",", ":"), sort_keys=True).encode()
 
 
-def signature(body: bytes, secret: bytes) -> str:
-    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def signing_keys(value: str) -> tuple[bytes, ...]:
+    """The HMAC keys of a secret's value: one per whitespace-separated word, ``whsec_<base64>``
+    decoded, any other word's UTF-8 bytes; CredentialError (quoting nothing) when there is none
+    or a ``whsec_`` one is not base64."""
+    keys = []
+    for position, word in enumerate(value.split(), start=1):
+        remember_secret(word)  # each one alone is a secret too, for the log's redaction
+        if word.startswith(SECRET_PREFIX):
+            try:
+                key = base64.b64decode(word[len(SECRET_PREFIX) :], validate=True)
+            except (binascii.Error, ValueError):
+                raise CredentialError(
+                    f"secret {position} starts with {SECRET_PREFIX} but the rest is not base64"
+                ) from None
+        else:
+            key = word.encode()
+        if not key:
+            raise CredentialError(f"secret {position} is empty")
+        keys.append(key)
+    if not keys:
+        raise CredentialError("the secret is empty")
+    return tuple(keys)
+
+
+def signed_headers(event_id: str, timestamp: int, body: bytes, keys: tuple[bytes, ...]) -> dict[str, str]:
+    """Standard Webhooks' three headers: the id, the timestamp, and one ``v1,<base64>`` signature
+    of ``id.timestamp.body`` per key, space-separated."""
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    signatures = " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode() for key in keys
+    )
+    return {ID_HEADER: event_id, TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: signatures}
 
 
 class NotifyMetrics:
@@ -147,7 +193,9 @@ class Notifier:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: tuple[float, float] = (BACKOFF_INITIAL, BACKOFF_MAX),
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: Unix time, each attempt's ``webhook-timestamp``."""
         self._webhooks = webhooks
         self._metrics = metrics
         self._source = source
@@ -155,12 +203,17 @@ class Notifier:
         self._queues: dict[str, asyncio.Queue[_Queued]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._http = httpx.AsyncClient(
-            headers={"User-Agent": f"rotator/{__version__}", "Content-Type": CONTENT_TYPE},
+            headers={
+                "User-Agent": f"rotator/{__version__}",
+                "Content-Type": CONTENT_TYPE,
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             transport=transport,
             follow_redirects=False,
         )
         self._sleep = sleep
         self._backoff = backoff
+        self._clock = clock
         self._log = structlog.get_logger("rotator")
         metrics.configure(webhooks)
 
@@ -240,7 +293,6 @@ class Notifier:
                 queue.task_done()
 
     async def _deliver(self, webhook: Webhook, item: _Queued) -> None:
-        headers = {SIGNATURE_HEADER: signature(item.body, webhook.secret)} if webhook.secret else {}
         fields = {
             "webhook": webhook.name,
             "notification": item.event.name,
@@ -249,6 +301,12 @@ class Notifier:
             "account_id": item.event.account_id,
         }
         for attempt in range(1, webhook.attempts + 1):
+            # Signed at each attempt: its timestamp is when it is sent (receivers refuse old ones).
+            headers = (
+                signed_headers(item.event_id, int(self._clock()), item.body, webhook.secrets)
+                if webhook.secrets
+                else {}
+            )
             error, retryable = await self._send(webhook, item.body, headers)
             if error is None:
                 self._metrics.count(webhook, "delivered")
@@ -267,15 +325,29 @@ class Notifier:
 
     async def _send(self, webhook: Webhook, body: bytes, headers: dict[str, str]) -> tuple[str | None, bool]:
         """(None, _) when delivered, else (why, whether another attempt may succeed)."""
+        # ``timeout`` is the deadline of the whole delivery, to the answer's last byte (httpx's
+        # bounds each read alone: a receiver trickling its answer held a 5 s timeout for 26 s).
+        # The answer's body says nothing rotator uses: it is read (so the connection can be kept)
+        # up to MAX_BODY once decompressed, and the delivery judged by its status whatever the
+        # body holds or however slowly it comes.
+        status: int | None = None
         try:
-            response = await self._http.post(
-                webhook.url, content=body, headers=headers, timeout=webhook.timeout
-            )
-        except httpx.TimeoutException:
-            return f"no answer within {webhook.timeout:g}s", True
+            async with (
+                asyncio.timeout(webhook.timeout),
+                self._http.stream(
+                    "POST", webhook.url, content=body, headers=headers, timeout=webhook.timeout
+                ) as response,
+            ):
+                status = response.status_code
+                with contextlib.suppress(MalformedAnswer):
+                    await read_bounded(response.aiter_raw(), response.headers.get("Content-Encoding"))
+        except (TimeoutError, httpx.TimeoutException):
+            if status is None:
+                return f"no answer within {webhook.timeout:g}s", True
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: the request failed", True
-        if 200 <= response.status_code < 300:
+            if status is None:
+                return f"{type(exc).__name__}: the request failed", True
+        if 200 <= status < 300:
             return None, False
-        retryable = response.status_code >= 500 or response.status_code in _RETRYABLE_STATUS
-        return f"answered {response.status_code}", retryable
+        retryable = status >= 500 or status in _RETRYABLE_STATUS
+        return f"answered {status}", retryable

@@ -26,7 +26,6 @@ keeps each account's state and runs the reads; ``PublicationMetrics`` exports it
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import time
@@ -43,6 +42,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from rotator import __version__
 from rotator.after.events import Event, EventSink, iso, rotated
 from rotator.check.checker import CheckResult
+from rotator.cloudflare.bounded import ACCEPT_ENCODING, MalformedAnswer, loads, read_bounded
 from rotator.cloudflare.ratelimit import SlidingWindowLimiter
 from rotator.config.followup_settings import PublicationSettings
 from rotator.config.model import Account
@@ -81,9 +81,9 @@ class KeySet:
 def parse_certs(body: bytes, observed_at: datetime) -> KeySet:
     """Read ``keys[]``, ``public_cert`` and ``public_certs[]``; CertsError when it is not that."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise CertsError("the certs endpoint answered with a body that is not JSON") from None
+        data = loads(body)
+    except MalformedAnswer as exc:
+        raise CertsError(f"the certs endpoint's answer cannot be read: {exc}") from None
     if not isinstance(data, dict):
         raise CertsError("the certs endpoint answered with JSON that is not an object")
     keys = data.get("keys")
@@ -165,9 +165,15 @@ class CertsReader:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._template = settings.certs_url
+        # ``timeout`` is the deadline of each read as a whole (``_get``); httpx's, per read, too.
+        self._timeout = settings.timeout
         self._http = httpx.AsyncClient(
             timeout=settings.timeout,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers={
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             transport=transport,
             follow_redirects=False,
         )
@@ -194,10 +200,12 @@ class CertsReader:
             await self._budget.acquire()
             async with self._slots:
                 try:
-                    response = await self._http.get(url)
-                except httpx.TimeoutException:
-                    error = CertsError(f"{url}: no answer within the timeout")
+                    response, content = await self._get(url)
+                except (TimeoutError, httpx.TimeoutException):
+                    error = CertsError(f"{url}: no answer within the timeout ({self._timeout:g}s)")
                     continue
+                except MalformedAnswer as exc:  # too large: sending it again will not help
+                    return None, clock, CertsError(f"{url}: {exc}")
                 except httpx.HTTPError as exc:
                     error = CertsError(f"{url}: {type(exc).__name__}" + (f": {exc}" if str(exc) else ""))
                     continue
@@ -208,10 +216,18 @@ class CertsReader:
             if response.status_code != 200:
                 return None, clock, CertsError(f"{url}: answered {response.status_code}")
             try:
-                return parse_certs(response.content, clock or datetime.now(UTC)), clock, None
+                return parse_certs(content, clock or datetime.now(UTC)), clock, None
             except CertsError as exc:
                 return None, clock, CertsError(f"{url}: {exc}")
         return None, clock, error
+
+    async def _get(self, url: str) -> tuple[httpx.Response, bytes]:
+        """One GET, its answer whole: within one deadline from connecting to the last byte (httpx's
+        timeout bounds each read: an answer trickling a byte a second held a 5 s timeout for 26 s),
+        and within MAX_BODY bytes once decompressed (read raw, decompressed by ``bounded``)."""
+        async with asyncio.timeout(self._timeout), self._http.stream("GET", url) as response:
+            encoding = response.headers.get("Content-Encoding")
+            return response, await read_bounded(response.aiter_raw(), encoding)
 
 
 def _date(response: httpx.Response) -> datetime | None:
@@ -415,7 +431,10 @@ class Publication:
         domain = await self._team_domain(account)
         seen: KeySet | None = None
         if domain is not None:
-            seen, clock, error = await self._reader.read(domain)
+            try:
+                seen, clock, error = await self._reader.read(domain)
+            except Exception as exc:  # any answer at all is a failed read, never a dead watcher
+                seen, clock, error = None, None, CertsError(f"{type(exc).__name__}: the read failed")
             if clock is not None:
                 self._clock.saw(clock)
             row = self._metrics.row(account)

@@ -22,6 +22,7 @@ import httpx
 import structlog
 
 from rotator import __version__
+from rotator.cloudflare.bounded import MalformedAnswer, loads
 from rotator.cloudflare.ratelimit import SlidingWindowLimiter
 from rotator.cloudflare.transport import AiohttpTransport
 from rotator.config.credentials import Credential
@@ -104,6 +105,8 @@ class _Reply(Protocol):
     def reason_phrase(self) -> str: ...
     @property
     def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
     def json(self) -> Any: ...
 
 
@@ -675,8 +678,8 @@ def _json_body(body: dict[str, Any]) -> bytes:
 def _json(response: _Reply) -> Any:
     """The answer's JSON document, None when it is not JSON (an HTML page from the edge)."""
     try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return loads(response.content)  # no deeper than MAX_DEPTH: a deep one is no JSON either
+    except MalformedAnswer:
         return None
 
 

@@ -39,7 +39,6 @@ as one that never left, and be sent again. That is why this module exists rather
 from __future__ import annotations
 
 import errno
-import json
 import socket
 import ssl
 import urllib.request
@@ -53,6 +52,8 @@ import aiohttp
 import httpx
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
+
+from rotator.cloudflare.bounded import MalformedAnswer, loads, read_bounded
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -108,11 +109,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             timeouts=request.extensions.get("timeout", {}),
             proxy=self._proxy(url),
             request=request,
-            decompress=False,  # httpx decodes the body itself
         )
         return httpx.Response(
             status_code=response.status,
-            headers=response.raw_headers,
+            # The body is decompressed already (_send): httpx must not decode it again.
+            headers=[(k, v) for k, v in response.raw_headers if k.lower() != b"content-encoding"],
             content=body,
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
@@ -140,7 +141,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             timeouts=timeouts,
             proxy=self._proxy(origin),
             request=None,
-            decompress=True,
         )
         return Answer(response.status, response.reason or "", response.headers, content)
 
@@ -154,7 +154,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None],
         proxy: str | None,
         request: httpx.Request | None,
-        decompress: bool,
     ) -> tuple[aiohttp.ClientResponse, bytes]:
         session = self._session
         if session is None:
@@ -175,11 +174,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     allow_redirects=False,
                     timeout=self._timeout(timeouts),
                     proxy=proxy,
-                    auto_decompress=decompress,
+                    auto_decompress=False,  # decompressed here, within MAX_BODY (bounded.py)
                 ) as response:
                     # Cloudflare's answers are small JSON documents: read whole, the connection
-                    # is back in the pool before the caller sees the answer.
-                    content = await response.read()
+                    # is back in the pool before the caller sees the answer. Never more than
+                    # MAX_BODY bytes once decompressed, here for both APIs: httpx's decoders
+                    # inflate a chunk without bound.
+                    content = await read_bounded(
+                        response.content.iter_any(), response.headers.get("Content-Encoding")
+                    )
         finally:
             _PHASE.reset(reset)
         return response, content
@@ -236,7 +239,7 @@ class Answer:
     content: bytes
 
     def json(self) -> Any:
-        return json.loads(self.content)  # as httpx.Response.json does
+        return loads(self.content)  # as httpx.Response.json does, no deeper than MAX_DEPTH
 
 
 class _Phase:
@@ -294,6 +297,8 @@ def _translated(request: httpx.Request | None, phase: _Phase) -> Iterator[None]:
         raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
     except aiohttp.InvalidURL as exc:
         raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+    except MalformedAnswer as exc:  # too large once decompressed, or an encoding not asked for
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:  # reset or broken while sending or reading: may have arrived
         raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
 

@@ -10,8 +10,21 @@ and the requests in flight would wait for it. Scrapes that arrive while it is be
 share that one. It is sent a family at a time, so the loop never copies the whole page at once.
 
 Every body the server sends passes through rotator.redaction on its way out (``_redact``, the
-outermost middleware; /metrics in its writing thread): no loaded secret, URL userinfo or echoed
-credential reaches a reader, whichever endpoint carries it.
+outermost middleware; /metrics, the page and /status in the thread that writes them): no loaded
+secret, URL userinfo or echoed credential reaches a reader, whichever endpoint carries it.
+
+The status page and /status are made the same way (``rotator.web.snapshot``: in a thread, at most
+once a second, shared), and sent in chunks that wait for the reader.
+
+Hostile clients (``rotator.web.guard``): connections are limited in number, overall and per
+address, and each request has ``request_timeout`` from its connection (or the previous request)
+to its answer read; a request's head and body are bounded by aiohttp's limits. Any
+``Authorization`` value, bytes that are not text included, is compared as bytes: 401, never 500.
+Every answer says ``X-Content-Type-Options: nosniff``, ``Cache-Control: no-store`` and a
+``Content-Security-Policy`` that allows no script, no frame ancestor and nothing loaded (the
+page's CSS is inline), and no ``Server`` header names aiohttp's or Python's version. The
+probes are open and say only ``ready`` or ``not ready`` (``ok`` or ``not healthy``); why, with
+``?verbose`` and, where a token is set, the token.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -26,12 +40,28 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from rotator.metrics.families import exposition_chunks
 from rotator.redaction import REDACTOR
+from rotator.web.guard import GuardedSite, Limits, runner_options
+from rotator.web.snapshot import Snapshot
 from rotator.web.status import StatusBoard
 
 # Bodies larger than this are redacted in a thread (``_redact``).
 REDACT_OFF_LOOP_BYTES = 64 * 1024
 # Open even with a token: the kubelet's probes carry no credentials.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Every answer's: nothing of it is to be sniffed, framed, cached, or run (the page has no script).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+# Pages are sent in chunks of this size, each written once the reader has taken the one before.
+CHUNK = 64 * 1024
+DEFAULT_LIMITS = Limits()
 
 
 class StatusServer:
@@ -43,6 +73,7 @@ class StatusServer:
         ready: Callable[[], str | None],
         status: StatusBoard | None = None,
         auth_token: str | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """``healthy`` and ``ready`` return None when all is well, else the reason it is not;
         ``auth_token``: the bearer token every other endpoint requires (None: none)."""
@@ -52,21 +83,34 @@ class StatusServer:
         self._ready = ready
         self._runner: web.AppRunner | None = None
         self._status = status
+        self._limits = limits
         self._writing: asyncio.Future[list[bytes]] | None = None
+        self.site: GuardedSite | None = None
+        if status is not None:
+            # Redacted as they are made, in the snapshot's thread: streamed, they pass no middleware.
+            self._page = Snapshot(lambda: REDACTOR.data(status.html().encode()))
+            self._json = Snapshot(lambda: REDACTOR.data(json.dumps(status.as_json()).encode()))
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_redact, self._authorize])
+        app = web.Application(
+            middlewares=[_redact, self._authorize], client_max_size=self._limits.client_max_size
+        )
+        app.on_response_prepare.append(_secure)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._probe(self._healthy))
-        app.router.add_get("/readyz", self._probe(self._ready))
-        app.add_routes(self._status.routes() if self._status else [])  # / and /status (rotator.web.status)
+        app.router.add_get("/healthz", self._probe(self._healthy, "ok", "not healthy"))
+        app.router.add_get("/readyz", self._probe(self._ready, "ready", "not ready"))
+        if self._status is not None:  # the data of rotator.web.status, made off the loop
+            app.router.add_get("/", self._snapshot(self._page, "text/html; charset=utf-8"))
+            app.router.add_get("/status", self._snapshot(self._json, "application/json; charset=utf-8"))
         return app
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0: any free port) and return the port."""
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, **runner_options(self._limits)
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = self.site = GuardedSite(self._runner, host, port, self._limits)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -80,17 +124,38 @@ class StatusServer:
     async def _authorize(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self._expected is None or request.path in OPEN_PATHS:
+        if self._expected is None or (request.path in OPEN_PATHS and "verbose" not in request.query):
             return await handler(request)
-        given = request.headers.get("Authorization", "").encode()
-        # Constant time, so the answer's timing does not tell how much of a guess was right.
-        if not hmac.compare_digest(given, self._expected):
+        if not self._authorized(request):
             return web.Response(
                 status=401,
                 text="a bearer token is required (http.auth_token_file)\n",
                 headers={"WWW-Authenticate": 'Bearer realm="rotator"'},
             )
         return await handler(request)
+
+    def _authorized(self, request: web.Request) -> bool:
+        # As bytes, whatever they are: aiohttp hands over undecodable bytes as lone surrogates.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        assert self._expected is not None
+        # Constant time, so the answer's timing does not tell how much of a guess was right.
+        return hmac.compare_digest(given, self._expected)
+
+    @staticmethod
+    def _snapshot(
+        snapshot: Snapshot, content_type: str
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            body = memoryview(await snapshot.get())
+            response = web.StreamResponse(headers={"Content-Type": content_type})
+            response.content_length = len(body)
+            await response.prepare(request)
+            for start in range(0, len(body), CHUNK):
+                await response.write(body[start : start + CHUNK])  # waits while the reader is behind
+            await response.write_eof()
+            return response
+
+        return handler
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         if self._writing is None:
@@ -112,12 +177,19 @@ class StatusServer:
             writing.exception()  # retrieved here, so a failure no one awaited is not logged again
 
     @staticmethod
-    def _probe(judge: Callable[[], str | None]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _probe(
+        judge: Callable[[], str | None], good: str, bad: str
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """Open: ``good`` or ``bad`` and nothing else (no account, host or error). With
+        ``?verbose`` (and the token, where one is set), why it is not."""
+
         async def handler(request: web.Request) -> web.StreamResponse:
             problem = judge()
             if problem is None:
-                return web.Response(text="ok\n")
-            return web.Response(status=503, text=f"{problem}\n")
+                return web.Response(text=f"{good}\n")
+            if "verbose" in request.query:
+                return web.Response(status=503, text=f"{bad}: {problem}\n")
+            return web.Response(status=503, text=f"{bad}\n")
 
         return handler
 
@@ -144,6 +216,12 @@ async def _redact(
 
 def _redacted_exposition(registry: CollectorRegistry) -> list[bytes]:
     return [REDACTOR.loaded_secrets(chunk) for chunk in exposition_chunks(registry)]
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer's security headers, and no ``Server: Python/3.11 aiohttp/3.x`` banner."""
+    response.headers.update(SECURITY_HEADERS)
+    response.headers.popall("Server", None)
 
 
 def why_not_listening(exc: OSError) -> str:

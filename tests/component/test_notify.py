@@ -7,8 +7,7 @@ must verify the way the README tells a receiver to verify it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,10 +19,12 @@ import pytest
 from aiohttp import web
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from prometheus_client import CollectorRegistry
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from standardwebhooks.webhooks import WebhookVerificationError
 from structlog.testing import capture_logs
 
 from rotator.after.events import Event
-from rotator.after.notify import SIGNATURE_HEADER, Notifier, NotifyMetrics, Webhook, load_webhooks
+from rotator.after.notify import Notifier, NotifyMetrics, Webhook, load_webhooks, signing_keys
 from rotator.config.model import parse_config
 from rotator.errors import CredentialError
 from rotator.redaction import redact
@@ -63,10 +64,13 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
-def verify(headers: dict[str, str], body: bytes, secret: str) -> bool:
-    """What a receiver does (README, Notifications): recompute, compare in constant time."""
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER, ""))
+def verify(headers: dict[str, str], body: bytes, secret: str | bytes) -> bool:
+    """What a receiver does (README, Notifications): the standardwebhooks library's verify."""
+    try:
+        StandardWebhook(secret).verify(body, headers)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 def event(name: str = "key_rotated", **data: Any) -> Event:
@@ -95,7 +99,7 @@ async def wait_for(predicate: Any) -> None:
 
 async def test_a_signed_cloudevent_is_delivered(receiver: Receiver) -> None:
     registry = CollectorRegistry()
-    sender = notifier(Webhook("ops", receiver.url, frozenset({"key_rotated"}), SECRET.encode()), registry)
+    sender = notifier(Webhook("ops", receiver.url, frozenset({"key_rotated"}), (SECRET.encode(),)), registry)
     sender.start()
 
     sender.emit(event(previous_last_key_rotation_at="2029-12-01T00:00:00Z"))
@@ -105,8 +109,9 @@ async def test_a_signed_cloudevent_is_delivered(receiver: Receiver) -> None:
 
     [(headers, body)] = receiver.received
     assert headers["Content-Type"] == "application/cloudevents+json"
-    assert verify(headers, body, SECRET)
-    assert not verify(headers, body + b" ", SECRET) and not verify(headers, body, "another-secret")
+    assert verify(headers, body, SECRET.encode())
+    assert not verify(headers, body + b" ", SECRET.encode()) and not verify(headers, body, b"another-secret")
+    assert headers["webhook-id"] == json.loads(body)["id"]  # the CloudEvent's id: receivers dedupe by it
     parsed = from_http_event(HTTPMessage(headers=headers, body=body))
     assert parsed.get_specversion() == "1.0"
     assert parsed.get_type() == "com.rotator.key_rotated"
@@ -195,12 +200,16 @@ accounts:
     with pytest.raises(CredentialError, match=r"notify webhook webhook-0: .*HOOK_SECRET"):
         load_webhooks(config.settings.notify, {})
     first, second = load_webhooks(config.settings.notify, {"HOOK_SECRET": SECRET})
-    assert (first.name, first.secret, second.name, second.secret) == (
+    assert (first.name, first.secrets, second.name, second.secrets) == (
         "webhook-0",
-        SECRET.encode(),
+        (SECRET.encode(),),
         "audit",
-        None,
+        (),
     )
+    # Two at once (rotating the receiver's secret): each is a key, and each is redacted alone.
+    (both, _) = load_webhooks(config.settings.notify, {"HOOK_SECRET": f"{SECRET} second-hook-secret-99"})
+    assert both.secrets == (SECRET.encode(), b"second-hook-secret-99")
+    assert redact("x second-hook-secret-99 y") == "x [REDACTED] y"
     assert second.events == frozenset({"key_rotated_elsewhere"})
     assert redact(f"oops {SECRET}") == "oops [REDACTED]"
     assert SECRET not in repr(first)
@@ -237,3 +246,97 @@ async def test_a_rotation_is_not_delayed_by_a_hanging_webhook(receiver: Receiver
     await wait_for(lambda: len(receiver.received) == 1)
     await sender.aclose(within=0.05)
     assert count(registry, "dropped") == 1  # the one in flight when shutdown came: counted, not lost
+
+
+async def test_a_trickling_receiver_holds_a_delivery_no_longer_than_its_timeout() -> None:
+    """``timeout`` bounds the delivery as a whole: a receiver that answers 200 and then trickles
+    its body a byte every 0.1 s (each read well within any per-read timeout) is judged by its
+    status once the timeout has passed, not when its 5 s body ends."""
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        response.content_length = 50
+        await response.prepare(request)
+        try:
+            for _ in range(50):
+                await response.write(b" ")
+                await asyncio.sleep(0.1)
+        except ConnectionResetError:
+            pass  # rotator hung up: what the test expects
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", trickle)
+    runner = web.AppRunner(app, shutdown_timeout=0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    registry = CollectorRegistry()
+    url = f"http://127.0.0.1:{site.port}/hook"
+    sender = notifier(
+        Webhook("ops", url, frozenset({"key_rotated"}), (SECRET.encode(),), timeout=1.0), registry
+    )
+    sender.start()
+    try:
+        started = time.monotonic()
+        sender.emit(event())
+        await wait_for(lambda: count(registry, "delivered") == 1)
+        took = time.monotonic() - started
+    finally:
+        await sender.aclose()
+        await runner.cleanup()
+    assert took < 3.0, f"delivered after {took:.2f}s"
+    assert count(registry, "failed") == 0 and count(registry, "retried") == 0
+
+
+async def test_several_secrets_each_sign_and_each_attempt_is_signed_when_sent(receiver: Receiver) -> None:
+    """Rotating a receiver's secret: the new one first, the old one after it, in the same value.
+    Each verifies on its own (the standardwebhooks library, a receiver holding only one); an attempt
+    after a 500 carries the same webhook-id and its own timestamp, so a receiver that drops ids it
+    has seen and timestamps outside its tolerance refuses a replayed capture."""
+    new = "whsec_" + base64.b64encode(b"the-new-key-32-bytes-long-000000").decode()
+    old = "legacy-plain-secret"
+    keys = signing_keys(f"{new}\n{old}\n")
+    assert keys == (b"the-new-key-32-bytes-long-000000", old.encode())
+    receiver.statuses = [500]
+    attempts_at = iter([1_900_000_000.0, 1_900_000_061.0])  # the clock at each attempt
+    registry = CollectorRegistry()
+    sender = notifier(
+        Webhook("ops", receiver.url, frozenset({"key_rotated"}), keys),
+        registry,
+        clock=lambda: next(attempts_at),
+    )
+    sender.start()
+    sender.emit(event())
+    await wait_for(lambda: count(registry, "delivered") == 1)
+    await sender.aclose()
+
+    (first, first_body), (second, second_body) = receiver.received
+    assert first_body == second_body
+    assert first["webhook-id"] == second["webhook-id"]
+    assert (first["webhook-timestamp"], second["webhook-timestamp"]) == ("1900000000", "1900000061")
+    assert len(second["webhook-signature"].split(" ")) == 2
+    assert all(s.startswith("v1,") for s in second["webhook-signature"].split(" "))
+    # The library checks the timestamp against the receiver's clock (5 minutes either way): these
+    # were sent in 2030, so they verify only with a receiver clock of then; now, they are replays.
+    with pytest.raises(WebhookVerificationError, match=r"too old|too new"):
+        StandardWebhook(new).verify(second_body, second)
+    live = {**second, **signed(second_body, second["webhook-id"], keys)}
+    assert verify(live, second_body, new) and verify(live, second_body, old.encode())
+    assert not verify(live, second_body, "whsec_" + base64.b64encode(b"someone-else").decode())
+
+
+def signed(body: bytes, event_id: str, keys: tuple[bytes, ...]) -> dict[str, str]:
+    """The headers rotator would send for this body now (a receiver's clock is the real one)."""
+    from rotator.after.notify import signed_headers
+
+    return signed_headers(event_id, int(time.time()), body, keys)
+
+
+def test_a_whsec_secret_that_is_not_base64_is_refused_without_quoting_it() -> None:
+    with pytest.raises(CredentialError) as caught:
+        signing_keys("whsec_not*base64!")
+    assert "not*base64" not in str(caught.value) and "not base64" in str(caught.value)
+    with pytest.raises(CredentialError):
+        signing_keys("  \n ")

@@ -19,10 +19,11 @@ import pytest
 from aiohttp import web
 
 from cloudflare_sim import Fault, SimulatorThread
+from cloudflare_sim.certs import gzip_bomb
 from rotator.cloudflare.client import CloudflareClient
 from rotator.cloudflare.transport import AiohttpTransport
 from rotator.config.credentials import CredentialSource
-from rotator.errors import ConnectError, TransportError
+from rotator.errors import ConnectError, RotatorError, TransportError
 
 AUTH = {"Authorization": "Bearer test-token"}
 AUTH_TOKEN = CredentialSource.token_env("CLOUDFLARE_API_TOKEN").load({"CLOUDFLARE_API_TOKEN": "test-token"})
@@ -306,3 +307,43 @@ async def test_a_mock_transport_sees_exactly_what_production_sends(recorder: Rec
 
     assert normal(seen) == normal(recorder.requests)
     assert [m for m, _, _ in seen] == ["GET", "PUT", "POST"]
+
+
+async def hostile_server(body: bytes, headers: dict[str, str]) -> tuple[web.AppRunner, str]:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers={"Content-Type": "application/json", **headers})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, shutdown_timeout=0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site.port}/client/v4"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "said"),
+    [
+        # 1 MB sent, 1 GiB once inflated: refused at MAX_BODY, not read whole and then found no JSON.
+        (gzip_bomb(1 << 30), {"Content-Encoding": "gzip"}, "larger than 1048576 bytes"),
+        (b'{"success": true, "result": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, "not a JSON object"),
+        (b"{}", {"Content-Encoding": "br"}, "was not asked for"),
+    ],
+    ids=["gzip-bomb", "nested", "unasked-encoding"],
+)
+async def test_a_hostile_api_answer_is_a_bad_answer_of_that_request(
+    body: bytes, headers: dict[str, str], said: str
+) -> None:
+    """Decompressed here, never past MAX_BODY, and JSON no deeper than MAX_DEPTH: each is a
+    rotator error of that request (what a check reports), not a gigabyte or a RecursionError."""
+    runner, base_url = await hostile_server(body, headers)
+    client = CloudflareClient(base_url, timeout=TIMEOUT, read_attempts=1)
+    try:
+        with pytest.raises(RotatorError) as caught:
+            await client.get_keys(ACCOUNT, AUTH_TOKEN)
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+    assert "GET keys" in str(caught.value)
+    assert said in str(caught.value)

@@ -205,7 +205,9 @@ def test_not_ready_until_cloudflare_answers(tmp_path: Path) -> None:
         running.wait_for("check_failed", lambda: events(running.logs, "check_failed"))
         readyz = running.get("/readyz")
         assert readyz.status_code == 503
-        assert "has not answered" in readyz.text and "could not connect" in readyz.text
+        assert readyz.text == "not ready\n"  # open: nothing of the accounts or hosts
+        verbose = running.get("/readyz?verbose")
+        assert "has not answered" in verbose.text and "could not connect" in verbose.text
         assert running.terminate() == 0
 
 

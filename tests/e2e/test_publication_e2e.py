@@ -8,8 +8,6 @@ rotations go on, and the events and metrics the alerts use say what happened.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import socket
 import threading
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from cloudflare_sim import CertsFault, SimulatorThread
 from tests.support.processes import daemon, environment, events, write_config
@@ -124,10 +123,11 @@ def test_a_rotation_is_published_and_notified(
     assert [d["type"] for d in documents][:2] == ["com.rotator.key_rotated", "com.rotator.key_published"]
     assert {d["subject"] for d in documents} == {"account-0"}
     assert documents[1]["data"]["kid"] == published["kid"]
+    receiver = StandardWebhook(SECRET.encode())  # a plain secret: its UTF-8 bytes are the key
     for headers, body in hooks.received:
-        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert hmac.compare_digest(headers["X-Rotator-Signature-256"], expected)
+        assert receiver.verify(body, headers)["id"] == headers["webhook-id"]
         assert SECRET not in body.decode() and "test-token" not in body.decode()
+    assert len({headers["webhook-id"] for headers, _ in hooks.received}) == len(hooks.received)
 
 
 def test_late_stuck_down_and_garbage_certs_do_not_stop_checks_or_rotations(
@@ -238,3 +238,63 @@ def test_a_certs_endpoint_that_never_answers_holds_no_check_up(
         silent.close()
     # 40 baselines at 4 in flight and a 5 s timeout would take 50 s and more; each check waits 2 s.
     assert took < 15, f"the first pass took {took:.1f} s"
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        (CertsFault("nested"), "nested deeper than"),
+        (CertsFault("gzip_bomb"), "larger than"),
+        (CertsFault("trickle", seconds=0.5), "no answer within the timeout (1s)"),
+    ],
+    ids=["nested", "gzip_bomb", "trickle"],
+)
+def test_a_hostile_certs_answer_is_a_failed_read_and_the_late_alert_still_fires(
+    simulator: SimulatorThread, tmp_path: Path, fault: CertsFault, said: str
+) -> None:
+    """A certs answer nested 100,000 deep (Python's parser raises RecursionError), a gzip bomb
+    of 1 GiB (1 MB sent) or one trickling a byte every half second (httpx's per-read timeout never
+    fires): each is one failed read, bounded in time and memory, and the watcher goes on to its
+    verdict: key_publication_late, the alert's event, within the deadline and one read."""
+    simulator.sim.add_certs_fault(fault)
+    path = write_config(
+        tmp_path / "config.yaml",
+        simulator,
+        publication={
+            "enabled": True,
+            "certs_url": simulator.sim.certs_url_template,
+            "deadline": "3s",
+            "timeout": "1s",
+        },
+        schedule={"check_interval": "1s"},
+    )
+    with daemon(path) as running:
+        late = running.wait_for(
+            "key_publication_late",
+            lambda: events(running.logs, "key_publication_late", account="account-0"),
+            timeout=45,
+        )[0]
+        assert late["reason"] == "the certs endpoint could not be read"
+        failed = events(running.logs, "certs_read_failed", account="account-0")
+        # Each failed read is the fault's, or (a loaded machine serving a megabyte) the timeout's.
+        assert any(said in e["error"] for e in failed), failed
+        assert all(said in e["error"] or "no answer within the timeout" in e["error"] for e in failed)
+        assert metric(running.get("/metrics").text, "rotator_key_publication_late", account="account-0") == 1
+        # Checks go on; the body never grew the process by anything like the bomb's gigabyte.
+        running.wait_for(
+            "another check of each account",
+            lambda: all(
+                len(events(running.logs, "account_checked", account=f"account-{i}")) >= 2 for i in range(3)
+            ),
+            timeout=45,
+        )
+        assert _peak_rss_mb(running.process.pid) < 300
+        assert running.terminate() == 0
+    assert not events(running.logs, "check_failed")
