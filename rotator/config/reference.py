@@ -81,7 +81,8 @@ DESCRIPTIONS = {
     ),
     "http.listen": "`HOST:PORT` of `/`, `/status`, `/metrics`, `/healthz`, `/readyz` (`rotator run`).",
     "http.auth_token_file": (
-        "A file holding a token that every endpoint but the probes then requires (docs/http.md). Read "
+        "A file holding a token that every endpoint but the probes then requires, as a bearer token or "
+        "as HTTP Basic's password (a browser asks for it; docs/http.md). Read "
         "once at start (missing, unreadable or empty: exit 2); changing it needs a restart."
     ),
     "logging.level": "The lowest level logged (any case).",
