@@ -83,6 +83,9 @@ def test_status_json_follows_its_schema_and_says_what_happens_next(
     assert (lab["action"], lab["reason"]) == ("skip", "not_due")
     assert lab["next_window_at"] is not None and datetime.fromisoformat(lab["next_window_at"]).weekday() == 6
     assert production["next_window_at"] is None  # no windows configured
+    # Not due yet, with a Sunday 03:00 window: rotator rotates in the first window from its due day.
+    planned = datetime.fromisoformat(lab["next_rotation_at"])
+    assert (lab["next_rotation_by"], planned.weekday(), planned.hour, planned.minute) == ("rotator", 6, 3, 0)
     for account in accounts.values():
         assert account["days_until_next_rotation"] is not None
         # check_interval is 1h: the next check is about an hour after the last one (both on

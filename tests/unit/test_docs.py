@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rotator import docs
 from rotator.config.reference import DESCRIPTIONS, SECTIONS
@@ -57,3 +59,28 @@ def test_the_pages_say_what_the_code_says() -> None:
     assert "| `key_rotated` | `com.rotator.key_rotated` |" in events
     cli = pages["docs/reference/cli.md"]
     assert "| `--force` |" in cli and "## rotator demo" in cli
+
+
+def _shown(path: str, node: object) -> bool:
+    parts = path.replace("[]", "").split(".")
+
+    def walk(value: object, rest: list[str]) -> bool:
+        if not rest:
+            return True
+        if isinstance(value, list):
+            return any(walk(item, rest) for item in value)
+        return isinstance(value, dict) and rest[0] in value and walk(value[rest[0]], rest[1:])
+
+    return walk(node, parts)
+
+
+def test_config_example_shows_every_key_of_the_model() -> None:
+    """config.example.yaml, the third copy of the reference, has every key (a credential or window
+    key may be shown on an account instead of as the default)."""
+    example = yaml.safe_load((docs.ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+    missing = []
+    for path, _ in docs.config_keys():
+        elsewhere = re.sub(r"^(cloudflare|rotation)\.", "accounts[].", path)
+        if not (_shown(path, example) or _shown(elsewhere, example)):
+            missing.append(path)
+    assert missing == []
