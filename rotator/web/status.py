@@ -215,7 +215,7 @@ class StatusBoard:
             if account["state"] == "held":
                 held[account["reason"]] = held.get(account["reason"], 0) + 1
         planned = [a for a in accounts if a["next_rotation_at"] is not None]
-        first = min(planned, key=lambda a: str(a["next_rotation_at"]), default=None)
+        first = min(planned, key=lambda a: datetime.fromisoformat(a["next_rotation_at"]), default=None)
         problem = self._ready() if self._ready is not None else None
         return {
             "accounts": len(accounts),
@@ -305,9 +305,9 @@ def _state(a: dict[str, Any], publication: bool) -> str:
     return "healthy"
 
 
-def _urgency(a: dict[str, Any]) -> tuple[int, str]:
-    soonest = a["next_rotation_at"] or a["cloudflare_rotates_at"] or "9999"
-    return STATES.index(a["state"]), str(soonest)
+def _urgency(a: dict[str, Any]) -> tuple[int, datetime]:
+    soonest = _time(a["next_rotation_at"] or a["cloudflare_rotates_at"])
+    return STATES.index(a["state"]), soonest or datetime.max.replace(tzinfo=UTC)
 
 
 def _time(value: Any) -> datetime | None:
@@ -482,7 +482,7 @@ def _leadership(election: dict[str, Any] | None) -> str:
     if election["leading"]:
         return f"this replica leads ({_e(holder)})"
     who = f"{_e(holder)} leads" if holder else "<span class='bad'>no replica leads right now</span>"
-    return f"this replica follows: {who}; only the leader checks, so its page shows the checks"
+    return f"This replica follows ({who}): only the leader checks, so its page shows the checks."
 
 
 def _card(a: dict[str, Any], now: datetime, account: Account | None, publication: bool) -> str:
