@@ -178,3 +178,37 @@ def test_every_relative_link_in_the_docs_leads_somewhere(page: Path) -> None:
             headings = re.findall(r"^#+ (.*)$", file.read_text(encoding="utf-8"), flags=re.MULTILINE)
             slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
             assert anchor in slugs, f"{page.relative_to(ROOT)}: link to {target}: no such heading"
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every `rotator ...` line in a code block of the README and docs/: (page, line)."""
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for block in re.findall(
+            r"^```\w*\n(.*?)^```$", page.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL
+        ):
+            for line in block.splitlines():
+                line = line.strip().removeprefix("$ ")
+                if not re.match(r"^([A-Z_]+=\S+ )*rotator ", line) or " [" in line:  # [...]: a synopsis
+                    continue
+                words = shlex.split(line, comments=True)
+                words = words[: words.index("|")] if "|" in words else words
+                words = [w for w in words if "=" not in w or w.startswith("-")]  # VAR=value first
+                if words and words[0] == "rotator" and len(words) > 1:
+                    found.append((str(page.relative_to(ROOT)), " ".join(words)))
+    return found
+
+
+@pytest.mark.parametrize(("page", "command"), _documented_commands())
+def test_every_rotator_command_in_the_docs_is_one_rotator_accepts(page: str, command: str) -> None:
+    from rotator.cli import _parser
+
+    words = shlex.split(command)[1:]
+    if words == ["--version"]:
+        return
+    _parser().parse_args(words)  # SystemExit (a failed test) when the docs show a command that is not one
+
+
+def test_the_docs_show_rotator_commands_at_all() -> None:
+    pages = {page for page, _ in _documented_commands()}
+    assert {"README.md", "docs/rehearse.md", "docs/command-line.md", "docs/reference/cli.md"} <= pages
