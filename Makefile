@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # `make demo` installs only what rotator needs to run, not the test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test check lint typecheck pytest image bench clean lock
+.PHONY: demo test check lint typecheck pytest image bench clean lock docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test:
 check: $(STAMP)
 	@$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest -q -m "unit or component"
+
+# The reference pages in docs/reference/ (config keys, metrics, log events, CLI), generated from the
+# code; tests/unit/test_docs.py fails when one is stale.
+docs: $(STAMP)
+	$(BIN)/python -m rotator.docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check rotator cloudflare_sim tests bench

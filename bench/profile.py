@@ -2,8 +2,7 @@
 
 Starts the simulator (its own process, 20 ms added latency), runs ``Daemon.run(once=True)`` over N
 accounts under pyinstrument in this process, and prints the call tree (``--html FILE`` for the
-interactive view). What it showed, and what was done about it, is in the README's Performance
-section.
+interactive view). What it showed, and what was done about it, is in bench/PERFORMANCE.md.
 """
 
 from __future__ import annotations

@@ -1224,7 +1224,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Serve a simulated Cloudflare Access key API and its teams' certs endpoints. "
         "Prints one JSON line (base_url, admin_url, certs_url, accounts) on stdout, then serves "
         "until SIGTERM or SIGINT.",
-        epilog="example, rehearsing a config with one day every 10 seconds (README: 'Rehearse a config'):\n"
+        epilog="example, rehearsing a config with one day every 10 seconds (docs/rehearse.md):\n"
         "  python -m cloudflare_sim --listen 127.0.0.1:8787 --accounts 0 --day-seconds 10 "
         "--token rehearsal\n"
         "  curl -X POST http://127.0.0.1:8787/__sim/accounts \\\n"

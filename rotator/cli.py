@@ -200,8 +200,7 @@ _HELP = {
         "  rotator demo --listen 127.0.0.1:0 --duration 60    # any free port, one minute\n"
         "  rotator demo --json    # every log line as JSON instead of the view for a person\n"
         "\n"
-        "To rehearse your own config, run it against python -m cloudflare_sim (README:\n"
-        "'Rehearse a config').",
+        "To rehearse your own config, run it against python -m cloudflare_sim (docs/rehearse.md).",
     ),
 }
 

@@ -171,19 +171,29 @@ class Daemon:
             fence=self._election.fence if self._election else None,
         )
         self._warnings = config_warnings(config, credentials)
+        # The latest check of each account, served at / and /status, on Cloudflare's clock as
+        # last seen (the simulated one in the demo); it hears the events that follow a check.
+        self.status = StatusBoard(
+            config.accounts,
+            next_check=self._next_check,
+            clock=self._client.server_now,
+            leadership=self._election.leadership if self._election else None,
+            ready=self._readiness_problem,
+            warnings=self._warnings,
+            publication=config.settings.publication.enabled,
+        )
         # Publication, rotations elsewhere, notifications: fed each check's result (rotator.after.followup).
         self._followup = FollowUp(
-            config, self._client, self._metrics, self._registry, self._checker.credential_for
+            config,
+            self._client,
+            self._metrics,
+            self._registry,
+            self._checker.credential_for,
+            also=self.status,
         )
         # Every secret is loaded now (the webhooks' and the HTTP token too): no name may be one.
         refuse_secret_names(config)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
-        # The latest check of each account, served at / and /status.
-        self.status = StatusBoard(
-            config.accounts,
-            next_check=self._next_check,
-            leadership=self._election.leadership if self._election else None,
-        )
         self._stop = asyncio.Event()
         self._stop_reason = "finished"
         self._answered = False
@@ -345,7 +355,9 @@ class Daemon:
             self._metrics.restart_required(restart_required)
             self._metrics.config_reloads.labels("success").inc()
             self._metrics.config_last_reload_successful.set(1)
-            for warning in config_warnings(new, credentials):
+            warnings = config_warnings(new, credentials)
+            self.status.warnings = tuple(warnings)
+            for warning in warnings:
                 self._log.warning("config_warning", message=warning)
             self._log.info(
                 "config_reloaded",

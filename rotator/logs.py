@@ -1,7 +1,7 @@
 """Structured logs: one JSON object a line (or a readable console line on a TTY).
 
-Event names are stable snake_case and part of the interface (the README lists them). Libraries
-that log through the standard library (APScheduler, aiohttp) are rendered the same way.
+Event names are stable snake_case and part of the interface (rotator/events_catalog.py lists them).
+Libraries that log through the standard library (APScheduler, aiohttp) are rendered the same way.
 """
 
 from __future__ import annotations

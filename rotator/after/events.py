@@ -34,6 +34,20 @@ class EventSink(Protocol):
         """Take the event now; never block, never raise."""
 
 
+class Sinks:
+    """Several sinks as one: each hears every event, and one that raises does not stop the others."""
+
+    def __init__(self, sinks: tuple[EventSink, ...]) -> None:
+        self._sinks = sinks
+
+    def emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            try:
+                sink.emit(event)
+            except Exception:  # noqa: S112 - "never raise" is each sink's promise; keep it for them
+                continue
+
+
 class NoSink:
     def emit(self, event: Event) -> None:
         pass

@@ -14,7 +14,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from rotator.after.elsewhere import ElsewhereWatch
-from rotator.after.events import events_from_check
+from rotator.after.events import EventSink, Sinks, events_from_check
 from rotator.after.notify import Notifier, NotifyMetrics, load_webhooks
 from rotator.after.publication import CertsReader, Publication, PublicationMetrics
 from rotator.after.teams import TeamDomains
@@ -41,8 +41,10 @@ class FollowUp:
         certs_transport: httpx.AsyncBaseTransport | None = None,
         notify_transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
+        also: EventSink | None = None,
     ) -> None:
-        """Reads every webhook's secret now: CredentialError, naming each missing one, refuses to start."""
+        """Reads every webhook's secret now: CredentialError, naming each missing one, refuses to start.
+        ``also``: a sink that hears every event the webhooks do (the status page)."""
         settings = config.settings
         self.notifier = Notifier(
             load_webhooks(settings.notify, environ),
@@ -51,7 +53,8 @@ class FollowUp:
             queue_size=settings.notify.queue_size,
             transport=notify_transport,
         )
-        self._elsewhere = ElsewhereWatch(metrics, self.notifier)
+        self._sink: EventSink = self.notifier if also is None else Sinks((self.notifier, also))
+        self._elsewhere = ElsewhereWatch(metrics, self._sink)
         self._publication_metrics = PublicationMetrics(registry)
         self.publication: Publication | None = None
         self._teams: TeamDomains | None = None
@@ -63,7 +66,7 @@ class FollowUp:
                 settings.publication,
                 CertsReader(settings.publication, transport=certs_transport),
                 self._publication_metrics,
-                self.notifier,
+                self._sink,
                 self._teams.domain,
             )
         self.configure(config.accounts)
@@ -99,7 +102,7 @@ class FollowUp:
     def after_check(self, result: CheckResult) -> None:
         try:
             for event in events_from_check(result):
-                self.notifier.emit(event)
+                self._sink.emit(event)
             if result.account.account_id not in self._configured:
                 return  # a check that was under way when its account left the config: nothing to follow
             self._elsewhere.observe(result)

@@ -93,14 +93,18 @@ class CheckResult:
         if decision.reason is Reason.TOO_SOON:
             last = max(t for t in (seen.last_key_rotation_at, self.record and self.record.anchor) if t)
             rotator_at = max(rotator_at, last + policy.min_days_between_rotations * DAY)
-        window = decision.window
-        if decision.reason is Reason.OUTSIDE_WINDOW and window is not None:
+        windows = self.account.windows
+        if windows and rotator_at < cloudflare_at:
+            # Due outside a window (now, or when it falls due later): the next window that opens
+            # in time, else the last check before Cloudflare would (policy.decide).
             period = self.next_check_by - now if self.next_check_by else timedelta(0)
-            opening = window.next_opening
-            if opening is not None and opening + period < cloudflare_at:
-                rotator_at = max(rotator_at, opening)
-            else:  # no window in time: the last check before Cloudflare would (policy.decide)
-                rotator_at = max(now, cloudflare_at - period)
+            state = windows.state(rotator_at)
+            if state.open_until is None:
+                opening = state.next_opening
+                if opening is not None and opening + period < cloudflare_at:
+                    rotator_at = max(rotator_at, opening)
+                else:
+                    rotator_at = max(now, cloudflare_at - period)
         return ("rotator", rotator_at) if rotator_at < cloudflare_at else ("cloudflare", cloudflare_at)
 
     def as_dict(self) -> dict[str, Any]:

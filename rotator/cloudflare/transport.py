@@ -3,7 +3,7 @@
 Why not httpx's default transport (httpcore 1.0)? Its pool does work that grows with the pool's
 size on every request, so at rotator's concurrency the client is CPU-bound long before the network
 is: ``bench/RESULTS.md`` measures a bare httpx loop and this transport side by side (the profile is
-in the README's Performance section). aiohttp's pool hands out a connection in constant time and
+in bench/PERFORMANCE.md). aiohttp's pool hands out a connection in constant time and
 parses HTTP in C. ``CloudflareClient`` keeps httpx's API, and tests keep ``httpx.MockTransport``.
 
 ``AiohttpTransport.fetch`` is the same exchange for a caller that sends to fixed endpoints

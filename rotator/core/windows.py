@@ -143,6 +143,21 @@ class Windows:
                 next_opening = opening
         return WindowState(open_until, next_opening)
 
+    def openings(self, start: datetime, end: datetime, limit: int = 200) -> list[tuple[datetime, datetime]]:
+        """Every window open at some time in [start, end), as (opens, closes), in order of opening;
+        at most ``limit`` of them (a window every minute would otherwise be thousands)."""
+        found: list[tuple[datetime, datetime]] = []
+        for window, expression, zone in self._windows:
+            after = start - window.duration - _TICK
+            while len(found) < limit * len(self._windows):
+                opening = _next_fire(expression, zone, after)
+                if opening is None or opening >= end:
+                    break
+                if opening + window.duration > start:
+                    found.append((opening, opening + window.duration))
+                after = opening
+        return sorted(found)[:limit]
+
 
 # cron matches whole seconds: "after t - 1 µs" is "at or after t".
 _TICK = timedelta(microseconds=1)

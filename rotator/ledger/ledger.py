@@ -657,18 +657,28 @@ def _settled(rotation: Rotation, state: State, at: datetime, why: str) -> Rotati
 def _log_transition(before: Rotation | None, after: Rotation | None) -> None:
     if after is None or (before is not None and before.state is after.state):
         return
-    # Routine steps are info; a rotation that may have happened unseen, or did not happen, warns.
-    level = _log.warning if after.state in (State.UNCONFIRMED, State.NOT_APPLIED) else _log.info
-    level(
-        f"rotation_{after.state.value}",
-        rotation_id=after.id,
-        previous_state=before.state.value if before else None,
-        intended_at=iso(after.intended_at),
-        rotates_from=iso(after.rotates_from),
-        unknown_since=iso(after.unknown_since),
-        settled_at=iso(after.settled_at),
-        why=after.why or None,
-    )
+    fields = {
+        "rotation_id": after.id,
+        "previous_state": before.state.value if before else None,
+        "intended_at": iso(after.intended_at),
+        "rotates_from": iso(after.rotates_from),
+        "unknown_since": iso(after.unknown_since),
+        "settled_at": iso(after.settled_at),
+        "why": after.why or None,
+    }
+    # Each name written out (rotator/events_catalog.py lists them); routine steps are info, a
+    # rotation that may have happened unseen, or did not happen, warns.
+    match after.state:
+        case State.INTENT:
+            _log.info("rotation_intent", **fields)
+        case State.SENT:
+            _log.info("rotation_sent", **fields)
+        case State.DONE:
+            _log.info("rotation_done", **fields)
+        case State.UNCONFIRMED:
+            _log.warning("rotation_unconfirmed", **fields)
+        case State.NOT_APPLIED:
+            _log.warning("rotation_not_applied", **fields)
 
 
 def _offset(account_id: str) -> int:

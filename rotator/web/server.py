@@ -1,9 +1,12 @@
 """The daemon's HTTP endpoints: the status page / and /status, /metrics for Prometheus, /healthz and
 /readyz for Kubernetes.
 
-With a bearer token (``http.auth_token_file``), every endpoint but the two probes answers 401 to a
-request without ``Authorization: Bearer <token>``: the kubelet probes without credentials, and a
-probe says nothing an attacker could use.
+With a token (``http.auth_token_file``), every endpoint but the two probes answers 401 to a request
+without it: the kubelet probes without credentials, and a probe says nothing an attacker could use.
+The token is accepted as ``Authorization: Bearer <token>`` (Prometheus, curl) and as HTTP Basic's
+password, with any user name: a browser cannot send a bearer token, but it asks for a Basic
+password itself when the 401 offers Basic, so a person opens the status page with the same token
+and no second setting (which would be a second secret to guard, or a page left open).
 
 /metrics is written in a thread, never on the event loop: with 10,000 accounts the page is 19 MB,
 and the requests in flight would wait for it. Scrapes that arrive while it is being written
@@ -30,6 +33,7 @@ probes are open and say only ``ready`` or ``not ready`` (``ok`` or ``not healthy
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import hmac
 import json
@@ -78,6 +82,7 @@ class StatusServer:
         """``healthy`` and ``ready`` return None when all is well, else the reason it is not;
         ``auth_token``: the bearer token every other endpoint requires (None: none)."""
         self._expected = f"Bearer {auth_token}".encode() if auth_token else None
+        self._token = auth_token.encode() if auth_token else b""
         self._registry = registry
         self._healthy = healthy
         self._ready = ready
@@ -129,8 +134,12 @@ class StatusServer:
         if not self._authorized(request):
             return web.Response(
                 status=401,
-                text="a bearer token is required (http.auth_token_file)\n",
-                headers={"WWW-Authenticate": 'Bearer realm="rotator"'},
+                text="the token of http.auth_token_file is required: as a bearer token, or as the "
+                "password (any user name) a browser asks for\n",
+                headers=[  # a browser answers the first: Basic
+                    ("WWW-Authenticate", 'Basic realm="rotator", charset="UTF-8"'),
+                    ("WWW-Authenticate", 'Bearer realm="rotator"'),
+                ],
             )
         return await handler(request)
 
@@ -139,7 +148,7 @@ class StatusServer:
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         assert self._expected is not None
         # Constant time, so the answer's timing does not tell how much of a guess was right.
-        return hmac.compare_digest(given, self._expected)
+        return hmac.compare_digest(given, self._expected) or hmac.compare_digest(_basic(given), self._token)
 
     @staticmethod
     def _snapshot(
@@ -222,6 +231,17 @@ async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     """Every answer's security headers, and no ``Server: Python/3.11 aiohttp/3.x`` banner."""
     response.headers.update(SECURITY_HEADERS)
     response.headers.popall("Server", None)
+
+
+def _basic(header: bytes) -> bytes:
+    """The password of an ``Authorization: Basic`` header (b"" when it is none or malformed)."""
+    scheme, _, encoded = header.partition(b" ")
+    if scheme.lower() != b"basic":
+        return b"\0"  # never equal to a token, which is never empty
+    try:
+        return base64.b64decode(encoded.strip(), validate=True).partition(b":")[2] or b"\0"
+    except ValueError:
+        return b"\0"
 
 
 def why_not_listening(exc: OSError) -> str:

@@ -559,9 +559,9 @@ def _runbook_urls(objects: list[dict[str, Any]]) -> list[str]:
 
 
 def test_runbook_links_are_absolute_and_their_base_is_one_setting(rendered: Rendered, tmp_path: Path) -> None:
-    placeholder = "https://github.com/your-org/rotator/blob/main/README.md"
+    placeholder = "https://github.com/your-org/rotator/blob/main"
     urls = _runbook_urls(rendered.objects)
-    assert urls and all(u.startswith(f"{placeholder}#rotator") for u in urls), urls
+    assert urls and all(u.startswith(f"{placeholder}/docs/runbooks/Rotator") for u in urls), urls
 
     overlay_dir = tmp_path / "my-rotator"
     overlay_dir.mkdir()
@@ -580,7 +580,7 @@ components:
     )
     rules = yaml.safe_load(PROMETHEUS_RULES.read_text(encoding="utf-8"))["spec"]["groups"]
     alerts = [r["alert"] for g in rules for r in g["rules"]]
-    assert _runbook_urls(objects) == [f"{base_url}#{a.lower()}" for a in alerts]
+    assert _runbook_urls(objects) == [f"{base_url}/docs/runbooks/{a}.md" for a in alerts]
     assert "rotator-runbook" not in [o["metadata"]["name"] for o in objects]  # local-config: not applied
 
 

@@ -47,10 +47,10 @@ RULES = ROOT / "deploy" / "prometheus" / "rotator-rules.yaml"
 PROMETHEUS_RULE = ROOT / "deploy" / "kubernetes" / "base" / "prometheusrule.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "rotator-dashboard.json"
 PROMTOOL_TESTS = sorted((ROOT / "tests" / "promtool").glob("*.test.yaml"))
-README = ROOT / "README.md"
+RUNBOOKS = ROOT / "docs" / "runbooks"
 # Absolute, so that a link in a page or a chat message leads somewhere; a placeholder to replace
-# (README.md, "Runbook links"), set for the PrometheusRule by deploy/kubernetes/base/runbook.yaml.
-RUNBOOK_BASE = "https://github.com/your-org/rotator/blob/main/README.md"
+# (docs/monitoring.md, "Runbook links"), set for the PrometheusRule by deploy/kubernetes/base/runbook.yaml.
+RUNBOOK_BASE = "https://github.com/your-org/rotator/blob/main"
 
 # The metrics the daemon exports (issue 2's contract), as Prometheus stores their samples.
 CONTRACT_METRICS = {
@@ -232,17 +232,16 @@ def test_alert_says_what_and_where_and_links_its_runbook(alert: dict[str, Any]) 
     assert annotations["description"]
     if alert["alert"] not in PROCESS_ALERTS:
         assert "{{ $labels.account }}" in annotations["description"]
-    assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#{alert['alert'].lower()}"
+    assert annotations["runbook_url"] == f"{RUNBOOK_BASE}/docs/runbooks/{alert['alert']}.md"
     assert _metric_names(alert["expr"]) <= CONTRACT_METRICS
 
 
-def test_readme_has_a_runbook_section_for_every_alert() -> None:
-    text = README.read_text()
-    assert "\n## Monitoring\n" in text
-    monitoring = text.split("\n## Monitoring\n", 1)[1].split("\n## ", 1)[0]
-    headings = set(re.findall(r"^### (\S+)$", monitoring, flags=re.MULTILINE))
-    missing = set(_alert_names()) - headings
-    assert not missing, f"README's Monitoring section has no runbook for {sorted(missing)}"
+def test_every_alert_has_a_runbook_page_and_every_page_an_alert() -> None:
+    pages = {p.stem: p.read_text() for p in RUNBOOKS.glob("*.md")}
+    assert set(pages) == set(_alert_names()), "docs/runbooks/<alert>.md, one per alert"
+    for alert, text in pages.items():
+        assert text.startswith(f"# {alert}\n"), alert
+        assert "What to do" in text or "what to do" in text.lower(), alert
 
 
 def test_prometheus_rule_carries_the_same_groups() -> None:
@@ -736,3 +735,11 @@ def test_prometheus_scrapes_the_daemon_and_the_failing_checks_alert_goes_pending
         http.close()
         for process in reversed(processes):
             process.stop()
+
+
+def test_the_monitoring_page_lists_every_runbook_with_its_alerts_severity() -> None:
+    text = (ROOT / "docs" / "monitoring.md").read_text()
+    rows = re.findall(r"^\| \[(\w+)\]\(runbooks/(\w+)\.md\) \| (\w+) \|", text, flags=re.MULTILINE)
+    alerts = _alerts()
+    assert [(a, a) for a in _alert_names()] == [(name, page) for name, page, _ in rows]
+    assert [a["labels"]["severity"] for a in alerts] == [severity for _, _, severity in rows]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cloudflare_sim import SimulatorThread
@@ -148,43 +147,6 @@ def test_every_example_in_help_is_a_command_rotator_accepts(
         assert words[0] == "rotator", example
         args = _parser().parse_args(words[1:])  # SystemExit (and a failed test) if it does not parse
         assert args.command == command
-
-
-def test_the_rehearsal_in_the_readme_works(tmp_path: Path) -> None:
-    """README, 'Rehearse a config': its simulator command, one account added, a config run against it."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Rehearse a config\n")[1].split("\n## ")[0]
-    (command,) = [line for line in section.splitlines() if line.startswith("python -m cloudflare_sim ")]
-    options = shlex.split(command.removesuffix(" &"))[3:]
-    assert options[:2] == ["--listen", "127.0.0.1:8787"]
-    options[1] = "127.0.0.1:0"  # any free port here: 8787 may be taken
-    simulator = subprocess.Popen(
-        [sys.executable, "-m", "cloudflare_sim", *options], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert simulator.stdout is not None
-        started = json.loads(simulator.stdout.readline())
-        account_id = "023e105f4ecef8ad9ca31a8372d0c353"
-        added = httpx.post(
-            f"{started['admin_url']}/accounts",
-            content=json.dumps({"account_id": account_id, "days_until_next_rotation": 2}),
-        )
-        assert added.status_code == 201, added.text
-        config = write_config(
-            tmp_path / "rehearsal.yaml",
-            started["base_url"],
-            accounts=[{"name": "production", "account_id": account_id}],
-            schedule={"check_interval": "5s", "jitter": "0s"},
-        )
-        result = rotator("check", "--json", "-c", str(config), env=environment(token="rehearsal"))
-        assert result.returncode == 0, result.stderr
-        (checked,) = json.loads(result.stdout)["accounts"]
-        assert (checked["action"], checked["reason"]) == ("rotate", "due")
-    finally:
-        simulator.terminate()
-        simulator.wait(timeout=10)
-        if simulator.stdout is not None:
-            simulator.stdout.close()
 
 
 # --- one time format ------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ schema, the page as a headless Chromium renders it at phone width."""
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -12,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 
@@ -80,11 +83,15 @@ def test_status_json_follows_its_schema_and_says_what_happens_next(
     assert (lab["action"], lab["reason"]) == ("skip", "not_due")
     assert lab["next_window_at"] is not None and datetime.fromisoformat(lab["next_window_at"]).weekday() == 6
     assert production["next_window_at"] is None  # no windows configured
+    # Not due yet, with a Sunday 03:00 window: rotator rotates in the first window from its due day.
+    planned = datetime.fromisoformat(lab["next_rotation_at"])
+    assert (lab["next_rotation_by"], planned.weekday(), planned.hour, planned.minute) == ("rotator", 6, 3, 0)
     for account in accounts.values():
         assert account["days_until_next_rotation"] is not None
-        # check_interval is 1h: the next check is about an hour after the last one.
+        # check_interval is 1h: the next check is about an hour after the last one (both on
+        # Cloudflare's clock as last seen, whose Date header has whole seconds: up to 1 s more).
         gap = datetime.fromisoformat(account["next_check_at"]) - datetime.fromisoformat(account["checked_at"])
-        assert 3000 < gap.total_seconds() <= 3600
+        assert 3000 < gap.total_seconds() <= 3601
 
     # The same data as `rotator check --json`: the fields it prints are all here.
     assert set(production) >= set(CheckResult(parse_config(config.read_text(), config).accounts[0]).as_dict())
@@ -92,7 +99,7 @@ def test_status_json_follows_its_schema_and_says_what_happens_next(
     # A reload that removes an account removes it from /status and from the page.
     write_config(config, sim, accounts=_accounts(sim)[:2], http={"listen": proc.url.removeprefix("http://")})
     proc.wait_for("lab gone from /status", lambda: "lab" not in _by_name(proc.get("/status").json()))
-    assert "lab" not in proc.get("/").text and "production" in proc.get("/").text
+    assert 'id="account-lab"' not in proc.get("/").text and 'id="account-production"' in proc.get("/").text
     jsonschema.validate(proc.get("/status").json(), schema(), cls=jsonschema.Draft202012Validator)
 
 
@@ -134,8 +141,7 @@ def _browse(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedPr
             "--disable-component-update",
             "--disable-sync",
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--window-size=390,844",  # a phone
-            *args,
+            *(args if any(a.startswith("--window-size") for a in args) else ("--window-size=390,844", *args)),
         ],
         capture_output=True,
         text=True,
@@ -144,27 +150,104 @@ def _browse(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedPr
     )
 
 
-def test_status_page_in_a_real_browser_at_phone_width(
+def _screenshot(chromium: str, tmp_path: Path, url: str, width: int, height: int) -> bytes:
+    shot = tmp_path / f"status-{width}.png"
+    done = _browse(chromium, tmp_path, f"--window-size={width},{height}", f"--screenshot={shot}", url)
+    assert shot.exists(), f"no screenshot: {done.stderr}"
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (width, height)
+    keep = os.environ.get("ROTATOR_SCREENSHOTS")  # a folder to keep them in, to look at
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        (Path(keep) / shot.name).write_bytes(png)
+    return png
+
+
+def _text(dom: str) -> str:
+    """The page's words, as a reader sees them (tags dropped, entities read, spaces collapsed)."""
+    inline = re.sub(r"</?(b|span)\b[^>]*>", "", dom)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inline)).split())
+
+
+def test_status_page_in_a_real_browser_at_desktop_and_phone_width(
     running: tuple[Daemon, SimulatorThread, Path], tmp_path: Path
 ) -> None:
     chromium = _chromium()
     proc, _, _ = running
 
     dom = _browse(chromium, tmp_path, "--dump-dom", proc.url + "/")
-    shot = tmp_path / "status.png"
-    _browse(chromium, tmp_path, f"--screenshot={shot}", proc.url + "/")
+    desktop = _screenshot(chromium, tmp_path, proc.url + "/", 1280, 1100)
+    phone = _screenshot(chromium, tmp_path, proc.url + "/", 390, 844)
 
     assert dom.returncode == 0, dom.stderr
     page = dom.stdout
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     assert "<script" not in page
+    text = _text(page)
+    # The fleet first: one unconfirmed (staging), the other two healthy (production just rotated).
+    assert "0 failing 1 unconfirmed 0 due 2 healthy" in text, text
+    assert re.search(
+        r"Next rotation (production|staging|lab): (rotator|Cloudflare, on its own), in \d+ days", text
+    )
+    assert "Readiness ready" in text and "Leadership no leader election" in text
+    # Most urgent first: the unconfirmed account, then the others.
+    order = [m for m in re.findall(r'id="account-(\w+)"', page)]
+    assert order[0] == "staging" and set(order) == {"production", "staging", "lab"}, order
     for name in ("production", "staging", "lab"):
         assert f"<h2>{name} " in page
     assert "rotate: due" in page and "skip: not_due" in page
-    assert "Unconfirmed rotation" in page and "unconfirmed since" in page
-    assert "Next window" in page and "Next check" in page
-    assert shot.exists(), "no screenshot"
-    png = shot.read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert struct.unpack(">II", png[16:24]) == (390, 844)
-    assert len(png) > 20_000, f"a {len(png)}-byte screenshot is too plain to show three accounts"
+    assert "Unconfirmed rotation unconfirmed since" in text
+    # Who rotates next, and when: absolute and relative; lab waits for its Sunday window.
+    assert re.search(
+        r"lab .*?Next rotation rotator, in \d+ days \(Sun [\d-]+ \d\d:\d\d:\d\d UTC\), in the Sunday window",
+        text,
+    )
+    assert re.search(
+        r"production .*?Last rotation now \(\w{3} [\d-]+ [\d:]+ UTC\), by rotator; publication not checked",
+        text,
+    )
+    assert "Window closed; opens in" in text and "Window no windows: any time" in text
+    # One clock, to the second: the last check and the next one differ.
+    last = re.findall(r"Last check now \((.*?)\)", text)
+    following = re.findall(r"Next check in \d+ minutes \((.*?)\)", text)
+    assert last and following and set(last).isdisjoint(following), text
+    # A timeline per account: rotator's rotation (production), Cloudflare's own rotation ahead,
+    # rotator's next one, and the lab's windows.
+    svgs = re.findall(r'<svg class="timeline".*?</svg>', page, flags=re.DOTALL)
+    assert len(svgs) == 3
+    by_account = {re.search(r'aria-label="timeline of (\w+)"', svg).group(1): svg for svg in svgs}  # type: ignore[union-attr]
+    assert '<circle class="rotator"' in by_account["production"]
+    assert all('class="deadline"' in svg for svg in svgs)
+    assert (
+        '<rect class="window"' in by_account["lab"] and '<rect class="window"' not in by_account["production"]
+    )
+    assert '<polygon class="planned"' in by_account["lab"]
+    assert len(desktop) > 40_000 and len(phone) > 20_000, "too plain a screenshot to show three accounts"
+
+
+def test_a_browser_opens_the_page_with_the_token_as_its_password(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    """With http.auth_token_file, a person types the token into the browser's own password prompt
+    (HTTP Basic, any user name); Chromium given it in the URL shows the page, without it nothing."""
+    chromium = _chromium()
+    token = "page-token-0123456789abcdef"
+    (tmp_path / "token").write_text(token + "\n")
+    config = write_config(
+        tmp_path / "config.yaml", simulator, http={"auth_token_file": str(tmp_path / "token")}
+    )
+    with daemon(config) as proc:
+        proc.wait_ready()
+        host = proc.url.removeprefix("http://")
+        opened = _browse(chromium, tmp_path, "--dump-dom", f"http://on-call:{token}@{host}/")
+        refused = _browse(chromium, tmp_path / "other", "--dump-dom", f"http://{host}/")
+        wrong = httpx.get(proc.url + "/status", auth=("on-call", "not-the-token"), timeout=5)
+        metrics = httpx.get(proc.url + "/metrics", auth=("", token), timeout=5)
+        challenge = proc.get("/").headers.get_list("WWW-Authenticate")
+
+    assert "account-0" in opened.stdout and "Readiness" in _text(opened.stdout), opened.stdout[:500]
+    assert "account-0" not in refused.stdout
+    assert wrong.status_code == 401
+    assert metrics.status_code == 200 and "rotator_accounts" in metrics.text
+    assert challenge[0].startswith("Basic ") and challenge[1].startswith("Bearer ")
