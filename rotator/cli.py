@@ -28,6 +28,7 @@ from rotator.errors import ConfigError, CredentialError, KubernetesError, Listen
 # prometheus-client take half a second): `rotator --version` and `--help` load none of them.
 if TYPE_CHECKING:
     from rotator.check.checker import Checker, CheckResult
+    from rotator.cloudflare.client import CloudflareClient
     from rotator.config.model import Account, Config
     from rotator.ledger.ledger import Store
 
@@ -97,11 +98,23 @@ def _parser() -> argparse.ArgumentParser:
         help="with --force: break the minimum gap without asking (users holding tokens signed by "
         "the previous key are logged out)",
     )
+    rotate.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait (up to publication.deadline) for the new key to be served at the team's "
+        "certs endpoint",
+    )
     rotate.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     rotate.set_defaults(handler=_rotate)
 
     validate = commands.add_parser(
         "validate", parents=[config], help="check the config and say what is wrong"
+    )
+    validate.add_argument(
+        "--without-secrets",
+        action="store_true",
+        help="check the file alone, as in CI where the secrets are not set: a secret that cannot be "
+        "read is a warning, not a refusal",
     )
     validate.set_defaults(handler=_validate)
 
@@ -166,21 +179,30 @@ _HELP = {
         "\n"
         "ACCOUNT is the account's name in the config (accounts[].name).\n"
         "\n"
+        "As the daemon's, the rotation is notified (notify.webhooks) and verified: rotator waits up\n"
+        "to publication.deadline for the new key at the team's certs endpoint and says whether it\n"
+        "is served (key_published) or late (key_publication_late); --no-wait does not wait.\n"
+        "\n"
         "With leader_election on, it rotates as the leader: it takes the Lease when no replica\n"
         "holds it, and sends nothing beside a live leader.\n"
         "\n"
-        "exit codes: 0 rotated; 1 not rotated (the gap, a dry-run account, a refused --force, a\n"
-        "live leader, a failure); 2 the config, a credential or ACCOUNT cannot be used.",
+        "exit codes: 0 rotated (a late publication is said, and logged); 1 not rotated (the gap,\n"
+        "a dry-run account, a refused --force, a live leader, a failure); 2 the config, a\n"
+        "credential or ACCOUNT cannot be used.",
     ),
     "validate": (
         "Check the config and say what is wrong: one line per problem, naming the file, the account,\n"
-        "the field and what was expected. Warnings and missing credentials are reported without\n"
-        "failing, so a config can be checked in CI without its secrets.",
+        "the field and what was expected. It refuses what `rotator run` would refuse at start,\n"
+        "with the same lines: the config, and every secret it names (API tokens, webhook secrets,\n"
+        "http.auth_token_file). Warnings are reported without failing. In CI, where the secrets are\n"
+        "not set, --without-secrets reports a secret that cannot be read as a warning.",
         "examples:\n"
         "  rotator validate -c config.yaml\n"
         "  ROTATOR_CONFIG=config.yaml rotator validate\n"
+        "  rotator validate --without-secrets -c config.yaml    # in CI\n"
         "\n"
-        "exit codes: 0 the config can be used; 2 it cannot.",
+        "exit codes: 0 the config can be used (here; with --without-secrets, given its secrets);\n"
+        "2 it cannot.",
     ),
     "demo": (
         "Run the real daemon against the built-in Cloudflare simulator on localhost, where a day\n"
@@ -279,10 +301,38 @@ def _validate(args: argparse.Namespace) -> int:
     credentials = load_credentials(config.accounts)
     for warning in config_warnings(config, credentials):
         print(f"warning: {warning}")
-    for problem in credential_problems(config.accounts, credentials):
-        print(f"warning: {problem} (needed by run, check and rotate)")
+    # What `run` refuses at start, in its words (each line names the file), and who needs it.
+    refusals = [
+        (f"{config.path}: {problem}", "run, check and rotate")
+        for problem in credential_problems(config.accounts, credentials)
+    ]
+    refusals += [(line, needs) for line, needs in _secret_refusals(config)]
+    if refusals and not args.without_secrets:
+        for line, _ in refusals:
+            _say_error(line)
+        return EXIT_USAGE
+    for line, needs in refusals:
+        print(f"warning: {line.removeprefix(f'{config.path}: ')} (needed by {needs})")
     print(f"{config.path}: valid, {len(config.accounts)} account(s)")
     return EXIT_OK
+
+
+def _secret_refusals(config: Config) -> list[tuple[str, str]]:
+    """The secrets besides API tokens that `run` reads at start, each that cannot be read: (the
+    line run refuses with, the commands that need it)."""
+    from rotator.after.followup import read_webhooks
+    from rotator.daemon import read_auth_token
+
+    found = []
+    try:
+        read_auth_token(config)
+    except CredentialError as exc:
+        found.append((str(exc), "run"))
+    try:
+        read_webhooks(config)
+    except CredentialError as exc:
+        found += [(line, "run and rotate") for line in str(exc).splitlines()]
+    return found
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -311,6 +361,9 @@ def _rotate(args: argparse.Namespace) -> int:
         _say_error(f"{config.path}: no account named '{args.account}' (configured: {names})")
         return EXIT_USAGE
     credentials = require_credentials(config)
+    from rotator.after.followup import read_webhooks
+
+    read_webhooks(config)  # a secret that cannot be read refuses before anything is sent, as run does
     if args.force and not account.policy.dry_run:
         # A read-only check first: would a plain request be held back by the gap? Then --force
         # breaks it, and a person says so before anything is sent.
@@ -323,18 +376,46 @@ def _rotate(args: argparse.Namespace) -> int:
             print(f"{account.name}: not rotated: --force within the minimum gap needs --yes ({_REFUSED})")
             return EXIT_ACCOUNT_FAILED
 
+    from prometheus_client import CollectorRegistry
+
+    from rotator.after.followup import FollowUp
+    from rotator.after.publication import Verdict
+    from rotator.config.durations import format_duration
+    from rotator.daemon import build_client
     from rotator.ha.election import holding_the_lease
+    from rotator.metrics.families import Metrics
+
+    verdict: Verdict | None = None
 
     async def rotate_one() -> CheckResult | str:
-        async with holding_the_lease(config) as held:
-            if isinstance(held, str):
-                return held
-            store, fence = held
-            checker, close = _one_shot_checker(config, credentials, read_only=False, store=store, fence=fence)
-            try:
-                return await checker.check(account, requested=True, force=args.force)
-            finally:
-                await close()
+        nonlocal verdict
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+        client = build_client(config, metrics)
+        # What follows the rotation is the daemon's: notifications, and the publication check.
+        followup = FollowUp(config, client, metrics, registry, lambda a: credentials[a.account_id])
+        followup.start()
+        try:
+            await followup.before_check(account)  # the certs served before: the verdict's baseline
+            async with holding_the_lease(config) as held:
+                if isinstance(held, str):
+                    return held
+                store, fence = held
+                checker, close = _one_shot_checker(
+                    config, credentials, read_only=False, store=store, fence=fence, client=client
+                )
+                try:
+                    result = await checker.check(account, requested=True, force=args.force)
+                finally:
+                    await close()
+            # The Lease released first: the wait for the verdict never holds a leader back.
+            followup.after_check(result)
+            if result.rotated and not args.no_wait:
+                verdict = await followup.published(account)
+            return result
+        finally:
+            await followup.aclose(ROTATE_NOTIFY_DRAIN_SECONDS)
+            await client.aclose()
 
     result = asyncio.run(rotate_one())
     if isinstance(result, str):
@@ -343,6 +424,18 @@ def _rotate(args: argparse.Namespace) -> int:
     if result.rotated:
         new_last = result.as_dict()["new_last_key_rotation_at"]
         print(f"{account.name}: rotated (last_key_rotation_at is now {new_last})")
+        publication = config.settings.publication
+        if not publication.enabled:
+            return EXIT_OK
+        if args.no_wait:
+            print(f"{account.name}: publication not verified (--no-wait)")
+        elif verdict is Verdict.PUBLISHED:
+            print(f"{account.name}: the new key is served at the team's certs endpoint")
+        elif verdict is Verdict.LATE:
+            print(
+                f"{account.name}: the new key is not served at the team's certs endpoint within "
+                f"publication.deadline ({format_duration(publication.deadline)}): see key_publication_late"
+            )
         return EXIT_OK
     if result.error is not None:
         print(f"{account.name}: not rotated: {result.error}")
@@ -357,6 +450,8 @@ def _rotate(args: argparse.Namespace) -> int:
 # spelled as their values (a StrEnum's members equal them) so that `rotator --version` need not
 # import rotator.core.policy and the ledger behind it, 50 ms (tests/e2e/test_startup.py checks they agree).
 _GAP = ("too_soon", "unsettled")
+# How long a rotation's notifications still queued get to go out before `rotate` exits.
+ROTATE_NOTIFY_DRAIN_SECONDS = 30.0
 _REFUSED = "nothing was sent"
 
 
@@ -422,8 +517,10 @@ def _one_shot_checker(
     read_only: bool,
     store: Store | None = None,
     fence: Callable[[], Awaitable[bool]] | None = None,
+    client: CloudflareClient | None = None,
 ) -> tuple[Checker, Any]:
-    """A checker for one command; ``check`` reads the ledger and never writes it."""
+    """A checker for one command; ``check`` reads the ledger and never writes it. ``client``:
+    the caller's, which it closes itself (else one of its own, closed by ``close``)."""
     from prometheus_client import CollectorRegistry
 
     from rotator.check.checker import Checker
@@ -438,7 +535,8 @@ def _one_shot_checker(
         read_only=read_only,
         store=store,
     )
-    client = build_client(config, metrics)
+    own_client = client is None
+    client = client or build_client(config, metrics)
     accounts = {a.account_id: a for a in config.accounts}
     checker = Checker(
         client,
@@ -451,7 +549,8 @@ def _one_shot_checker(
     )
 
     async def close() -> None:
-        await client.aclose()
+        if own_client:
+            await client.aclose()
         ledger.flush()
 
     return checker, close

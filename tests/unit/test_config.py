@@ -674,9 +674,16 @@ def test_validate_missing_file() -> None:
     assert_refused(rotator("validate", "-c", str(path)), f"{path}: no such file")
 
 
-def test_validate_without_the_token_warns_and_succeeds(tmp_path: Path) -> None:
+def test_validate_without_the_token_refuses_as_run_does(tmp_path: Path) -> None:
     path = valid_config(tmp_path)
-    result = rotator("validate", "-c", str(path))
+    (line,) = assert_refused(rotator("validate", "-c", str(path)))
+    (ran,) = assert_refused(rotator("run", "--once", "-c", str(path)))
+    assert line == ran and line.startswith(f"rotator: error: {path}: account production: ")
+
+
+def test_validate_without_secrets_warns_of_the_token_and_succeeds(tmp_path: Path) -> None:
+    path = valid_config(tmp_path)
+    result = rotator("validate", "--without-secrets", "-c", str(path))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
@@ -684,6 +691,47 @@ def test_validate_without_the_token_warns_and_succeeds(tmp_path: Path) -> None:
     assert f"environment variable {TOKEN_ENV} is not set" in warnings[0]
     assert "production" in warnings[0]
     assert result.stdout.splitlines()[-1] == f"{path}: valid, 1 account(s)"
+
+
+WEBHOOK = (
+    "notify:\n  webhooks:\n    - name: ops\n      url: https://hooks.example.com/rotator\n"
+    "      secret_env: OPS_HOOK_SECRET\n"
+)
+
+
+def test_validate_refuses_a_webhook_whose_secret_is_unset_as_run_does(tmp_path: Path) -> None:
+    """Once, validate said "valid" and run then refused, without naming the file."""
+    path = write(tmp_path, WEBHOOK + valid_config(tmp_path).read_text(encoding="utf-8"))
+    env = environment(**{TOKEN_ENV: "a-token"})
+    (line,) = assert_refused(rotator("validate", "-c", str(path), env=env))
+    (ran,) = assert_refused(rotator("run", "--once", "-c", str(path), env=env))
+    assert (
+        line
+        == ran
+        == (
+            f"rotator: error: {path}: notify webhook ops: its signing secret cannot be read: environment "
+            "variable OPS_HOOK_SECRET is not set or is empty"
+        )
+    )
+    relaxed = rotator("validate", "--without-secrets", "-c", str(path), env=env)
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert relaxed.stdout.splitlines() == [
+        "warning: notify webhook ops: its signing secret cannot be read: environment variable "
+        "OPS_HOOK_SECRET is not set or is empty (needed by run and rotate)",
+        f"{path}: valid, 1 account(s)",
+    ]
+    with_secret = rotator("validate", "-c", str(path), env={**env, "OPS_HOOK_SECRET": "s3cret-value"})
+    assert with_secret.returncode == 0 and with_secret.stdout == f"{path}: valid, 1 account(s)\n"
+
+
+def test_validate_refuses_an_auth_token_file_run_cannot_read(tmp_path: Path) -> None:
+    text = valid_config(tmp_path).read_text(encoding="utf-8")
+    missing = tmp_path / "no-such-token"
+    path = write(tmp_path, text.replace("http:\n", f"http:\n  auth_token_file: {missing}\n"))
+    env = environment(**{TOKEN_ENV: "a-token"})
+    (line,) = assert_refused(rotator("validate", "-c", str(path), env=env))
+    (ran,) = assert_refused(rotator("run", "--once", "-c", str(path), env=env))
+    assert line == ran and line.startswith(f"rotator: error: {path}: http.auth_token_file: ")
 
 
 def test_validate_with_the_token_says_valid_and_nothing_else(tmp_path: Path) -> None:
@@ -701,7 +749,7 @@ def test_validate_prints_load_warnings(tmp_path: Path) -> None:
 
 
 def test_validate_example_config() -> None:
-    result = rotator("validate", "-c", str(EXAMPLE))
+    result = rotator("validate", "--without-secrets", "-c", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"{EXAMPLE}: valid, 4 account(s)"
 
@@ -712,7 +760,7 @@ def many_accounts(tmp_path: Path, count: int) -> Path:
 
 
 def test_a_token_missing_for_many_accounts_is_one_warning_with_a_count(tmp_path: Path) -> None:
-    result = rotator("validate", "-c", str(many_accounts(tmp_path, 1000)))
+    result = rotator("validate", "--without-secrets", "-c", str(many_accounts(tmp_path, 1000)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"warning: accounts a0, a1, a2 and 997 more (1,000 in all): environment variable {TOKEN_ENV} "
