@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[config], help="show what the daemon would do; change nothing"
     )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument(
+        "--wide",
+        action="store_true",
+        help=f"every column, in full (default: a table that fits {TABLE_WIDTH} columns)",
+    )
     check.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     check.set_defaults(handler=_check)
 
@@ -349,7 +354,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"accounts": [r.as_dict() for r in results]}, indent=2))
     else:
-        print(_table(results))
+        print(_table(results) if args.wide else _narrow_table(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_ACCOUNT_FAILED
 
 
@@ -591,6 +596,50 @@ def _table(results: list[CheckResult]) -> str:
         "  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1])
         for r in rows
     )
+
+
+# The default `check` table's width, and the widest account name it shows in full.
+TABLE_WIDTH = 100
+NAME_WIDTH = 24
+
+
+def _narrow_table(results: list[CheckResult]) -> str:
+    """The table in at most TABLE_WIDTH columns: the day (not the second) of the next rotation, no
+    last rotation, next check or window (--wide has them), and each account's WHY on the lines
+    under its row, wrapped."""
+    import textwrap
+
+    header = ("ACCOUNT", "DAYS LEFT", "INTERVAL", "ACTION", "REASON", "NEXT ROTATION")
+    rows = []
+    for result in results:
+        row = result.as_dict()
+        cells = (
+            _cut(row["account"], NAME_WIDTH),
+            _cell(row["days_until_next_rotation"]),
+            _interval_cell(row["key_rotation_interval_days"], row["set_interval"]),
+            row["action"] or "error",
+            _cut(row["reason"] or "-", 16),
+            _short_rotation_cell(row["next_rotation_by"], row["next_rotation_at"], row["action"]),
+        )
+        rows.append((cells, row["message"] or row["error"] or ""))
+    widths = [max(len(c[i]) for c in [header, *(cells for cells, _ in rows)]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    for cells, why in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+        lines += textwrap.wrap(why, TABLE_WIDTH, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _short_rotation_cell(by: str | None, at: str | None, action: str | None) -> str:
+    if by is None or at is None:
+        return "-"
+    if action == "rotate":
+        return "now, rotator"
+    return f"{at[:10]} {'Cloudflare' if by == 'cloudflare' else 'rotator'}"
 
 
 def _interval_cell(interval: float | None, set_to: int | None) -> str:

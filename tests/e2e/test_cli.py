@@ -202,7 +202,7 @@ def test_every_time_in_check_output_is_utc_with_a_z(make_simulator: MakeSimulato
         {"name": "gapped", "account_id": second, "threshold_days": 30, "min_days_between_rotations": 25},
     ]
     config = write_config(tmp_path / "config.yaml", simulator, accounts=accounts)
-    for output in ("--json", None):
+    for output in ("--json", "--wide", None):
         result = rotator("check", *([output] if output else []), "-c", str(config))
         assert result.returncode == 0, result.stderr
         times = TIME.findall(result.stdout)
@@ -321,7 +321,7 @@ def test_check_shows_the_interval_a_run_would_set_and_who_rotates_when(
     report = {
         a["account"]: a for a in json.loads(rotator("check", "--json", "-c", str(config)).stdout)["accounts"]
     }
-    table = rotator("check", "-c", str(config)).stdout.splitlines()
+    table = rotator("check", "--wide", "-c", str(config)).stdout.splitlines()
     header, rows = table[0].split(), {line.split()[0]: line for line in table[1:]}
     for column in ("ACTION", "REASON", "NEXT", "ROTATION", "CHECK", "BY"):
         assert column in header

@@ -73,10 +73,24 @@ def test_check_is_read_only_and_prints_json_on_stdout(simulator: SimulatorThread
 def test_check_prints_a_table(simulator: SimulatorThread, tmp_path: Path) -> None:
     done = rotator("check", "-c", str(write_config(tmp_path / "config.yaml", simulator)))
 
-    header, *rows = done.stdout.splitlines()
+    header, *lines = done.stdout.splitlines()
     assert header.split()[:3] == ["ACCOUNT", "DAYS", "LEFT"]
+    rows = [line for line in lines if not line.startswith(" ")]
     assert [row.split()[0] for row in rows] == ["account-0", "account-1", "account-2"]
     assert "rotate" in rows[0] and "skip" in rows[1]
+    # Each account's WHY under its row; every line fits 100 columns (it was 260 wide).
+    assert lines[1].startswith("    ") and "days until Cloudflare rotates" in lines[1]
+    assert max(len(line) for line in done.stdout.splitlines()) <= 100, done.stdout
+
+
+def test_check_wide_shows_every_column_in_full(simulator: SimulatorThread, tmp_path: Path) -> None:
+    done = rotator("check", "--wide", "-c", str(write_config(tmp_path / "config.yaml", simulator)))
+
+    header, *rows = done.stdout.splitlines()
+    for column in ("LAST ROTATION", "NEXT CHECK BY", "NEXT WINDOW", "WHY"):
+        assert column in header
+    assert len(rows) == 3 and all("days until Cloudflare rotates" in row for row in rows)
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z by (rotator|Cloudflare)", rows[1])
 
 
 def test_one_failing_account_does_not_stop_the_others(simulator: SimulatorThread, tmp_path: Path) -> None:
@@ -342,3 +356,18 @@ def test_demo_is_a_view_a_person_can_watch() -> None:
     assert len(summaries) >= 2, view
     assert re.search(r"rotator [1-9]\d* \(production 1", summaries[-1]), summaries[-1]
     assert "Cloudflare on its own" in summaries[-1]
+
+
+def test_a_400_for_an_interval_says_400_and_cloudflares_message(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    message = "key_rotation_interval_days must be between 21 and 365"
+    simulator.sim.add_fault(Fault(kind="status", status=400, op="put", message=message))
+    config = write_config(tmp_path / "config.yaml", simulator, rotation={"key_rotation_interval_days": 30})
+
+    done = rotator("run", "--once", "-c", str(config))
+
+    assert done.returncode == 1
+    failed = events(log_lines(done.stdout), "interval_update_failed", account="account-1")[0]
+    assert failed["error"].startswith("PUT keys: Cloudflare answered 400 (")
+    assert message in failed["error"] and failed["wanted"] == 30

@@ -52,6 +52,8 @@ INLINE_SECRET = (
 KEY_NOT_A_STRING = "expected a string as mapping key (a name such as accounts or base_url)"
 
 # fixture -> the problems its message must report, one line each: (where and field, what was expected).
+DURATION = "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds"
+
 REFUSALS: dict[str, list[tuple[str, str]]] = {
     "unknown_key_top_level": [("schedul:", "unknown key")],
     "unknown_key_in_section": [("schedule.interval:", "unknown key")],
@@ -86,15 +88,36 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
             "to be more than 0 and at least min_days_between_rotations",
         )
     ],
-    "interval_below_21": [("rotation.key_rotation_interval_days:", "expected a whole number from 21 to 365")],
+    "interval_below_21": [
+        ("rotation.key_rotation_interval_days:", "expected a whole number from 21 to 365, got 20")
+    ],
     "interval_above_365": [
-        ("accounts[0] (production): key_rotation_interval_days:", "expected a whole number from 21 to 365")
+        (
+            "accounts[0] (production): key_rotation_interval_days:",
+            "expected a whole number from 21 to 365, got 366",
+        )
     ],
     "bad_duration": [
-        ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
+        (
+            "schedule.check_interval:",
+            f"{DURATION}, got '1w': there is no week unit: write 7d",
+        )
     ],
+    "duration_minutes_spelled_out": [
+        ("schedule.jitter:", f"{DURATION}, got '5 min': write 5m (the units are ms, s, m, h and d)")
+    ],
+    "duration_hours_spelled_out": [
+        ("rotation.windows[0].duration:", f"{DURATION}, got '18hours': write 18h (the units are")
+    ],
+    "duration_compound": [
+        (
+            "publication.deadline:",
+            f"{DURATION}, got '1h30m': one number and one unit only (write 1h30m as 90m)",
+        )
+    ],
+    "duration_negative": [("schedule.jitter:", f"{DURATION}, got '-5m': a duration cannot be negative")],
     "infinite_duration": [("schedule.check_interval:", "finite number")],
-    "max_retry_after_zero": [("cloudflare.max_retry_after:", "expected a duration longer than 0")],
+    "max_retry_after_zero": [("cloudflare.max_retry_after:", "expected a duration longer than 0, got 0")],
     "base_url_with_userinfo": [
         (
             "cloudflare.base_url:",
@@ -134,7 +157,9 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     "key_at_the_wrong_level": [
         ("check_interval:", "unknown key here: did you mean schedule.check_interval? (check its level")
     ],
-    "below_the_minimum": [("cloudflare.rate_limit.requests:", "expected a whole number of at least 1")],
+    "below_the_minimum": [
+        ("cloudflare.rate_limit.requests:", "expected a whole number of at least 1, got 0")
+    ],
     "not_utf8": [("", "not valid YAML at line 3: expected UTF-8 text")],
     "complex_key": [("", f"at line 6, column 3: {KEY_NOT_A_STRING}, found a list")],
     "complex_key_in_account": [("", f"at line 5, column 7: {KEY_NOT_A_STRING}, found a mapping")],
@@ -155,9 +180,21 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         ("accounts[0] (production): windows[0]: cron:", "never matches a date, so this window can never open")
     ],
     "window_unknown_timezone": [
-        ("accounts[0] (production): windows[0].timezone:", "expected an IANA time zone name")
+        (
+            "accounts[0] (production): windows[0].timezone:",
+            "expected an IANA time zone name such as Europe/Berlin or UTC, got 'Europe/Berln': did you "
+            "mean Europe/Berlin?",
+        )
     ],
-    "window_timezone_is_a_region": [("rotation.windows[0].timezone:", "expected an IANA time zone name")],
+    "window_timezone_is_a_region": [
+        (
+            "rotation.windows[0].timezone:",
+            "got 'Europe': that is a region; name a zone in it, such as Europe/Amsterdam",
+        )
+    ],
+    "window_timezone_city_without_region": [
+        ("rotation.windows[0].timezone:", "got 'Berln': did you mean Europe/Berlin?")
+    ],
     "windows_not_a_list": [("accounts[0] (production): windows:", "expected a list")],
     "state_file_missing_directory": [
         (
