@@ -387,7 +387,9 @@ def _rotate(args: argparse.Namespace) -> int:
     from rotator.after.publication import Verdict
     from rotator.config.durations import format_duration
     from rotator.daemon import build_client
-    from rotator.ha.election import holding_the_lease
+    from rotator.ha.election import connect_kubernetes, holding_the_lease
+    from rotator.ha.kube_events import KubeEvents
+    from rotator.ha.leader import process_identity
     from rotator.metrics.families import Metrics
 
     verdict: Verdict | None = None
@@ -397,8 +399,17 @@ def _rotate(args: argparse.Namespace) -> int:
         registry = CollectorRegistry()
         metrics = Metrics(registry)
         client = build_client(config, metrics)
-        # What follows the rotation is the daemon's: notifications, and the publication check.
-        followup = FollowUp(config, client, metrics, registry, lambda a: credentials[a.account_id])
+        kubernetes = await connect_kubernetes(config)  # None unless leader_election.enabled
+        events = None
+        if kubernetes is not None:
+            election = config.settings.leader_election
+            events = KubeEvents(kubernetes, election.lease_name, process_identity(election.identity))
+            events.start()
+        # What follows the rotation is the daemon's: notifications, Kubernetes Events, and the
+        # publication check.
+        followup = FollowUp(
+            config, client, metrics, registry, lambda a: credentials[a.account_id], also=events
+        )
         followup.start()
         try:
             await followup.before_check(account)  # the certs served before: the verdict's baseline
@@ -421,6 +432,10 @@ def _rotate(args: argparse.Namespace) -> int:
         finally:
             await followup.aclose(ROTATE_NOTIFY_DRAIN_SECONDS)
             await client.aclose()
+            if events is not None:
+                await events.aclose()
+            if kubernetes is not None:
+                await kubernetes.close()
 
     result = asyncio.run(rotate_one())
     if isinstance(result, str):

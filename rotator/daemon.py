@@ -34,6 +34,7 @@ from rotator.config.model import Account, Config, load_config, read_config_file
 from rotator.config.reload import ConfigChange, compare
 from rotator.errors import ConfigError, CredentialError, HTTPStatusError, ListenError
 from rotator.ha.election import Election
+from rotator.ha.kube_events import KubeEvents
 from rotator.ledger.ledger import Ledger
 from rotator.logs import configure_logging
 from rotator.metrics.families import Metrics
@@ -143,9 +144,20 @@ class Daemon:
             fence=self._election.fence if self._election else None,
         )
         self._warnings = config_warnings(config, credentials)
+        # With leader election, what an operator should hear of is a Kubernetes Event too.
+        self._kube_events: KubeEvents | None = None
+        if kubernetes is not None and self._election is not None:
+            self._kube_events = KubeEvents(
+                kubernetes, config.settings.leader_election.lease_name, self._election.identity
+            )
         # Publication, rotations elsewhere, notifications: fed each check's result (rotator.after.followup).
         self._followup = FollowUp(
-            config, self._client, self._metrics, self._registry, self._checker.credential_for
+            config,
+            self._client,
+            self._metrics,
+            self._registry,
+            self._checker.credential_for,
+            also=self._kube_events,
         )
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         # The latest check of each account, served at / and /status.
@@ -180,6 +192,8 @@ class Daemon:
         settings = self._config.settings
         self._metrics.configure(self._config.accounts, settings.schedule.check_interval)
         self._followup.start()
+        if self._kube_events is not None:
+            self._kube_events.start()
         self._log.info(
             "config_loaded",
             config=str(self._config.path),
@@ -453,6 +467,8 @@ class Daemon:
         # bounded so the pod exits within Kubernetes' 30 s grace.
         await self._checker.drain(within=min(25.0, self._config.settings.cloudflare.timeout + 1))
         await self._followup.aclose()
+        if self._kube_events is not None:
+            await self._kube_events.aclose()
         await self._client.aclose()
         self._ledger.flush()
         if self._election is not None:

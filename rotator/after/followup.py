@@ -16,7 +16,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from rotator.after.elsewhere import ElsewhereWatch
-from rotator.after.events import events_from_check
+from rotator.after.events import Event, EventSink, events_from_check
 from rotator.after.notify import Notifier, NotifyMetrics, Webhook, load_webhooks
 from rotator.after.publication import CertsReader, Publication, PublicationMetrics, Verdict
 from rotator.after.teams import TeamDomains
@@ -43,8 +43,10 @@ class FollowUp:
         certs_transport: httpx.AsyncBaseTransport | None = None,
         notify_transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
+        also: EventSink | None = None,
     ) -> None:
-        """Reads every webhook's secret now: CredentialError, naming each missing one, refuses to start."""
+        """Reads every webhook's secret now: CredentialError, naming each missing one, refuses to start.
+        ``also``: a sink every event goes to besides the webhooks (Kubernetes Events)."""
         settings = config.settings
         self.notifier = Notifier(
             read_webhooks(config, environ),
@@ -53,7 +55,8 @@ class FollowUp:
             queue_size=settings.notify.queue_size,
             transport=notify_transport,
         )
-        self._elsewhere = ElsewhereWatch(metrics, self.notifier)
+        self._sink: EventSink = self.notifier if also is None else _Both(self.notifier, also)
+        self._elsewhere = ElsewhereWatch(metrics, self._sink)
         self._publication_metrics = PublicationMetrics(registry)
         self.publication: Publication | None = None
         if settings.publication.enabled:
@@ -62,7 +65,7 @@ class FollowUp:
                 settings.publication,
                 CertsReader(settings.publication, transport=certs_transport),
                 self._publication_metrics,
-                self.notifier,
+                self._sink,
                 teams.domain,
             )
         self.configure(config.accounts)
@@ -89,7 +92,7 @@ class FollowUp:
     def after_check(self, result: CheckResult) -> None:
         try:
             for event in events_from_check(result):
-                self.notifier.emit(event)
+                self._sink.emit(event)
             self._elsewhere.observe(result)
             if self.publication is not None:
                 self.publication.after_check(result)
@@ -117,6 +120,17 @@ def read_webhooks(config: Config, environ: Mapping[str, str] | None = None) -> l
         return load_webhooks(config.settings.notify, environ)
     except CredentialError as exc:
         raise CredentialError("\n".join(f"{config.path}: {line}" for line in str(exc).splitlines())) from None
+
+
+class _Both:
+    """Two sinks as one: every event goes to each."""
+
+    def __init__(self, first: EventSink, second: EventSink) -> None:
+        self._sinks = (first, second)
+
+    def emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            sink.emit(event)
 
 
 def _failed(step: str, account: Account, exc: Exception) -> None:

@@ -363,6 +363,7 @@ def test_rbac_grants_exactly_the_calls_leader_election_makes(rendered: Rendered,
         ("", "configmaps", "get", ledger),
         ("", "configmaps", "update", ledger),
         ("", "configmaps", "create", None),
+        ("events.k8s.io", "events", "create", None),  # Events about the Lease (issue 18)
     }
     # The ledger must not be the ConfigMap the config comes from: rotator would overwrite its config.
     assert ledger != rendered.one("ConfigMap")["metadata"]["name"]
