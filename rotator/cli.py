@@ -324,19 +324,26 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _secret_refusals(config: Config) -> list[tuple[str, str]]:
     """The secrets besides API tokens that `run` reads at start, each that cannot be read: (the
-    line run refuses with, the commands that need it)."""
-    from rotator.after.followup import read_webhooks
-    from rotator.daemon import read_auth_token
+    line run refuses with, the commands that need it). Worded as rotator.daemon.read_auth_token and
+    rotator.after.followup.read_webhooks word them (tests/unit/test_config.py holds them to it),
+    without importing either: validate loads no network code."""
+    from rotator.cloudflare.credentials import read_secret
 
     found = []
-    try:
-        read_auth_token(config)
-    except CredentialError as exc:
-        found.append((str(exc), "run"))
-    try:
-        read_webhooks(config)
-    except CredentialError as exc:
-        found += [(line, "run and rotate") for line in str(exc).splitlines()]
+    token_file = config.settings.http.auth_token_file
+    if token_file is not None:
+        try:
+            read_secret(None, token_file)
+        except CredentialError as exc:
+            found.append((f"{config.path}: http.auth_token_file: {exc}", "run"))
+    for name, webhook in config.settings.notify.named():
+        if webhook.secret_env is None and webhook.secret_file is None:
+            continue
+        try:
+            read_secret(webhook.secret_env, webhook.secret_file)
+        except CredentialError as exc:
+            line = f"{config.path}: notify webhook {name}: its signing secret cannot be read: {exc}"
+            found.append((line, "run and rotate"))
     return found
 
 
