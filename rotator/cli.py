@@ -31,6 +31,7 @@ from rotator.redaction import redact
 if TYPE_CHECKING:
     from rotator.check.checker import Checker, CheckResult
     from rotator.check.rotation import Fence
+    from rotator.cloudflare.client import CloudflareClient
     from rotator.config.model import Account, Config
     from rotator.ledger.ledger import Store
 
@@ -87,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[config], help="show what the daemon would do; change nothing"
     )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument(
+        "--wide",
+        action="store_true",
+        help=f"every column, in full (default: a table that fits {TABLE_WIDTH} columns)",
+    )
     check.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     check.set_defaults(handler=_check)
 
@@ -104,11 +110,23 @@ def _parser() -> argparse.ArgumentParser:
         help="with --force: break the minimum gap without asking (users holding tokens signed by "
         "the previous key are logged out)",
     )
+    rotate.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait (up to publication.deadline) for the new key to be served at the team's "
+        "certs endpoint",
+    )
     rotate.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     rotate.set_defaults(handler=_rotate)
 
     validate = commands.add_parser(
         "validate", parents=[config], help="check the config and say what is wrong"
+    )
+    validate.add_argument(
+        "--without-secrets",
+        action="store_true",
+        help="check the file alone, as in CI where the secrets are not set: a secret that cannot be "
+        "read is a warning, not a refusal",
     )
     validate.set_defaults(handler=_validate)
 
@@ -174,22 +192,30 @@ _HELP = {
         "\n"
         "ACCOUNT is the account's name in the config (accounts[].name).\n"
         "\n"
+        "As the daemon's, the rotation is notified (notify.webhooks) and verified: rotator waits up\n"
+        "to publication.deadline for the new key at the team's certs endpoint and says whether it\n"
+        "is served (key_published) or late (key_publication_late); --no-wait does not wait.\n"
+        "\n"
         "With leader_election on, it rotates as the leader: it takes the Lease when no replica\n"
         "holds it, and sends nothing beside a live leader.\n"
         "\n"
-        "exit codes: 0 rotated; 1 not rotated (the gap, a dry-run account, a refused --force, a\n"
-        "live leader, a failure); 2 the config, a credential or ACCOUNT cannot be used; 3 the state\n"
-        "file or the Kubernetes API failed.",
+        "exit codes: 0 rotated (a late publication is said, and logged); 1 not rotated (the gap,\n"
+        "a dry-run account, a refused --force, a live leader, a failure); 2 the config, a\n"
+        "credential or ACCOUNT cannot be used; 3 the state file or the Kubernetes API failed.",
     ),
     "validate": (
         "Check the config and say what is wrong: one line per problem, naming the file, the account,\n"
-        "the field and what was expected. Warnings and missing credentials are reported without\n"
-        "failing, so a config can be checked in CI without its secrets.",
+        "the field and what was expected. It refuses what `rotator run` would refuse at start,\n"
+        "with the same lines: the config, and every secret it names (API tokens, webhook secrets,\n"
+        "http.auth_token_file). Warnings are reported without failing. In CI, where the secrets are\n"
+        "not set, --without-secrets reports a secret that cannot be read as a warning.",
         "examples:\n"
         "  rotator validate -c config.yaml\n"
         "  ROTATOR_CONFIG=config.yaml rotator validate\n"
+        "  rotator validate --without-secrets -c config.yaml    # in CI\n"
         "\n"
-        "exit codes: 0 the config can be used; 2 it cannot.",
+        "exit codes: 0 the config can be used (here; with --without-secrets, given its secrets);\n"
+        "2 it cannot.",
     ),
     "demo": (
         "Run the real daemon against the built-in Cloudflare simulator on localhost, where a day\n"
@@ -289,10 +315,43 @@ def _validate(args: argparse.Namespace) -> int:
     credentials = load_credentials(config.accounts)
     for warning in config_warnings(config, credentials):
         _print(f"warning: {warning}")
-    for problem in credential_problems(config.accounts, credentials):
-        _print(f"warning: {problem} (needed by run, check and rotate)")
+    # What `run` refuses at start, in its words (each line names the file), and who needs it.
+    refusals = [
+        (f"{config.path}: {problem}", "run, check and rotate")
+        for problem in credential_problems(config.accounts, credentials)
+    ]
+    refusals += [(line, needs) for line, needs in _secret_refusals(config)]
+    if refusals and not args.without_secrets:
+        for line, _ in refusals:
+            _say_error(line)
+        return EXIT_USAGE
+    for line, needs in refusals:
+        _print(f"warning: {line.removeprefix(f'{config.path}: ')} (needed by {needs})")
     _print(f"{config.path}: valid, {len(config.accounts)} account(s)")
     return EXIT_OK
+
+
+def _secret_refusals(config: Config) -> list[tuple[str, str]]:
+    """The secrets besides API tokens that `run` reads at start, each that cannot be read: (the
+    line run refuses with, the commands that need it). The webhooks' worded as
+    rotator.after.followup.read_webhooks words them (tests/unit/test_config.py holds them to it),
+    without importing it: validate loads no network code."""
+    from rotator.config.credentials import read_auth_token, read_secret
+
+    found = []
+    try:
+        read_auth_token(config)
+    except CredentialError as exc:
+        found.append((str(exc), "run"))
+    for name, webhook in config.settings.notify.named():
+        if webhook.secret_env is None and webhook.secret_file is None:
+            continue
+        try:
+            read_secret(webhook.secret_env, webhook.secret_file)
+        except CredentialError as exc:
+            line = f"{config.path}: notify webhook {name}: its signing secret cannot be read: {exc}"
+            found.append((line, "run and rotate"))
+    return found
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -309,7 +368,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         _print(json.dumps({"accounts": [r.as_dict() for r in results]}, indent=2))
     else:
-        _print(_table(results))
+        _print(_table(results) if args.wide else _narrow_table(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_ACCOUNT_FAILED
 
 
@@ -321,6 +380,9 @@ def _rotate(args: argparse.Namespace) -> int:
         _say_error(f"{config.path}: no account named '{args.account}' (configured: {names})")
         return EXIT_USAGE
     credentials = require_credentials(config)
+    from rotator.after.followup import read_webhooks
+
+    read_webhooks(config)  # a secret that cannot be read refuses before anything is sent, as run does
     if args.force and not account.policy.dry_run:
         # A read-only check first: would a plain request be held back by the gap? Then --force
         # breaks it, and a person says so before anything is sent.
@@ -333,18 +395,61 @@ def _rotate(args: argparse.Namespace) -> int:
             _print(f"{account.name}: not rotated: --force within the minimum gap needs --yes ({_REFUSED})")
             return EXIT_ACCOUNT_FAILED
 
-    from rotator.ha.election import holding_the_lease
+    from prometheus_client import CollectorRegistry
+
+    from rotator.after.followup import FollowUp
+    from rotator.after.kube_events import KubeEvents
+    from rotator.after.publication import Verdict
+    from rotator.config.durations import format_duration
+    from rotator.daemon import build_client
+    from rotator.ha.election import connect_kubernetes, holding_the_lease
+    from rotator.ha.leader import process_identity
+    from rotator.metrics.families import Metrics
+
+    verdict: Verdict | None = None
 
     async def rotate_one() -> CheckResult | str:
-        async with holding_the_lease(config) as held:
-            if isinstance(held, str):
-                return held
-            store, fence = held
-            checker, close = _one_shot_checker(config, credentials, read_only=False, store=store, fence=fence)
-            try:
-                return await checker.check(account, requested=True, force=args.force)
-            finally:
-                await close()
+        nonlocal verdict
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)
+        client = build_client(config, metrics)
+        kubernetes = await connect_kubernetes(config)  # None unless leader_election.enabled
+        events = None
+        if kubernetes is not None:
+            election = config.settings.leader_election
+            events = KubeEvents(kubernetes, election.lease_name, process_identity(election.identity))
+            events.start()
+        # What follows the rotation is the daemon's: notifications, Kubernetes Events, and the
+        # publication check.
+        followup = FollowUp(
+            config, client, metrics, registry, lambda a: credentials[a.account_id], also=events
+        )
+        followup.start()
+        try:
+            await followup.before_check(account)  # the certs served before: the verdict's baseline
+            async with holding_the_lease(config) as held:
+                if isinstance(held, str):
+                    return held
+                store, fence = held
+                checker, close = _one_shot_checker(
+                    config, credentials, read_only=False, store=store, fence=fence, client=client
+                )
+                try:
+                    result = await checker.check(account, requested=True, force=args.force)
+                finally:
+                    await close()
+            # The Lease released first: the wait for the verdict never holds a leader back.
+            followup.after_check(result)
+            if result.rotated and not args.no_wait:
+                verdict = await followup.published(account)
+            return result
+        finally:
+            await followup.aclose(ROTATE_NOTIFY_DRAIN_SECONDS)
+            await client.aclose()
+            if events is not None:
+                await events.aclose()
+            if kubernetes is not None:
+                await kubernetes.close()
 
     result = asyncio.run(rotate_one())
     if isinstance(result, str):
@@ -353,6 +458,18 @@ def _rotate(args: argparse.Namespace) -> int:
     if result.rotated:
         new_last = result.as_dict()["new_last_key_rotation_at"]
         _print(f"{account.name}: rotated (last_key_rotation_at is now {new_last})")
+        publication = config.settings.publication
+        if not publication.enabled:
+            return EXIT_OK
+        if args.no_wait:
+            _print(f"{account.name}: publication not verified (--no-wait)")
+        elif verdict is Verdict.PUBLISHED:
+            _print(f"{account.name}: the new key is served at the team's certs endpoint")
+        elif verdict is Verdict.LATE:
+            _print(
+                f"{account.name}: the new key is not served at the team's certs endpoint within "
+                f"publication.deadline ({format_duration(publication.deadline)}): see key_publication_late"
+            )
         return EXIT_OK
     if result.error is not None:
         _print(f"{account.name}: not rotated: {result.error}")
@@ -367,6 +484,8 @@ def _rotate(args: argparse.Namespace) -> int:
 # spelled as their values (a StrEnum's members equal them) so that `rotator --version` need not
 # import rotator.core.policy and the ledger behind it, 50 ms (tests/e2e/test_startup.py checks they agree).
 _GAP = ("too_soon", "unsettled")
+# How long a rotation's notifications still queued get to go out before `rotate` exits.
+ROTATE_NOTIFY_DRAIN_SECONDS = 30.0
 _REFUSED = "nothing was sent"
 
 
@@ -438,8 +557,10 @@ def _one_shot_checker(
     read_only: bool,
     store: Store | None = None,
     fence: Fence | None = None,
+    client: CloudflareClient | None = None,
 ) -> tuple[Checker, Any]:
-    """A checker for one command; ``check`` reads the ledger and never writes it."""
+    """A checker for one command; ``check`` reads the ledger and never writes it. ``client``:
+    the caller's, which it closes itself (else one of its own, closed by ``close``)."""
     from prometheus_client import CollectorRegistry
 
     from rotator.check.checker import Checker
@@ -454,7 +575,8 @@ def _one_shot_checker(
         read_only=read_only,
         store=store,
     )
-    client = build_client(config, metrics)
+    own_client = client is None
+    client = client or build_client(config, metrics)
     accounts = {a.account_id: a for a in config.accounts}
     checker = Checker(
         client,
@@ -467,7 +589,8 @@ def _one_shot_checker(
     )
 
     async def close() -> None:
-        await client.aclose()
+        if own_client:
+            await client.aclose()
         ledger.flush()
 
     return checker, close
@@ -508,6 +631,50 @@ def _table(results: list[CheckResult]) -> str:
         "  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1])
         for r in rows
     )
+
+
+# The default `check` table's width, and the widest account name it shows in full.
+TABLE_WIDTH = 100
+NAME_WIDTH = 24
+
+
+def _narrow_table(results: list[CheckResult]) -> str:
+    """The table in at most TABLE_WIDTH columns: the day (not the second) of the next rotation, no
+    last rotation, next check or window (--wide has them), and each account's WHY on the lines
+    under its row, wrapped."""
+    import textwrap
+
+    header = ("ACCOUNT", "DAYS LEFT", "INTERVAL", "ACTION", "REASON", "NEXT ROTATION")
+    rows = []
+    for result in results:
+        row = result.as_dict()
+        cells = (
+            _cut(row["account"], NAME_WIDTH),
+            _cell(row["days_until_next_rotation"]),
+            _interval_cell(row["key_rotation_interval_days"], row["set_interval"]),
+            row["action"] or "error",
+            _cut(row["reason"] or "-", 16),
+            _short_rotation_cell(row["next_rotation_by"], row["next_rotation_at"], row["action"]),
+        )
+        rows.append((cells, row["message"] or row["error"] or ""))
+    widths = [max(len(c[i]) for c in [header, *(cells for cells, _ in rows)]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    for cells, why in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+        lines += textwrap.wrap(why, TABLE_WIDTH, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _short_rotation_cell(by: str | None, at: str | None, action: str | None) -> str:
+    if by is None or at is None:
+        return "-"
+    if action == "rotate":
+        return "now, rotator"
+    return f"{at[:10]} {'Cloudflare' if by == 'cloudflare' else 'rotator'}"
 
 
 def _interval_cell(interval: float | None, set_to: int | None) -> str:

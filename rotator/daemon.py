@@ -24,13 +24,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from rotator import __version__, sighup
+from rotator.after.events import Sinks
 from rotator.after.followup import FollowUp
+from rotator.after.kube_events import KubeEvents
 from rotator.check.checker import Checker, CheckResult
 from rotator.cloudflare.client import Backoff, CloudflareClient
 from rotator.config.capacity import config_warnings
 from rotator.config.credentials import (
     Credential,
-    read_secret,
+    read_auth_token,
     refuse_secret_names,
     require_credentials,
 )
@@ -92,17 +94,6 @@ async def _off_the_loop(read: Callable[[Path], _T], path: Path) -> _T:
 
 def _fingerprints(credentials: Mapping[str, Credential | CredentialError]) -> dict[str, str]:
     return {k: v.fingerprint for k, v in credentials.items() if isinstance(v, Credential)}
-
-
-def read_auth_token(config: Config) -> str | None:
-    """The bearer token of ``http.auth_token_file``, remembered for redaction; None when unset."""
-    path = config.settings.http.auth_token_file
-    if path is None:
-        return None
-    try:
-        return read_secret(None, path, fields=("", "auth_token_file"))
-    except CredentialError as exc:
-        raise CredentialError(f"{config.path}: http.auth_token_file: {exc}") from None
 
 
 def build_client(
@@ -171,6 +162,12 @@ class Daemon:
             fence=self._election.fence if self._election else None,
         )
         self._warnings = config_warnings(config, credentials)
+        # With leader election, what an operator should hear of is a Kubernetes Event too.
+        self._kube_events: KubeEvents | None = None
+        if kubernetes is not None and self._election is not None:
+            self._kube_events = KubeEvents(
+                kubernetes, config.settings.leader_election.lease_name, self._election.identity
+            )
         # The latest check of each account, served at / and /status, on Cloudflare's clock as
         # last seen (the simulated one in the demo); it hears the events that follow a check.
         self.status = StatusBoard(
@@ -189,7 +186,7 @@ class Daemon:
             self._metrics,
             self._registry,
             self._checker.credential_for,
-            also=self.status,
+            also=self.status if self._kube_events is None else Sinks((self.status, self._kube_events)),
         )
         # Every secret is loaded now (the webhooks' and the HTTP token too): no name may be one.
         refuse_secret_names(config)
@@ -220,6 +217,8 @@ class Daemon:
         settings = self._config.settings
         self._metrics.configure(self._config.accounts, settings.schedule.check_interval)
         self._followup.start()
+        if self._kube_events is not None:
+            self._kube_events.start()
         self._log.info(
             "config_loaded",
             config=str(self._config.path),
@@ -505,6 +504,8 @@ class Daemon:
         # bounded so the pod exits within Kubernetes' 30 s grace.
         await self._checker.drain(within=min(25.0, self._config.settings.cloudflare.timeout + 1))
         await self._followup.aclose()
+        if self._kube_events is not None:
+            await self._kube_events.aclose()
         await self._client.aclose()
         self._ledger.flush()
         if self._election is not None:

@@ -8,7 +8,8 @@ account is noticed (``key_rotated_elsewhere``).
 
 What it prints is a view for a person (``DemoView``, a structlog renderer), not the logs: routine
 checks dropped, one short line per event worth seeing, stamped with the simulator's clock, and a
-summary every few simulated days. ``--json`` prints the logs themselves.
+summary every few simulated days. ``--json`` prints the logs themselves, and nothing else, on stdout
+(the banner goes to stderr), so ``rotator demo --json | jq`` works.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ cloudflare:
   base_url: {base_url}
   api_token_env: {token_env}
   timeout: 5s
+  # The simulator has no budget to keep to, and its day lasts 2 s: 5 checks a second fit.
+  rate_limit: {{requests: 6000, per: 5m}}
 schedule:
   check_interval: 1s       # a simulated half-day
   jitter: 0s
@@ -51,6 +54,7 @@ rotation:
 publication:
   certs_url: "{certs_url}"   # the simulator's certs endpoints, on loopback
   deadline: 1d             # two real seconds: the demo's clock runs 43,200 times fast
+  rate_limit: {{requests: 6000, per: 5m}}   # a read a check, five a second, and verification's
 http:
   listen: {listen}
 logging:
@@ -95,6 +99,7 @@ async def run_demo(*, listen: str, duration: float | None, json_logs: bool = Fal
         f"{DAY_SECONDS:g} s; 5 accounts checked every simulated half-day "
         f"(sandbox is in dry run, partners has its interval enforced).\n"
         f"Status page: {url}/   Metrics: {url}/metrics   Ctrl-C stops.\n",
+        file=sys.stderr if json_logs else sys.stdout,
         flush=True,
     )
     if view is not None:

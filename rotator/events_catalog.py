@@ -270,6 +270,19 @@ EVENTS: tuple[Spec, ...] = (
         fields=("error", "error_type", "kept"),
     ),
     Spec(
+        "certs_reads_skipped",
+        ("warning",),
+        "publication.rate_limit is spent: routine certs reads are skipped (verifications keep their "
+        "reserve) until it has room; once per spell.",
+        fields=("reserved", "message"),
+    ),
+    Spec(
+        "certs_reads_resumed",
+        ("info",),
+        "Routine certs reads go out again; `reads_skipped` were skipped meanwhile.",
+        fields=("reads_skipped",),
+    ),
+    Spec(
         "certs_read_failed",
         ("warning",),
         "The certs endpoint did not answer, answered an error, or not with a certs document.",
@@ -319,6 +332,18 @@ EVENTS: tuple[Spec, ...] = (
         ("error",),
         "The last attempt failed, or the webhook refused it (4xx).",
         fields=("webhook", "notification", "notification_id", "attempt", "error"),
+    ),
+    Spec(
+        "kube_event_failed",
+        ("error",),
+        "A Kubernetes Event about the Lease could not be created (leader election; the rest goes on).",
+        fields=("notification", "error"),
+    ),
+    Spec(
+        "kube_event_dropped",
+        ("error",),
+        "Kubernetes Events not created: the queue was full (one line an Event), or at shutdown (a count).",
+        fields=("notification", "reason", "count"),
     ),
     Spec(
         "notification_dropped",

@@ -2,7 +2,9 @@
 
 The daemon's one hook: ``before_check(account)`` (a baseline read of the account's certs before its
 first check) and ``after_check(result)`` (everything else, started in the background; it returns at
-once). Only ``CheckResult`` crosses over, so the checker's inside can change freely.
+once). Only ``CheckResult`` crosses over, so the checker's inside can change freely. ``rotator rotate``
+uses the same hook, so a rotation by hand is notified and verified as the daemon's are; it then
+waits for the verdict (``published``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from rotator.after.elsewhere import ElsewhereWatch
 from rotator.after.events import EventSink, Sinks, events_from_check
-from rotator.after.notify import Notifier, NotifyMetrics, load_webhooks
-from rotator.after.publication import CertsReader, Publication, PublicationMetrics
+from rotator.after.notify import Notifier, NotifyMetrics, Webhook, load_webhooks
+from rotator.after.publication import CertsReader, Publication, PublicationMetrics, Verdict
 from rotator.after.teams import TeamDomains
 from rotator.check.checker import CheckResult
 from rotator.cloudflare.client import CloudflareClient
@@ -44,10 +46,10 @@ class FollowUp:
         also: EventSink | None = None,
     ) -> None:
         """Reads every webhook's secret now: CredentialError, naming each missing one, refuses to start.
-        ``also``: a sink that hears every event the webhooks do (the status page)."""
+        ``also``: a sink that hears every event the webhooks do (the status page, Kubernetes Events)."""
         settings = config.settings
         self.notifier = Notifier(
-            load_webhooks(settings.notify, environ),
+            read_webhooks(config, environ),
             NotifyMetrics(registry),
             source=settings.notify.source,
             queue_size=settings.notify.queue_size,
@@ -111,10 +113,27 @@ class FollowUp:
         except Exception as exc:  # nor the daemon
             _failed("after_check", result.account, exc)
 
-    async def aclose(self) -> None:
+    async def published(self, account: Account) -> Verdict | None:
+        """The verdict on the account's latest rotation, once its watch ends (by the deadline);
+        None when none is watched (no rotation, or the publication check is off)."""
+        if self.publication is None:
+            return None
+        return await self.publication.verdict(account)
+
+    async def aclose(self, drain: float = NOTIFY_DRAIN_SECONDS) -> None:
+        """``drain``: how long notifications still queued get to go out."""
         if self.publication is not None:
             await self.publication.aclose()
-        await self.notifier.aclose(NOTIFY_DRAIN_SECONDS)
+        await self.notifier.aclose(drain)
+
+
+def read_webhooks(config: Config, environ: Mapping[str, str] | None = None) -> list[Webhook]:
+    """The config's webhooks with their secrets; CredentialError, a line per secret that cannot be
+    read, each naming the file, as ``run`` refuses to start and ``validate`` says."""
+    try:
+        return load_webhooks(config.settings.notify, environ)
+    except CredentialError as exc:
+        raise CredentialError("\n".join(f"{config.path}: {line}" for line in str(exc).splitlines())) from None
 
 
 def _failed(step: str, account: Account, exc: Exception) -> None:

@@ -15,7 +15,15 @@ So, per account:
 
 The endpoint is public: no credential is sent. It has its own HTTP client, timeout, backoff and
 budget (``publication.rate_limit``), so it never takes from Cloudflare's API budget; only the
-organization read that finds the team domain (``rotator.after.teams``) is an API request. Time is the
+organization read that finds the team domain (``rotator.after.teams``) is an API request.
+
+The budget serves two kinds of reads, and verification comes first. A read that verifies a
+rotation waits for the budget (ahead of every routine read: those never wait), up to the
+rotation's deadline; past it, the verdict is ``key_publication_late``, as for a key not served,
+never silence. A routine read (the baseline, or the one at each check) is made only if it fits
+the budget now and leaves the reserve (``rotator.config.capacity.verification_reserve``) for
+verification; otherwise it is skipped, counted (``rotator_publication_reads_skipped_total``) and
+logged once per spell (``certs_reads_skipped``, then ``certs_reads_resumed``). Time is the
 endpoint's clock (its ``Date`` header) where it answered, like the policy's, and otherwise the
 last such clock moved on by the local monotonic clock.
 
@@ -37,13 +45,14 @@ from enum import Enum
 
 import httpx
 import structlog
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from rotator import __version__
 from rotator.after.events import Event, EventSink, iso, rotated
 from rotator.check.checker import CheckResult
 from rotator.cloudflare.bounded import ACCEPT_ENCODING, MalformedAnswer, loads, read_bounded
 from rotator.cloudflare.ratelimit import SlidingWindowLimiter
+from rotator.config.capacity import verification_reserve
 from rotator.config.followup_settings import PublicationSettings
 from rotator.config.model import Account
 from rotator.errors import CertsError
@@ -153,6 +162,10 @@ def judge(pending: Pending, seen: KeySet | None, now: datetime) -> Judgement:
 # --------------------------------------------------------------------------- reading
 
 
+class BudgetSpent(CertsError):
+    """No read was made: publication.rate_limit had no room for it (in time)."""
+
+
 class CertsReader:
     """Reads certs endpoints: its own client, timeout, concurrency, backoff and budget."""
 
@@ -181,6 +194,8 @@ class CertsReader:
         self._budget = SlidingWindowLimiter(
             settings.rate_limit.requests, settings.rate_limit.per, monotonic=monotonic, sleep=sleep
         )
+        self.reserve = verification_reserve(settings.rate_limit.requests)
+        self._skipping = 0  # routine reads skipped since the last one admitted
         self._sleep = sleep
 
     def url(self, team_domain: str) -> str:
@@ -189,15 +204,56 @@ class CertsReader:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def read(self, team_domain: str) -> tuple[KeySet | None, datetime | None, CertsError | None]:
-        """(key set, the endpoint's clock, error): the clock is there whenever it answered at all."""
+    async def _admitted(self, remaining: Callable[[], float] | None) -> bool:
+        """A routine read (``remaining`` None): whether it fits now, leaving the reserve. A read
+        verifying a rotation: wait for the budget while ``remaining()`` (seconds) is above 0."""
+        if remaining is None:
+            admitted = self._budget.try_acquire(leave=self.reserve)
+            self._said(admitted)
+            return admitted
+        if self._budget.try_acquire():  # the reserve too; even just past the deadline, to judge by it
+            return True
+        while (left := remaining()) > 0:
+            try:
+                # Bounded steps: ``remaining`` follows Cloudflare's clock, which may move on faster.
+                await asyncio.wait_for(self._budget.acquire(), timeout=min(left, 1.0))
+            except TimeoutError:
+                continue
+            return True
+        return False
+
+    def _said(self, admitted: bool) -> None:
+        """Once per spell of routine reads skipped: when it begins, and when it ends."""
+        log = structlog.get_logger("rotator")
+        if not admitted:
+            self._skipping += 1
+            if self._skipping == 1:
+                log.warning(
+                    "certs_reads_skipped",
+                    reserved=self.reserve,
+                    message="publication.rate_limit is spent: routine reads of certs endpoints are "
+                    "skipped until it has room (counted in rotator_publication_reads_skipped_total); "
+                    "reads that verify a rotation keep their reserve",
+                )
+        elif self._skipping:
+            log.info("certs_reads_resumed", reads_skipped=self._skipping)
+            self._skipping = 0
+
+    async def read(
+        self, team_domain: str, *, remaining: Callable[[], float] | None = None
+    ) -> tuple[KeySet | None, datetime | None, CertsError | None]:
+        """(key set, the endpoint's clock, error): the clock is there whenever it answered at all.
+
+        ``remaining``: this read verifies a rotation, and may wait for the budget that long
+        (seconds, asked again as it waits); without it, a routine read. BudgetSpent: not read."""
         url = self.url(team_domain)
         clock: datetime | None = None
-        error = CertsError("not read")
+        error: CertsError = BudgetSpent("publication.rate_limit has no room for this read")
         for attempt in range(READ_ATTEMPTS):
             if attempt:
                 await self._sleep(READ_BACKOFF * (1 + random.random()))  # noqa: S311 - jitter
-            await self._budget.acquire()
+            if not await self._admitted(remaining):
+                return None, clock, error
             async with self._slots:
                 try:
                     response, content = await self._get(url)
@@ -293,6 +349,12 @@ class PublicationMetrics:
         self._created = time.time()
         self._table = AccountTable(_NEW_ROW, _GAUGES, _COUNTERS, account_id_on_counters=True)
         registry.register(self._table)
+        self.reads_skipped = Counter(
+            "rotator_publication_reads_skipped",
+            "Routine reads of certs endpoints (at a check, or the baseline) not made because "
+            "publication.rate_limit had no room left outside its reserve for verifying rotations.",
+            registry=registry,
+        )
         self.publication_seconds = Histogram(
             "rotator_key_publication_seconds",
             "Time from a rotate answer to the first read of the certs endpoint serving the new key.",
@@ -391,6 +453,18 @@ class Publication:
         elif state.task is None:
             state.task = asyncio.create_task(self._read_once(account, state))
 
+    async def verdict(self, account: Account) -> Verdict | None:
+        """Wait for the watch of the account's latest rotation to end (it does by the deadline, and
+        a read after it): PUBLISHED, LATE, or None when no rotation is watched."""
+        state = self._states.get(account.account_id)
+        if state is None or state.pending is None:
+            return None
+        while state.task is not None and state.pending is not None and not state.pending.late_reported:
+            await asyncio.wait({state.task})
+        if state.pending is None:
+            return Verdict.PUBLISHED
+        return Verdict.LATE if state.pending.late_reported else None
+
     async def aclose(self) -> None:
         tasks = [s.task for s in self._states.values() if s.task is not None]
         for task in tasks:
@@ -415,7 +489,7 @@ class Publication:
         try:
             with structlog.contextvars.bound_contextvars(account=account.name, account_id=account.account_id):
                 while state.pending is not None and not state.pending.late_reported:
-                    await self._read(account, state)
+                    await self._read(account, state, verifying=True)
                     if state.pending is None or state.pending.late_reported:
                         break
                     # Back off, but read again soon after the deadline rather than long after it.
@@ -426,26 +500,48 @@ class Publication:
             if asyncio.current_task() is state.task:
                 state.task = None
 
-    async def _read(self, account: Account, state: _State) -> None:
+    async def _read(self, account: Account, state: _State, *, verifying: bool = False) -> None:
         """One read: record what is served, then judge a pending rotation by it."""
         domain = await self._team_domain(account)
         seen: KeySet | None = None
+        why: str | None = None
         if domain is not None:
             try:
-                seen, clock, error = await self._reader.read(domain)
+                seen, clock, error = await self._reader.read(
+                    domain, remaining=self._remaining(state) if verifying else None
+                )
             except Exception as exc:  # any answer at all is a failed read, never a dead watcher
                 seen, clock, error = None, None, CertsError(f"{type(exc).__name__}: the read failed")
             if clock is not None:
                 self._clock.saw(clock)
             row = self._metrics.row(account)
-            if seen is None:
+            if isinstance(error, BudgetSpent) and clock is None:
+                if not verifying:
+                    self._metrics.reads_skipped.inc()
+                    return  # a routine read: a rotation still watched is the watch's to judge
+                why = (
+                    "the certs endpoint could not be read before the deadline: publication.rate_limit "
+                    "was spent (rotator_publication_reads_skipped_total counts the routine reads it cut)"
+                )
+            elif seen is None:
                 row[_READS_ERROR] += 1
                 self._log.warning("certs_read_failed", team_domain=domain, error=str(error))
             else:
                 row[_READS_OK] += 1
                 self._record(account, state, seen)
         if state.pending is not None:
-            self._judge(account, state, seen)
+            self._judge(account, state, seen, why)
+
+    def _remaining(self, state: _State) -> Callable[[], float]:
+        """Seconds until the deadline of the rotation watched, by Cloudflare's clock as last seen."""
+
+        def remaining() -> float:
+            pending = state.pending
+            if pending is None or pending.late_reported:
+                return 0.0
+            return (pending.deadline - self._clock.now()).total_seconds()
+
+        return remaining
 
     def _record(self, account: Account, state: _State, seen: KeySet) -> None:
         for kid in seen.kids:
@@ -464,11 +560,13 @@ class Publication:
             )
         state.seen = seen
 
-    def _judge(self, account: Account, state: _State, seen: KeySet | None) -> None:
+    def _judge(self, account: Account, state: _State, seen: KeySet | None, why: str | None = None) -> None:
         pending = state.pending
         assert pending is not None
         now = seen.observed_at if seen is not None else self._clock.now()
         judgement = judge(pending, seen, now)
+        if why is not None and seen is None:
+            judgement = Judgement(judgement.verdict, judgement.kid, why)
         row = self._metrics.row(account)
         if judgement.verdict is Verdict.PUBLISHED:
             assert seen is not None
@@ -505,6 +603,7 @@ def _replace_late(pending: Pending) -> Pending:
 
 
 __all__ = [
+    "BudgetSpent",
     "CertsReader",
     "Judgement",
     "KeySet",

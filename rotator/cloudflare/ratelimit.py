@@ -47,8 +47,11 @@ class SlidingWindowLimiter:
                     return now
                 await self._sleep(self._sent[0] + self._per - now)
 
-    def try_acquire(self) -> bool:
-        """Count one more request if it fits the budget now, without waiting; else False."""
+    def try_acquire(self, *, leave: int = 0) -> bool:
+        """Count one more request if it fits the budget now, without waiting; else False.
+
+        ``leave``: fit only while at least this many more requests remain in the window after it,
+        kept for those who ``acquire`` (rotator.after.publication reserves them for verification)."""
         if self._lock.locked():
             return False  # others are waiting: first come, first served
         now = self._monotonic()
@@ -56,7 +59,7 @@ class SlidingWindowLimiter:
             return False
         while self._sent and self._sent[0] <= now - self._per:
             self._sent.popleft()
-        if len(self._sent) >= self._requests:
+        if len(self._sent) >= self._requests - leave:
             return False
         self._sent.append(now)
         return True

@@ -8,6 +8,11 @@ checks queue up behind the budget, every account is checked less often than conf
 queue never drains. ``rotator check``, ``validate`` and ``run`` warn, and say the shortest interval
 that can keep up.
 
+The certs endpoints' budget (``publication.rate_limit``) is the same arithmetic: every check reads
+its account's certs once, and a part of the budget (``verification_reserve``) is kept for the reads
+that verify a rotation. When the checks' reads cannot fit the rest, routine reads are skipped
+(rotator.after.publication): ``certs_capacity_warnings`` says so at load.
+
 Nothing here reads a clock, a file or the network: the caller gathers, this decides.
 """
 
@@ -90,7 +95,46 @@ def capacity_warnings(config: Config, credentials: Mapping[str, Credential | Exc
     return [shortfall.message(budget.requests, budget.per) for shortfall in found]
 
 
+# The share of publication.rate_limit that only reads verifying a rotation may take.
+VERIFICATION_SHARE = 0.2
+
+
+def verification_reserve(requests: int) -> int:
+    """Reads of ``requests`` per window kept for verifying rotations: a fifth, at least one, and
+    never the whole budget (with a budget of one read, verification only goes first)."""
+    if requests < 2:
+        return 0
+    return min(requests - 1, max(1, math.ceil(requests * VERIFICATION_SHARE)))
+
+
+def certs_capacity_warnings(config: Config) -> list[str]:
+    """A line when every check's certs read cannot fit ``publication.rate_limit`` outside its reserve."""
+    publication = config.settings.publication
+    if not publication.enabled or not config.accounts:
+        return []
+    budget = publication.rate_limit
+    routine = budget.requests - verification_reserve(budget.requests)
+    interval = config.settings.schedule.check_interval
+    accounts = len(config.accounts)
+    needed = accounts * budget.per / interval
+    if needed <= routine:
+        return []
+    shortest = shortest_interval(accounts, routine, budget.per)
+    requests = math.ceil(math.ceil(needed) / (1 - VERIFICATION_SHARE))
+    while requests - verification_reserve(requests) < needed:  # a step or two, for the rounding
+        requests += 1
+    return [
+        f"publication.rate_limit is {budget.requests} reads per {format_duration(budget.per)}, "
+        f"{budget.requests - routine} of them kept for verifying rotations, but {accounts} accounts "
+        f"checked every {format_duration(interval)} need {math.ceil(needed)} reads of their certs "
+        f"endpoints per {format_duration(budget.per)}: routine reads beyond {routine} are skipped "
+        "(rotator_publication_reads_skipped_total), so a key rotated elsewhere is seen later. Set "
+        f"schedule.check_interval to at least {format_duration(shortest)}, or raise "
+        f"publication.rate_limit.requests to at least {requests} where the endpoint allows it"
+    ]
+
+
 def config_warnings(config: Config, credentials: Mapping[str, Credential | Exception]) -> list[str]:
-    """What is worth a warning about a config: its own warnings, and each credential whose budget
-    cannot check its accounts within check_interval."""
-    return [*config.warnings, *capacity_warnings(config, credentials)]
+    """What is worth a warning about a config: its own warnings, each credential whose budget
+    cannot check its accounts within check_interval, and a certs budget the checks overrun."""
+    return [*config.warnings, *capacity_warnings(config, credentials), *certs_capacity_warnings(config)]

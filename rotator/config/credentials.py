@@ -178,6 +178,18 @@ def remember_secret(secret: str) -> None:
     REDACTOR.remember(secret)
 
 
+def read_auth_token(config: Config) -> str | None:
+    """The bearer token of ``http.auth_token_file``, remembered for redaction; None when unset.
+    CredentialError in the words ``run`` refuses to start with (and ``validate`` repeats)."""
+    path = config.settings.http.auth_token_file
+    if path is None:
+        return None
+    try:
+        return read_secret(None, path, fields=("", "auth_token_file"))
+    except CredentialError as exc:
+        raise CredentialError(f"{config.path}: http.auth_token_file: {exc}") from None
+
+
 def read_secret(
     env: str | None,
     path: Path | None,

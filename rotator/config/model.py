@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import annotated_types
 import yaml
@@ -171,7 +171,7 @@ class WindowSettings(_Strict):
         # ValueError: a path such as "../x" or a file that is not a zone; OSError: a directory
         # such as "Europe". Both escaped as a cron error or a traceback when left to _can_open.
         except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError("expected an IANA time zone name such as Europe/Berlin or UTC") from None
+            raise ValueError(_unknown_zone(value)) from None
         return value
 
     @model_validator(mode="after")
@@ -704,11 +704,27 @@ def _warnings(settings: Settings, accounts: tuple[Account, ...]) -> tuple[str, .
     return tuple(problem_lines(warnings))
 
 
+def _unknown_zone(value: str) -> str:
+    """The refusal of a time zone name (never a secret: quoted), with the closest known names."""
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    message = f"expected an IANA time zone name such as Europe/Berlin or UTC, got '{shown}'"
+    zones = available_timezones()
+    close = difflib.get_close_matches(value, zones, n=1, cutoff=0.75)
+    if not close:  # a region alone ("Europe"), or a city without its region ("Berln")
+        by_city = {zone.rsplit("/", 1)[-1].lower(): zone for zone in zones}
+        close = [by_city[c] for c in difflib.get_close_matches(value.lower(), by_city, n=1, cutoff=0.75)]
+    region = value.strip("/")
+    inside = sorted(zone for zone in zones if zone.startswith(f"{region}/"))
+    if not close and inside:
+        return f"{message}: that is a region; name a zone in it, such as {inside[0]}"
+    return f"{message}: did you mean {close[0]}?" if close else message
+
+
 def _describe(path: Path, data: dict[str, Any], exc: ValidationError) -> str:
     """One line per problem: file, account by index and name, field, what was expected; the same
     problem in several accounts is one line naming them."""
     problems = []
-    for error in exc.errors(include_input=False, include_url=False):
+    for error in exc.errors(include_url=False):
         loc = list(error["loc"])
         where = ""
         if len(loc) >= 2 and loc[0] == "accounts" and isinstance(loc[1], int):
@@ -804,7 +820,7 @@ def _explain(error: Any) -> str:
     if kind == "string_too_long":
         return f"expected at most {ctx.get('max_length')} characters"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return _expected_range(loc)
+        return _expected_range(loc) + _given(error.get("input"))
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return "expected a whole number"
     if kind in ("float_type", "float_parsing"):
@@ -869,6 +885,15 @@ def _unknown_key(loc: tuple[Any, ...]) -> str:
         if elsewhere is not None and elsewhere != key:
             return f"unknown key here: did you mean {elsewhere}? (check its level of indentation)"
     return "unknown key (check its spelling and its level of indentation)"
+
+
+def _given(value: Any) -> str:
+    """``, got VALUE`` for a number or a duration out of range (never a secret), else nothing."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str) or len(str(value)) > 40:
+        return ""
+    if isinstance(value, str):
+        return f", got '{value}'"
+    return f", got {value:g}" if isinstance(value, float) else f", got {value}"
 
 
 def _expected_range(loc: tuple[Any, ...]) -> str:

@@ -1,4 +1,4 @@
-"""The Kubernetes API as rotator uses it: one Lease and one ConfigMap, every call bounded.
+"""The Kubernetes API as rotator uses it: one Lease, one ConfigMap and Events, every call bounded.
 
 Through kubernetes_asyncio, for its config discovery (in-cluster service account, else
 ``$KUBECONFIG`` or ``~/.kube/config``, with every kubeconfig authentication it supports) and its
@@ -40,6 +40,7 @@ class Lease:
     renew_time: datetime | None
     transitions: int
     resource_version: str | None = None  # as read; None for a Lease not yet created
+    uid: str | None = None  # as read (Events about the Lease name it)
 
     def body(self, name: str, namespace: str) -> dict[str, Any]:
         metadata: dict[str, Any] = {"name": name, "namespace": namespace}
@@ -75,6 +76,7 @@ class KubeAPI:
         self._api_client = api_client
         self._leases = client.CoordinationV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
+        self._events = client.EventsV1Api(api_client)
 
     @classmethod
     async def connect(cls, namespace: str | None) -> KubeAPI:
@@ -170,6 +172,18 @@ class KubeAPI:
             )
         return _config_map(written)
 
+    # ----------------------------------------------------------------------- Events
+
+    async def create_event(self, body: dict[str, Any], *, deadline: float) -> None:
+        """Create an events.k8s.io/v1 Event (``body``: the whole object, its name included)."""
+        name = body.get("metadata", {}).get("name")
+        sent: Any = body
+        await self._call(
+            f"creating the Event {self.namespace}/{name}",
+            lambda: self._events.create_namespaced_event(self.namespace, sent, _request_timeout=deadline),
+            deadline,
+        )
+
     # ----------------------------------------------------------------------- one call
 
     async def _call(
@@ -206,6 +220,7 @@ def _lease(found: Any) -> Lease:
         renew_time=_aware(spec.renew_time),
         transitions=int(spec.lease_transitions or 0),
         resource_version=found.metadata.resource_version,
+        uid=found.metadata.uid,
     )
 
 

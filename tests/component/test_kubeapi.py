@@ -527,3 +527,139 @@ def test_a_micro_time_offset_is_answered_in_utc(http: httpx.Client) -> None:
     answer = http.post(LEASES, json=lease_body(renewTime=plus_two.isoformat()))
 
     assert answer.json()["spec"]["renewTime"] == "2030-01-01T12:00:00.500000Z"
+
+
+# --------------------------------------------------------------------------- Events (issue 18)
+
+EVENTS = f"/apis/events.k8s.io/v1/namespaces/{NS}/events"
+
+
+def event_body(name: str = "rotator.1", **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": name},
+        "eventTime": "2030-01-01T12:00:00.123456Z",
+        "type": "Normal",
+        "reason": "KeyRotated",
+        "action": "Rotate",
+        "reportingController": "rotator",
+        "reportingInstance": "rotator-7d9-abc",
+        "regarding": {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "name": "rotator",
+            "namespace": NS,
+        },
+        "note": "account production: rotated",
+    }
+    for key, value in fields.items():
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return body
+
+
+def test_an_event_is_created_as_sent_with_the_servers_metadata(
+    http: httpx.Client, kube: KubeAPIServer
+) -> None:
+    answer = http.post(EVENTS, json=event_body())
+
+    assert answer.status_code == 201, answer.text
+    created = answer.json()
+    assert (created["kind"], created["apiVersion"]) == ("Event", "events.k8s.io/v1")
+    assert created["metadata"]["namespace"] == NS and created["metadata"]["resourceVersion"]
+    assert created["reason"] == "KeyRotated" and created["regarding"]["kind"] == "Lease"
+    assert [e["metadata"]["name"] for e in kube.events(NS)] == ["rotator.1"]
+
+
+def test_an_event_without_its_required_fields_is_the_apis_invalid(http: httpx.Client) -> None:
+    """events.k8s.io/v1 requires what core/v1 did not (ValidateEventCreate): one 422 naming each."""
+    answer = http.post(
+        EVENTS,
+        json=event_body(
+            eventTime=None, reportingController=None, reportingInstance=None, action=None, reason=None
+        ),
+    )
+
+    assert answer.status_code == 422
+    status = answer.json()
+    assert status["reason"] == "Invalid" and status["details"]["kind"] == "Event"
+    fields = [cause["field"] for cause in status["details"]["causes"]]
+    assert fields == ["eventTime", "reportingController", "reportingInstance", "action", "reason"]
+    assert status["message"].startswith(
+        'Event.events.k8s.io "rotator.1" is invalid: [eventTime: Required value, '
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"type": "Info"}, "type", 'Invalid value: "": has invalid value: Info'),
+        ({"reason": "R" * 129}, "reason", 'Invalid value: "": can have at most 128 characters'),
+        ({"note": "n" * 1025}, "note", 'Invalid value: "": can have at most 1024 characters'),
+        (
+            {"regarding": {"kind": "Lease", "name": "rotator", "namespace": "elsewhere"}},
+            "involvedObject.namespace",
+            'Invalid value: "elsewhere": does not match event.namespace',
+        ),
+        ({"reportingController": "not a name"}, "reportingController", 'Invalid value: "not a name"'),
+    ],
+)
+def test_event_fields_are_checked_as_the_api_checks_them(
+    http: httpx.Client, fields: dict[str, Any], field: str, message: str
+) -> None:
+    answer = http.post(EVENTS, json=event_body(**fields))
+
+    assert answer.status_code == 422, answer.text
+    (cause,) = answer.json()["details"]["causes"]
+    assert cause["field"] == field and cause["message"].startswith(message)
+
+
+async def test_rotator_creates_an_event_about_the_lease_through_kubernetes_asyncio(
+    kube: KubeAPIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rotator.after.events import Event
+    from rotator.after.kube_events import KubeEvents
+    from rotator.ha.kube import KubeAPI, Lease
+
+    monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+    api = await KubeAPI.connect(NS)
+    try:
+        lease = await api.create_lease("rotator", Lease("rotator-1", 15, NOW, NOW, 0), deadline=5)
+        sink = KubeEvents(api, "rotator", "rotator-1-abc")
+        sink.start()
+        sink.emit(
+            Event(
+                "key_publication_late",
+                "production",
+                "0" * 32,
+                NOW,
+                {"deadline_seconds": 300.0, "reason": "no new key is served"},
+            )
+        )
+        sink.emit(Event("account_checked", "production", "0" * 32, NOW, {}))  # not an Event's business
+        await sink.aclose()
+    finally:
+        await api.close()
+
+    (event,) = kube.events(NS)
+    assert (event["type"], event["reason"], event["action"]) == (
+        "Warning",
+        "KeyPublicationLate",
+        "VerifyPublication",
+    )
+    assert event["regarding"] == {
+        "kind": "Lease",
+        "namespace": NS,
+        "name": "rotator",
+        "uid": lease.uid,
+        "apiVersion": "coordination.k8s.io/v1",
+    }
+    assert event["reportingController"] == "rotator" and event["reportingInstance"] == "rotator-1-abc"
+    assert event["note"] == (
+        f"account production ({'0' * 32}): new key not served at the team's certs endpoint within 300.0 s: "
+        "no new key is served"
+    )
+    assert event["eventTime"] == "2030-01-01T12:00:00.123456Z"

@@ -72,8 +72,9 @@ def test_validate_warns_once_when_the_budget_cannot_keep_up(
     simulator: SimulatorThread, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "config.yaml", simulator, **TIGHT_BUDGET)
-    for env in (environment(), environment(token=None)):  # with the secret, and in CI without it
-        result = rotator("validate", "-c", str(config), env=env)
+    # With the secret, and in CI without it.
+    for env, flags in ((environment(), ()), (environment(token=None), ("--without-secrets",))):
+        result = rotator("validate", *flags, "-c", str(config), env=env)
         assert result.returncode == 0, result.stderr
         capacity = [line for line in result.stdout.splitlines() if CAPACITY in line]
         assert len(capacity) == 1, result.stdout
@@ -164,7 +165,7 @@ def test_every_time_in_check_output_is_utc_with_a_z(make_simulator: MakeSimulato
         {"name": "gapped", "account_id": second, "threshold_days": 30, "min_days_between_rotations": 25},
     ]
     config = write_config(tmp_path / "config.yaml", simulator, accounts=accounts)
-    for output in ("--json", None):
+    for output in ("--json", "--wide", None):
         result = rotator("check", *([output] if output else []), "-c", str(config))
         assert result.returncode == 0, result.stderr
         times = TIME.findall(result.stdout)
@@ -283,7 +284,7 @@ def test_check_shows_the_interval_a_run_would_set_and_who_rotates_when(
     report = {
         a["account"]: a for a in json.loads(rotator("check", "--json", "-c", str(config)).stdout)["accounts"]
     }
-    table = rotator("check", "-c", str(config)).stdout.splitlines()
+    table = rotator("check", "--wide", "-c", str(config)).stdout.splitlines()
     header, rows = table[0].split(), {line.split()[0]: line for line in table[1:]}
     for column in ("ACTION", "REASON", "NEXT", "ROTATION", "CHECK", "BY"):
         assert column in header

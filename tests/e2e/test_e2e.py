@@ -73,10 +73,24 @@ def test_check_is_read_only_and_prints_json_on_stdout(simulator: SimulatorThread
 def test_check_prints_a_table(simulator: SimulatorThread, tmp_path: Path) -> None:
     done = rotator("check", "-c", str(write_config(tmp_path / "config.yaml", simulator)))
 
-    header, *rows = done.stdout.splitlines()
+    header, *lines = done.stdout.splitlines()
     assert header.split()[:3] == ["ACCOUNT", "DAYS", "LEFT"]
+    rows = [line for line in lines if not line.startswith(" ")]
     assert [row.split()[0] for row in rows] == ["account-0", "account-1", "account-2"]
     assert "rotate" in rows[0] and "skip" in rows[1]
+    # Each account's WHY under its row; every line fits 100 columns (it was 260 wide).
+    assert lines[1].startswith("    ") and "days until Cloudflare rotates" in lines[1]
+    assert max(len(line) for line in done.stdout.splitlines()) <= 100, done.stdout
+
+
+def test_check_wide_shows_every_column_in_full(simulator: SimulatorThread, tmp_path: Path) -> None:
+    done = rotator("check", "--wide", "-c", str(write_config(tmp_path / "config.yaml", simulator)))
+
+    header, *rows = done.stdout.splitlines()
+    for column in ("LAST ROTATION", "NEXT CHECK BY", "NEXT WINDOW", "WHY"):
+        assert column in header
+    assert len(rows) == 3 and all("days until Cloudflare rotates" in row for row in rows)
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z by (rotator|Cloudflare)", rows[1])
 
 
 def test_one_failing_account_does_not_stop_the_others(simulator: SimulatorThread, tmp_path: Path) -> None:
@@ -277,10 +291,21 @@ def test_demo_shows_rotations(tmp_path: Path) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    logs = log_lines(done.stdout.split("\n\n", 1)[1])
+    # --json means JSON: every line on stdout is one (`rotator demo --json | jq` works); the
+    # banner is on stderr.
+    logs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert "Status page: http://127.0.0.1:" in done.stderr and "Status page" not in done.stdout
     assert events(logs, "key_rotated")
     assert events(logs, "rotation_skipped", reason="dry_run")
-    assert "/metrics" in done.stdout.split("\n\n", 1)[0]
+    # The demo's own config is one rotator has nothing to warn about.
+    assert not events(logs, "config_warning")
+    # (apscheduler's own "Error running job" for a check cancelled at shutdown is another matter.)
+    said = [
+        e
+        for e in logs
+        if e["level"] in ("warning", "error") and not e.get("logger", "").startswith("apscheduler")
+    ]
+    assert not said, said
     # Every rotation is followed by its key seen at the team's certs endpoint.
     rotated = {e["account"] for e in events(logs, "key_rotated")}
     published = {e["account"] for e in events(logs, "key_published")}
@@ -327,6 +352,7 @@ def test_demo_is_a_view_a_person_can_watch() -> None:
     # Quiet: a few lines a simulated day (the JSON logs had about 12), no routine checks.
     assert len(lines) <= 3 * days, view
     assert "account_checked" not in view and "not_due" not in view
+    assert "!!" not in view, view  # nothing needs attention: not even a warning about its own config
     # Rotations stand out, marked, one line each, and only rotations carry the mark.
     rotated = [line for line in lines if ">> KEY ROTATED" in line]
     assert any(" production " in line for line in rotated), view
@@ -338,3 +364,18 @@ def test_demo_is_a_view_a_person_can_watch() -> None:
     assert len(summaries) >= 2, view
     assert re.search(r"rotator [1-9]\d* \(production 1", summaries[-1]), summaries[-1]
     assert "Cloudflare on its own" in summaries[-1]
+
+
+def test_a_400_for_an_interval_says_400_and_cloudflares_message(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    message = "key_rotation_interval_days must be between 21 and 365"
+    simulator.sim.add_fault(Fault(kind="status", status=400, op="put", message=message))
+    config = write_config(tmp_path / "config.yaml", simulator, rotation={"key_rotation_interval_days": 30})
+
+    done = rotator("run", "--once", "-c", str(config))
+
+    assert done.returncode == 1
+    failed = events(log_lines(done.stdout), "interval_update_failed", account="account-1")[0]
+    assert failed["error"].startswith("PUT keys: Cloudflare answered 400 (")
+    assert message in failed["error"] and failed["wanted"] == 30

@@ -387,3 +387,58 @@ def test_run_without_a_kubernetes_api_says_where_it_looked(
         f"($KUBERNETES_SERVICE_HOST unset) and no kubeconfig at {missing}"
     )
     assert "Traceback" not in done.stdout + done.stderr
+
+
+# --- Kubernetes Events (issue 18, item 5) ----------------------------------------------------------
+
+
+def lease_events(kube: KubeAPIServer) -> list[dict[str, Any]]:
+    return [e for e in kube.events(NAMESPACE) if e["regarding"].get("kind") == "Lease"]
+
+
+def test_the_leaders_rotation_and_its_publication_verdict_are_events_about_the_lease(
+    make_simulator: Any, kube: KubeAPIServer, tmp_path: Path
+) -> None:
+    sim = make_simulator(3)
+    certs = {"enabled": True, "certs_url": sim.sim.certs_url_template}
+    config = ha_config(tmp_path, sim, publication=certs)
+    with Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig")) as replicas:
+        leader = replicas.start()
+        replicas.wait_for_leader()
+        leader.wait_for(
+            "account-0 published", lambda: events(leader.logs, "key_published", account="account-0")
+        )
+        found = leader.wait_for(
+            "two Events", lambda: (found := lease_events(kube)) and len(found) >= 2 and found
+        )
+        holder = kube.lease(NAMESPACE, "rotator")["spec"]["holderIdentity"]  # type: ignore[index]
+        uid = kube.lease(NAMESPACE, "rotator")["metadata"]["uid"]  # type: ignore[index]
+        assert leader.terminate() == 0
+    rotated, published = found[:2]
+    assert (rotated["type"], rotated["reason"], rotated["action"]) == ("Normal", "KeyRotated", "Rotate")
+    assert (published["type"], published["reason"]) == ("Normal", "KeyPublished")
+    for event in (rotated, published):
+        # On the Lease (kubectl describe lease rotator matches them by uid), by the leader's pod.
+        assert event["regarding"]["name"] == "rotator" and event["regarding"]["uid"] == uid
+        assert event["reportingInstance"] == holder and event["reportingInstance"].startswith("rotator-1")
+        assert event["note"].startswith(f"account account-0 ({sim.sim.account_ids[0]}): ")
+    assert "signing key rotated (reason: due)" in rotated["note"]
+    assert sim.sim.current_kid(sim.sim.account_ids[0]) in published["note"]
+
+
+def test_rotate_by_hand_records_a_failed_rotation_as_a_warning_event(
+    make_simulator: Any, kube: KubeAPIServer, tmp_path: Path
+) -> None:
+    sim = make_simulator(3)
+    account_id = sim.sim.account_ids[1]
+    sim.sim.add_fault(Fault(kind="status", status=400, op="rotate", account_id=account_id, message="no"))
+    config = ha_config(tmp_path, sim)
+    env = environment(KUBECONFIG=str(kube.write_kubeconfig(tmp_path / "kubeconfig")), POD_NAME="ops-shell")
+    done = rotator("rotate", "account-1", "-c", str(config), env=env)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    (failed,) = lease_events(kube)
+    assert (failed["type"], failed["reason"], failed["action"]) == ("Warning", "RotationFailed", "Rotate")
+    assert failed["reportingInstance"].startswith("ops-shell")
+    assert failed["note"].startswith(f"account account-1 ({account_id}): rotation failed: ")
+    assert "400" in failed["note"]

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from cloudflare_sim import CertsFault, SimulatorThread
-from tests.support.processes import daemon, environment, events, write_config
+from tests.support.processes import daemon, environment, events, log_lines, rotator, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
 SECRET = "hook-secret-5d1e-not-real"
@@ -298,3 +298,143 @@ def test_a_hostile_certs_answer_is_a_failed_read_and_the_late_alert_still_fires(
         assert _peak_rss_mb(running.process.pid) < 300
         assert running.terminate() == 0
     assert not events(running.logs, "check_failed")
+
+
+def test_verification_is_never_starved_by_routine_reads_and_a_read_too_late_is_late(
+    make_simulator: MakeSimulator, tmp_path: Path
+) -> None:
+    """A certs budget far too small for the checks (5 reads a minute, 8 accounts checked every
+    second) and 8 rotations at once: every rotation gets its verdict by its deadline (published,
+    or late: the alert's gauge at 1), and the routine reads the budget cut are counted and said.
+    Before, every read queued for the budget, first come first served: the rotations' reads
+    waited behind the checks' for a minute, and no verdict came (nor any alert)."""
+    sim = make_simulator(8, interval_days=21)  # all 8 within 20 days of Cloudflare's rotation
+    path = config(
+        tmp_path,
+        sim,
+        deadline="3s",
+        schedule={"check_interval": "1s"},
+        rotation={"threshold_days": 20, "min_days_between_rotations": 1},
+    )
+    text = path.read_text(encoding="utf-8").replace(
+        "publication:\n", "publication:\n  rate_limit: {requests: 5, per: 1m}\n"
+    )
+    path.write_text(text, encoding="utf-8")
+    names = [f"account-{i}" for i in range(8)]
+    with daemon(path) as running:
+        running.wait_for(
+            "every account rotated",
+            lambda: all(events(running.logs, "key_rotated", account=n) for n in names),
+        )
+        verdicts = running.wait_for(
+            "a verdict on every rotation",
+            lambda: (
+                (
+                    found := {
+                        e["account"]: e["event"]
+                        for name in ("key_published", "key_publication_late")
+                        for e in events(running.logs, name)
+                    }
+                )
+                and len(found) == 8
+                and found
+            ),
+            timeout=30,
+        )
+        metrics_text = running.get("/metrics").text
+        assert running.terminate() == 0
+    late = [n for n, verdict in verdicts.items() if verdict == "key_publication_late"]
+    assert late, verdicts  # 5 reads a minute cannot verify 8 rotations within 3 s
+    for name in late:
+        (event,) = events(running.logs, "key_publication_late", account=name)
+        assert "publication.rate_limit" in event["reason"]
+        assert metric(metrics_text, "rotator_key_publication_late", account=name) == 1
+    skipped = metric(metrics_text, "rotator_publication_reads_skipped_total")
+    assert skipped is not None and skipped >= 1
+    (said,) = events(running.logs, "certs_reads_skipped")[:1]
+    assert said["level"] == "warning" and "publication.rate_limit" in said["message"]
+    # The warning at load said it would come to this.
+    assert any("publication.rate_limit" in e["message"] for e in events(running.logs, "config_warning"))
+    # Never more than the budget: 5 reads in the test's first minute.
+    assert len(sim.sim.requests(op="certs")) <= 5
+
+
+# --- rotator rotate: the daemon's follow-up (issue 18, item 2) -----------------------------------
+
+
+def _types(hooks: Hooks) -> list[str]:
+    return [d["type"].removeprefix("com.rotator.") for d in hooks.documents()]
+
+
+def test_rotate_by_hand_is_notified_and_verified_as_the_daemons_rotations_are(
+    simulator: SimulatorThread, hooks: Hooks, tmp_path: Path
+) -> None:
+    account_id = simulator.sim.account_ids[1]  # not due: rotated only because a person asks
+    path = config(tmp_path, simulator, hooks)
+    done = rotator("rotate", "account-1", "-c", str(path), env=environment(HOOK_SECRET=SECRET))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    rotated, verified = done.stdout.splitlines()
+    assert rotated.startswith("account-1: rotated (last_key_rotation_at is now ")
+    assert verified == "account-1: the new key is served at the team's certs endpoint"
+    logs = log_lines(done.stderr)
+    (published,) = events(logs, "key_published", account="account-1")
+    assert published["kid"] == simulator.sim.current_kid(account_id)
+    # The webhook heard of it, as of a rotation of the daemon's, signed with its secret.
+    assert _types(hooks) == ["key_rotated", "key_published"]
+    assert {d["subject"] for d in hooks.documents()} == {"account-1"}
+    assert hooks.documents()[0]["data"]["reason"] == "requested"
+    receiver = StandardWebhook(SECRET.encode())  # a plain secret: its UTF-8 bytes are the key
+    for headers, body in hooks.received:
+        assert receiver.verify(body, headers)["id"] == headers["webhook-id"]
+
+
+def test_rotate_says_a_key_not_served_by_the_deadline_is_late(
+    simulator: SimulatorThread, hooks: Hooks, tmp_path: Path
+) -> None:
+    account_id = simulator.sim.account_ids[1]
+    simulator.sim.add_certs_fault(CertsFault("stuck", account_id=account_id))
+    path = config(tmp_path, simulator, hooks, deadline="2s")
+    started = time.monotonic()
+    done = rotator("rotate", "account-1", "-c", str(path), env=environment(HOOK_SECRET=SECRET))
+    took = time.monotonic() - started
+
+    assert done.returncode == 0, done.stdout + done.stderr  # rotated: the key itself changed
+    assert done.stdout.splitlines()[1] == (
+        "account-1: the new key is not served at the team's certs endpoint within "
+        "publication.deadline (2s): see key_publication_late"
+    )
+    (late,) = events(log_lines(done.stderr), "key_publication_late", account="account-1")
+    assert late["level"] == "error" and "no new key is served" in late["reason"]
+    assert _types(hooks) == ["key_rotated", "key_publication_late"]
+    assert len(simulator.sim.rotations(account_id)) == 1
+    assert took < 30, f"rotate took {took:.1f} s with a 2 s deadline"
+
+
+def test_rotate_no_wait_notifies_and_does_not_wait_for_publication(
+    simulator: SimulatorThread, hooks: Hooks, tmp_path: Path
+) -> None:
+    account_id = simulator.sim.account_ids[1]
+    simulator.sim.add_certs_fault(CertsFault("stuck", account_id=account_id))
+    path = config(tmp_path, simulator, hooks, deadline="1h")  # waiting would take an hour
+    done = rotator(
+        "rotate", "account-1", "--no-wait", "-c", str(path), env=environment(HOOK_SECRET=SECRET), timeout=60
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[1] == "account-1: publication not verified (--no-wait)"
+    assert _types(hooks) == ["key_rotated"]
+
+
+def test_rotate_with_a_webhook_secret_unset_is_refused_before_anything_is_sent(
+    simulator: SimulatorThread, hooks: Hooks, tmp_path: Path
+) -> None:
+    path = config(tmp_path, simulator, hooks)
+    done = rotator("rotate", "account-1", "--force", "--yes", "-c", str(path), env=environment())
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"rotator: error: {path}: notify webhook ops: its signing secret cannot be read: environment "
+        "variable HOOK_SECRET is not set or is empty\n"
+    )
+    assert simulator.sim.requests(op="rotate") == [] and hooks.received == []

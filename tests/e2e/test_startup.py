@@ -74,7 +74,11 @@ def test_version_and_help_load_neither_the_config_nor_the_network(argv: list[str
 
 def test_validate_loads_the_config_and_not_the_network(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("accounts:\n  - name: production\n    account_id: " + "0" * 32 + "\n")
+    # A webhook whose secret validate reads, as run would: still without the network's modules.
+    path.write_text(
+        "notify:\n  webhooks:\n    - {url: 'https://hooks.example.com/x', secret_env: HOOK_SECRET}\n"
+        'accounts:\n  - name: production\n    account_id: "' + "0" * 32 + '"\n'
+    )
     modules = _imported("validate", "-c", str(path))
     assert "rotator.config.model" in modules
     assert _loaded(modules, NETWORK_AND_DAEMON) == set()

@@ -1,4 +1,4 @@
-"""A Kubernetes API server stand-in for rotator's tests: Leases and ConfigMaps over real HTTP.
+"""A Kubernetes API server stand-in for rotator's tests: Leases, ConfigMaps and Events over real HTTP.
 
 Why it exists: rotator's leader election (a coordination.k8s.io/v1 Lease) and its rotation ledger
 (a ConfigMap) talk to a kube-apiserver through kubernetes_asyncio, and none can be installed on the
@@ -15,6 +15,8 @@ Served, and nothing else (another path: 404 with a Status; another method on the
     POST           /apis/coordination.k8s.io/v1/namespaces/{ns}/leases
     GET|PUT|DELETE /api/v1/namespaces/{ns}/configmaps/{name}
     POST           /api/v1/namespaces/{ns}/configmaps
+    GET|PUT|DELETE /apis/events.k8s.io/v1/namespaces/{ns}/events/{name}
+    POST           /apis/events.k8s.io/v1/namespaces/{ns}/events
 
 The real server's rules it keeps (the generic registry's ``Store.Update``/``Create`` and each
 kind's strategy in kubernetes/kubernetes):
@@ -35,6 +37,12 @@ kind's strategy in kubernetes/kubernetes):
 - name or namespace in the body other than the URL's: 400 BadRequest.
 - A missing or wrong bearer token: 401 Unauthorized.
 - MicroTimes are answered in UTC with a ``Z``, whatever offset they were sent with.
+- An Event created through events.k8s.io/v1 meets the strict rules of ``ValidateEventCreate``
+  (pkg/apis/core/validation/events.go), else 422 Invalid naming each field: ``eventTime``,
+  ``reportingController`` (a qualified name), ``reportingInstance``, ``action`` and ``reason``
+  required (the last three at most 128 characters), ``type`` Normal or Warning, ``note`` at most
+  1 kB, and ``regarding.namespace`` the Event's own (reported as ``involvedObject.namespace``, the
+  internal type's name for it).
 
 Not modelled: PATCH, LIST and WATCH; namespaces (all exist); RBAC; managedFields; the syntax of
 labels, annotations and ConfigMap keys; immutable ConfigMaps; delete preconditions; fields other
@@ -71,7 +79,7 @@ from typing import Any, Self
 import yaml
 from aiohttp import web
 
-__all__ = ["CONFIGMAP", "LEASE", "KubeAPIServer", "RequestRecord"]
+__all__ = ["CONFIGMAP", "EVENT", "LEASE", "KubeAPIServer", "RequestRecord"]
 
 JSON = dict[str, Any]
 RequestRecord = tuple[float, str, str, int]  # (time.monotonic() at arrival, method, path, status)
@@ -145,7 +153,9 @@ class Kind:
 
 LEASE = Kind("Lease", "coordination.k8s.io/v1", "coordination.k8s.io", "leases", True, False)
 CONFIGMAP = Kind("ConfigMap", "v1", "", "configmaps", False, True)
+EVENT = Kind("Event", "events.k8s.io/v1", "events.k8s.io", "events", False, True)
 _ROUTES = (
+    (re.compile(r"/apis/events\.k8s\.io/v1/namespaces/([^/]+)/events(?:/([^/]+))?"), EVENT),
     (re.compile(r"/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?"), LEASE),
     (re.compile(r"/api/v1/namespaces/([^/]+)/configmaps(?:/([^/]+))?"), CONFIGMAP),
 )
@@ -296,6 +306,19 @@ def _decode(kind: Kind, raw: bytes) -> JSON:
             if spec_in.get(key) is not None:
                 spec[key] = decode(spec_in[key])
         obj["spec"] = spec
+    elif kind is EVENT:
+        for key in ("reportingController", "reportingInstance", "action", "reason", "note", "type"):
+            if doc.get(key) is not None:
+                obj[key] = _string(doc[key], f"Event.{key}")
+        if doc.get("eventTime") is not None:
+            obj["eventTime"] = _micro_time(doc["eventTime"])
+        for key in ("regarding", "related"):
+            if doc.get(key) is not None:
+                ref = doc[key]
+                if not isinstance(ref, dict):
+                    raise _wrong_type(ref, f"Event.{key}", "v1.ObjectReference")
+                fields = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+                obj[key] = {k: _string(ref[k], f"ObjectReference.{key}.{k}") for k in fields if ref.get(k)}
     else:
         if doc.get("data") is not None:
             obj["data"] = _string_map(doc["data"], "ConfigMap.data")
@@ -323,7 +346,9 @@ def _validate(kind: Kind, obj: JSON) -> list[_FieldError]:
     elif len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
         message = f'Invalid value: "{name}": {_DNS1123_MESSAGE}'
         errors.append(_FieldError("FieldValueInvalid", "metadata.name", message))
-    if kind is LEASE:
+    if kind is EVENT:
+        errors += _event_errors(obj)
+    elif kind is LEASE:
         spec = obj["spec"]
         duration = spec.get("leaseDurationSeconds")
         if duration is not None and duration <= 0:
@@ -343,6 +368,46 @@ def _validate(kind: Kind, obj: JSON) -> list[_FieldError]:
     return errors
 
 
+# events.k8s.io/v1's limits (pkg/apis/core/validation/events.go).
+_EVENT_FIELD_LIMIT = 128
+_NOTE_LIMIT = 1024
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61}[A-Za-z0-9]|[A-Za-z0-9])")
+
+
+def _event_errors(obj: JSON) -> list[_FieldError]:
+    """ValidateEventCreate's strict rules for an Event created through events.k8s.io/v1."""
+    errors: list[_FieldError] = []
+    namespace = obj["metadata"].get("namespace", "")
+    regarding = obj.get("regarding", {})
+    if regarding.get("namespace", "") != namespace and namespace not in ("default", "kube-system"):
+        message = f'Invalid value: "{regarding.get("namespace", "")}": does not match event.namespace'
+        errors.append(_FieldError("FieldValueInvalid", "involvedObject.namespace", message))
+    if "eventTime" not in obj:
+        errors.append(_FieldError("FieldValueRequired", "eventTime", "Required value"))
+    if obj.get("type") not in ("Normal", "Warning"):
+        message = f'Invalid value: "": has invalid value: {obj.get("type", "")}'
+        errors.append(_FieldError("FieldValueInvalid", "type", message))
+    controller = obj.get("reportingController", "")
+    if not controller:
+        errors.append(_FieldError("FieldValueRequired", "reportingController", "Required value"))
+    else:
+        prefix, _, name = controller.rpartition("/")
+        if not _QUALIFIED_NAME.fullmatch(name) or (prefix and not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+            message = f'Invalid value: "{controller}": name part must consist of alphanumeric characters'
+            errors.append(_FieldError("FieldValueInvalid", "reportingController", message))
+    for key in ("reportingInstance", "action", "reason"):
+        value = obj.get(key, "")
+        if not value:
+            errors.append(_FieldError("FieldValueRequired", key, "Required value"))
+        elif len(value) > _EVENT_FIELD_LIMIT:
+            message = f'Invalid value: "": can have at most {_EVENT_FIELD_LIMIT} characters'
+            errors.append(_FieldError("FieldValueInvalid", key, message))
+    if len(obj.get("note", "")) > _NOTE_LIMIT:
+        message = f'Invalid value: "": can have at most {_NOTE_LIMIT} characters'
+        errors.append(_FieldError("FieldValueInvalid", "note", message))
+    return errors
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -357,6 +422,10 @@ class _Store:
     def get(self, kind: Kind, namespace: str, name: str) -> JSON | None:
         obj = self._objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
+
+    def all(self, kind: Kind, namespace: str) -> list[JSON]:
+        found = [obj for (k, ns, _), obj in self._objects.items() if k is kind and ns == namespace]
+        return copy.deepcopy(sorted(found, key=lambda obj: int(obj["metadata"]["resourceVersion"])))
 
     def handle(self, method: str, kind: Kind, namespace: str, name: str | None, body: bytes) -> Reply:
         if name is None:  # the collection: POST only (the router made sure)
@@ -568,6 +637,11 @@ class KubeAPIServer:
         """The stored ConfigMap as GET would answer it, or None."""
         with self._lock:
             return self._store.get(CONFIGMAP, namespace, name)
+
+    def events(self, namespace: str) -> list[JSON]:
+        """Every stored Event of ``namespace``, in the order created."""
+        with self._lock:
+            return self._store.all(EVENT, namespace)
 
     @property
     def requests(self) -> list[RequestRecord]:

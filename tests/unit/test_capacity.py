@@ -3,11 +3,19 @@ and the warning ``rotator check`` prints."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from rotator.config.capacity import Shortfall, capacity_warnings, shortest_interval, shortfalls
+from rotator.config.capacity import (
+    Shortfall,
+    capacity_warnings,
+    certs_capacity_warnings,
+    shortest_interval,
+    shortfalls,
+    verification_reserve,
+)
 from rotator.config.credentials import Credential
 from rotator.config.durations import parse_duration
 from rotator.config.model import Config, parse_config
@@ -71,3 +79,38 @@ def test_accounts_whose_variables_hold_the_same_token_share_one_budget(tmp_path:
 
     config, apart = _credentials(text, tmp_path, {"TOKEN_A": "secret-one", "TOKEN_B": "secret-two"})
     assert capacity_warnings(config, apart) == []
+
+
+@pytest.mark.parametrize(("requests", "reserve"), [(1, 0), (2, 1), (5, 1), (10, 2), (300, 60), (1200, 240)])
+def test_a_fifth_of_the_certs_budget_is_kept_for_verification(requests: int, reserve: int) -> None:
+    assert verification_reserve(requests) == reserve
+
+
+def _certs_config(accounts: int, check_interval: str, requests: int = 300) -> Config:
+    lines = [
+        f"publication: {{rate_limit: {{requests: {requests}, per: 5m}}}}",
+        f"schedule: {{check_interval: {check_interval}, jitter: 0s}}",
+        "accounts:",
+        *(f'  - {{name: a{i}, account_id: "{i:032x}"}}' for i in range(accounts)),
+    ]
+    return parse_config("\n".join(lines) + "\n", Path("config.yaml"))
+
+
+def test_checks_whose_certs_reads_cannot_fit_the_budget_are_warned_about() -> None:
+    """300 per 5m keeps 60 for verification: 240 routine reads, one a check. 240 accounts every 5m
+    fit; 241 do not, nor 20 accounts every 5s (the default hour fits 3,600 accounts at most)."""
+    assert certs_capacity_warnings(_certs_config(240, "5m")) == []
+    (warning,) = certs_capacity_warnings(_certs_config(241, "5m"))
+    assert warning.startswith("publication.rate_limit is 300 reads per 5m, 60 of them kept for verifying")
+    assert "241 accounts checked every 5m need 241 reads" in warning
+    shortest = warning.split("schedule.check_interval to at least ")[1].split(",")[0]
+    requests = int(warning.split("publication.rate_limit.requests to at least ")[1].split(" ")[0])
+    # What it says to write is enough, and no more than needed.
+    assert certs_capacity_warnings(_certs_config(241, shortest)) == []
+    assert certs_capacity_warnings(_certs_config(241, "5m", requests)) == []
+    assert certs_capacity_warnings(_certs_config(241, "5m", requests - 1))
+    assert certs_capacity_warnings(_certs_config(20, "5s"))
+    config = _certs_config(241, "5m")
+    off = config.settings.publication.model_copy(update={"enabled": False})
+    disabled = dataclasses.replace(config, settings=config.settings.model_copy(update={"publication": off}))
+    assert certs_capacity_warnings(disabled) == []

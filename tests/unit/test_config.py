@@ -54,6 +54,8 @@ INLINE_SECRET = (
 KEY_NOT_A_STRING = "expected a string as mapping key (a name such as accounts or base_url)"
 
 # fixture -> the problems its message must report, one line each: (where and field, what was expected).
+DURATION = "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds"
+
 REFUSALS: dict[str, list[tuple[str, str]]] = {
     "unknown_key_top_level": [("schedul:", "unknown key")],
     "unknown_key_in_section": [("schedule.interval:", "unknown key")],
@@ -88,15 +90,36 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
             "to be more than 0 and at least min_days_between_rotations",
         )
     ],
-    "interval_below_21": [("rotation.key_rotation_interval_days:", "expected a whole number from 21 to 365")],
+    "interval_below_21": [
+        ("rotation.key_rotation_interval_days:", "expected a whole number from 21 to 365, got 20")
+    ],
     "interval_above_365": [
-        ("accounts[0] (production): key_rotation_interval_days:", "expected a whole number from 21 to 365")
+        (
+            "accounts[0] (production): key_rotation_interval_days:",
+            "expected a whole number from 21 to 365, got 366",
+        )
     ],
     "bad_duration": [
-        ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
+        (
+            "schedule.check_interval:",
+            f"{DURATION}, got '1w': there is no week unit: write 7d",
+        )
     ],
+    "duration_minutes_spelled_out": [
+        ("schedule.jitter:", f"{DURATION}, got '5 min': write 5m (the units are ms, s, m, h and d)")
+    ],
+    "duration_hours_spelled_out": [
+        ("rotation.windows[0].duration:", f"{DURATION}, got '18hours': write 18h (the units are")
+    ],
+    "duration_compound": [
+        (
+            "publication.deadline:",
+            f"{DURATION}, got '1h30m': one number and one unit only (write 1h30m as 90m)",
+        )
+    ],
+    "duration_negative": [("schedule.jitter:", f"{DURATION}, got '-5m': a duration cannot be negative")],
     "infinite_duration": [("schedule.check_interval:", "finite number")],
-    "max_retry_after_zero": [("cloudflare.max_retry_after:", "expected a duration longer than 0")],
+    "max_retry_after_zero": [("cloudflare.max_retry_after:", "expected a duration longer than 0, got 0")],
     "base_url_with_userinfo": [
         (
             "cloudflare.base_url:",
@@ -136,7 +159,9 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     "key_at_the_wrong_level": [
         ("check_interval:", "unknown key here: did you mean schedule.check_interval? (check its level")
     ],
-    "below_the_minimum": [("cloudflare.rate_limit.requests:", "expected a whole number of at least 1")],
+    "below_the_minimum": [
+        ("cloudflare.rate_limit.requests:", "expected a whole number of at least 1, got 0")
+    ],
     "not_utf8": [("", "not valid YAML at line 3: expected UTF-8 text")],
     "complex_key": [("", f"at line 6, column 3: {KEY_NOT_A_STRING}, found a list")],
     "complex_key_in_account": [("", f"at line 5, column 7: {KEY_NOT_A_STRING}, found a mapping")],
@@ -157,9 +182,21 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         ("accounts[0] (production): windows[0]: cron:", "never matches a date, so this window can never open")
     ],
     "window_unknown_timezone": [
-        ("accounts[0] (production): windows[0].timezone:", "expected an IANA time zone name")
+        (
+            "accounts[0] (production): windows[0].timezone:",
+            "expected an IANA time zone name such as Europe/Berlin or UTC, got 'Europe/Berln': did you "
+            "mean Europe/Berlin?",
+        )
     ],
-    "window_timezone_is_a_region": [("rotation.windows[0].timezone:", "expected an IANA time zone name")],
+    "window_timezone_is_a_region": [
+        (
+            "rotation.windows[0].timezone:",
+            "got 'Europe': that is a region; name a zone in it, such as Europe/Amsterdam",
+        )
+    ],
+    "window_timezone_city_without_region": [
+        ("rotation.windows[0].timezone:", "got 'Berln': did you mean Europe/Berlin?")
+    ],
     "windows_not_a_list": [("accounts[0] (production): windows:", "expected a list")],
     "state_file_missing_directory": [
         (
@@ -682,11 +719,11 @@ def test_every_credentials_fixture_is_in_the_table() -> None:
 
 @pytest.mark.parametrize("name", sorted(CREDENTIAL_PROBLEMS))
 def test_a_credential_that_cannot_be_read_is_described_without_repeating_a_pasted_secret(name: str) -> None:
-    """validate warns (the config is valid), run refuses; neither repeats a value that may be a
-    secret pasted in place of a name or path, and a path that reads as one is named."""
+    """validate --without-secrets warns (the config is valid), run refuses; neither repeats a value
+    that may be a secret pasted in place of a name or path, and a path that reads as one is named."""
     path = CONFFILES / "credentials" / f"{name}.yaml"
     env = environment() if name.startswith("token") else environment(**{TOKEN_ENV: "a-token-for-the-account"})
-    validated = rotator("validate", "-c", str(path), env=env)
+    validated = rotator("validate", "--without-secrets", "-c", str(path), env=env)
     refused = rotator("run", "--once", "-c", str(path), env=env)
 
     assert refused.returncode == 2
@@ -735,9 +772,16 @@ def test_validate_missing_file() -> None:
     assert_refused(rotator("validate", "-c", str(path)), f"{path}: no such file")
 
 
-def test_validate_without_the_token_warns_and_succeeds(tmp_path: Path) -> None:
+def test_validate_without_the_token_refuses_as_run_does(tmp_path: Path) -> None:
     path = valid_config(tmp_path)
-    result = rotator("validate", "-c", str(path))
+    (line,) = assert_refused(rotator("validate", "-c", str(path)))
+    (ran,) = assert_refused(rotator("run", "--once", "-c", str(path)))
+    assert line == ran and line.startswith(f"rotator: error: {path}: account production: ")
+
+
+def test_validate_without_secrets_warns_of_the_token_and_succeeds(tmp_path: Path) -> None:
+    path = valid_config(tmp_path)
+    result = rotator("validate", "--without-secrets", "-c", str(path))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
@@ -745,6 +789,47 @@ def test_validate_without_the_token_warns_and_succeeds(tmp_path: Path) -> None:
     assert f"environment variable {TOKEN_ENV} is not set" in warnings[0]
     assert "production" in warnings[0]
     assert result.stdout.splitlines()[-1] == f"{path}: valid, 1 account(s)"
+
+
+WEBHOOK = (
+    "notify:\n  webhooks:\n    - name: ops\n      url: https://hooks.example.com/rotator\n"
+    "      secret_env: OPS_HOOK_SECRET\n"
+)
+
+
+def test_validate_refuses_a_webhook_whose_secret_is_unset_as_run_does(tmp_path: Path) -> None:
+    """Once, validate said "valid" and run then refused, without naming the file."""
+    path = write(tmp_path, WEBHOOK + valid_config(tmp_path).read_text(encoding="utf-8"))
+    env = environment(**{TOKEN_ENV: "a-token"})
+    (line,) = assert_refused(rotator("validate", "-c", str(path), env=env))
+    (ran,) = assert_refused(rotator("run", "--once", "-c", str(path), env=env))
+    assert (
+        line
+        == ran
+        == (
+            f"rotator: error: {path}: notify webhook ops: its signing secret cannot be read: environment "
+            "variable OPS_HOOK_SECRET is not set or is empty"
+        )
+    )
+    relaxed = rotator("validate", "--without-secrets", "-c", str(path), env=env)
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert relaxed.stdout.splitlines() == [
+        "warning: notify webhook ops: its signing secret cannot be read: environment variable "
+        "OPS_HOOK_SECRET is not set or is empty (needed by run and rotate)",
+        f"{path}: valid, 1 account(s)",
+    ]
+    with_secret = rotator("validate", "-c", str(path), env={**env, "OPS_HOOK_SECRET": "s3cret-value"})
+    assert with_secret.returncode == 0 and with_secret.stdout == f"{path}: valid, 1 account(s)\n"
+
+
+def test_validate_refuses_an_auth_token_file_run_cannot_read(tmp_path: Path) -> None:
+    text = valid_config(tmp_path).read_text(encoding="utf-8")
+    missing = tmp_path / "no-such-token"
+    path = write(tmp_path, text.replace("http:\n", f"http:\n  auth_token_file: {missing}\n"))
+    env = environment(**{TOKEN_ENV: "a-token"})
+    (line,) = assert_refused(rotator("validate", "-c", str(path), env=env))
+    (ran,) = assert_refused(rotator("run", "--once", "-c", str(path), env=env))
+    assert line == ran and line.startswith(f"rotator: error: {path}: http.auth_token_file: ")
 
 
 def test_validate_with_the_token_says_valid_and_nothing_else(tmp_path: Path) -> None:
@@ -762,7 +847,7 @@ def test_validate_prints_load_warnings(tmp_path: Path) -> None:
 
 
 def test_validate_example_config() -> None:
-    result = rotator("validate", "-c", str(EXAMPLE))
+    result = rotator("validate", "--without-secrets", "-c", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"{EXAMPLE}: valid, 4 account(s)"
 
@@ -773,7 +858,7 @@ def many_accounts(tmp_path: Path, count: int) -> Path:
 
 
 def test_a_token_missing_for_many_accounts_is_one_warning_with_a_count(tmp_path: Path) -> None:
-    result = rotator("validate", "-c", str(many_accounts(tmp_path, 1000)))
+    result = rotator("validate", "--without-secrets", "-c", str(many_accounts(tmp_path, 1000)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"warning: accounts a0, a1, a2 and 997 more (1,000 in all): environment variable {TOKEN_ENV} "

@@ -175,3 +175,12 @@ async def test_a_request_is_counted_from_its_answer_so_the_window_never_ends_bef
     assert not limiter.try_acquire()
     clock.now = 16.0
     assert limiter.try_acquire()
+
+
+async def test_try_acquire_leaves_what_it_is_told_to_for_those_who_wait() -> None:
+    clock = FakeClock(auto=False)
+    limiter = SlidingWindowLimiter(5, 60.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    assert [limiter.try_acquire(leave=2) for _ in range(4)] == [True, True, True, False]
+    await limiter.acquire()  # the reserve is there for acquire
+    await limiter.acquire()
+    assert not limiter.try_acquire()
