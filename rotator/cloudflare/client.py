@@ -1,8 +1,13 @@
 """Cloudflare's Access key configuration API: the three operations, safely.
 
 Every failure leaves this module as one of rotator's own errors (``rotator.errors``), translated in
-one place, ``_send``. GET and PUT are retried on what can pass (no answer, 429, 5xx) with backoff and
-jitter. The rotate POST is not idempotent, so it is never retried blindly: see ``rotate``.
+one place, ``_sent``, whatever the transport. GET and PUT are retried on what can pass (no answer,
+429, 5xx) with backoff and jitter. The rotate POST is not idempotent, so it is never retried
+blindly: see ``rotate``.
+
+Every request is first reserved (``reserve``: the credential's budget, any 429 pause, a connection
+slot), then sent by its ``Reservation``, which waits for nothing more: a caller that decides in
+between (the rotation protocol, ``enforce_interval``) decides at the moment the request leaves.
 """
 
 from __future__ import annotations
@@ -539,13 +544,13 @@ class Reservation:
     """What one request waits for, had before it is decided (``CloudflareClient.reserve``).
 
     Entered: the credential's budget counts the request (any 429 pause waited out) and a connection
-    slot is held; ``waited`` says whether either wait suspended, and ``ended_at`` (the client's
-    monotonic clock) when the reservation was complete. ``send`` and ``exchange`` wait for nothing
-    of their own: the request leaves at once (its connection opened if the pool has none idle).
+    slot is held; ``waited`` says whether either wait suspended. ``exchange``, ``rotate`` and
+    ``set_interval`` wait for nothing of their own: the request leaves at once (its connection
+    opened if the pool has none idle).
     Leaving unsent gives the budget back; leaving frees the slot either way.
     """
 
-    __slots__ = ("_acquired_at", "_client", "_credential", "_limiter", "_used", "ended_at", "waited")
+    __slots__ = ("_acquired_at", "_client", "_credential", "_limiter", "_used", "waited")
 
     def __init__(self, client: CloudflareClient, credential: Credential) -> None:
         self._client = client
@@ -554,7 +559,6 @@ class Reservation:
         self._acquired_at = 0.0
         self._used = False
         self.waited = False
-        self.ended_at = 0.0
 
     async def __aenter__(self) -> Reservation:
         client, limiter = self._client, self._limiter
@@ -583,7 +587,6 @@ class Reservation:
             limiter.unused(acquired_at)
             self.waited = True
         self._acquired_at = acquired_at
-        self.ended_at = client._monotonic()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
