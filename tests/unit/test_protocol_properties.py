@@ -530,8 +530,8 @@ class WaitsAtTheWire(RuleBasedStateMachine):
 
 class TestWaitsAtTheWire(WaitsAtTheWire.TestCase):  # type: ignore[name-defined,misc]
     settings = settings(
-        max_examples=60,
-        stateful_step_count=30,
+        max_examples=300,
+        stateful_step_count=40,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow],
