@@ -62,8 +62,9 @@ ROTATE_ATTEMPTS = 3
 # Reads right after a lost answer, a backoff apart, that may show the rotation applied.
 CONFIRMING_READS = 2
 
-# Given the account's fresh record, the decision under the config in force now and the credential
-# to send with; None when the account is no longer configured.
+# Given the account's fresh record and the clock now (Cloudflare's, estimated), the decision under
+# the config in force now and the credential to send with; None when the account is no longer
+# configured. Pure and quick: it is called with nothing awaited between it and the send.
 Redecide = Callable[[AccountRecord, datetime], "tuple[Decision, Credential] | None"]
 
 
@@ -274,7 +275,7 @@ class RotationProtocol:
         if isinstance(verdict, Outcome):
             why = "not sent: decided again right before sending"
         elif verdict[1].fingerprint != reserved.fingerprint:
-            # Known not applied: sent again with the new credential, as after no connection.
+            # Not sent, known not applied: the next check sends it with the new credential.
             refusal = ConnectError("not sent: a reload changed the credential while the intent was recorded")
             why = str(refusal)
         elif self._client.stopping:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from cloudflare_sim import Fault, SimulatorThread
+from tests.e2e.test_ha import ELECTION, Replicas
+from tests.support.kubeapi import KubeAPIServer
 from tests.support.processes import daemon, events, write_config
 
 MakeSimulator = Callable[..., SimulatorThread]
@@ -133,3 +135,43 @@ def test_sigterm_sends_none_of_the_rotations_queued_on_a_connection_slot(
     assert len(after) <= 1, [(r.account_id, r.at - stopped_at) for r in after]
     assert events(running.logs, "rotation_failed", error_type="Abandoned")
     assert events(running.logs, "shutdown")
+
+
+@pytest.fixture
+def kube() -> Iterator[KubeAPIServer]:
+    with KubeAPIServer() as server:
+        yield server
+
+
+def test_a_leader_that_loses_its_lease_while_its_post_waits_sends_nothing(
+    make_simulator: MakeSimulator, kube: KubeAPIServer, tmp_path: Path
+) -> None:
+    simulator = make_simulator(0)
+    sim = simulator.sim
+    due = sim.add_account(days_until_next_rotation=1)
+    # One request per 8 s: the leader's first read spends it, and its POST waits ~8 s: longer than
+    # the 3 s Lease, which it cannot renew once the API server stops answering.
+    config = write_config(
+        tmp_path / "config.yaml",
+        simulator,
+        accounts=[{"name": "due", "account_id": due}],
+        cloudflare={"timeout": "1s", "rate_limit": {"requests": 1, "per": "8s"}},
+        leader_election=ELECTION,
+    )
+    with Replicas(config, kube.write_kubeconfig(tmp_path / "kubeconfig")) as replicas:
+        leader = replicas.start()
+        leader.wait_for("the rotation", lambda: events(leader.logs, "rotation_started"), timeout=30)
+        # Let an intent committed before the wait (as the protocol did before issue 16) reach the
+        # API server; then the API server stops answering: no renewal, the Lease runs out.
+        time.sleep(0.5)
+        kube.stall()
+        leader.wait_for("leader_lost", lambda: events(leader.logs, "leader_lost"))
+        ended = leader.wait_for(
+            "the rotation's end",
+            lambda: events(leader.logs, "rotation_failed") or events(leader.logs, "key_rotated"),
+            timeout=30,
+        )
+        kube.unstall()
+        assert leader.terminate() == 0
+    assert sim.requests(op="rotate") == [], ended
+    assert ended[0]["event"] == "rotation_failed"

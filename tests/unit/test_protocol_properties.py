@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -33,12 +34,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from prometheus_client import CollectorRegistry
 
 from rotator.check.checker import Checker
+from rotator.check.rotation import Fence
 from rotator.cloudflare.client import Backoff, CloudflareClient
 from rotator.config.credentials import CredentialSource
 from rotator.config.model import Account, parse_config
 from rotator.ledger.ledger import Ledger
 from rotator.metrics.families import Metrics
-from tests.support.clock import FakeClock
+from tests.support.clock import FakeClock, settle
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -47,6 +49,8 @@ INTERVAL_DAYS = 21
 THRESHOLD_DAYS = 3
 SETTLE = timedelta(hours=1)
 MAX_LAG = timedelta(minutes=50)  # under settle_time: the guarantee's precondition
+
+BACKOFF = Backoff(initial=1.0, maximum=5.0)
 
 # What the next rotate POST meets.
 POST_OUTCOMES = ("ok", "429", "502", "applied_then_timeout", "timeout", "applied_then_crash", "crash")
@@ -67,6 +71,7 @@ class Cloudflare:
         self.fresh_reads = 0  # reads that skip the lag (a restart without state_file)
         self.next_post = "ok"
         self.failing_gets = 0
+        self.on_post: Callable[[], None] = lambda: None  # called as each rotate POST arrives
 
     def now(self) -> datetime:
         return START + timedelta(seconds=self.clock.now)
@@ -101,6 +106,7 @@ class Cloudflare:
                 self.fresh_reads -= 1
                 return self.answer(lagged=False)
             return self.answer()
+        self.on_post()
         outcome, self.next_post = self.next_post, "ok"
         if outcome == "429":
             return httpx.Response(429, json={"success": False, "errors": []}, headers={"retry-after": "600"})
@@ -121,7 +127,17 @@ class Cloudflare:
 class Rotator:
     """One rotator process: client, ledger and checker; a crash throws it away."""
 
-    def __init__(self, cloudflare: Cloudflare, state_file: Path | None, account: Account) -> None:
+    def __init__(
+        self,
+        cloudflare: Cloudflare,
+        state_file: Path | None,
+        account: Account,
+        *,
+        backoff: Backoff = BACKOFF,
+        rate_limit: tuple[int, float] = (1000, 300.0),
+        max_concurrency: int = 4,
+        fence: Fence | None = None,
+    ) -> None:
         clock = cloudflare.clock
         self.client = CloudflareClient(
             "https://api.cloudflare.test/client/v4",
@@ -129,22 +145,31 @@ class Rotator:
             clock=cloudflare.now,
             monotonic=clock.monotonic,
             sleep=clock.sleep,
-            backoff=Backoff(initial=1.0, maximum=5.0),
+            backoff=backoff,
+            rate_limit=rate_limit,
+            max_concurrency=max_concurrency,
         )
         self.ledger = Ledger(state_file, settle_time=SETTLE)
         self.accounts = {ACCOUNT: account}
-        credential = CredentialSource.token_env("T").load({"T": "t0k3n-property"})
+        self.credential = CredentialSource.token_env("T").load({"T": "t0k3n-property"})
         metrics = Metrics(CollectorRegistry())
         self.checker = Checker(
-            self.client, metrics, self.ledger, {ACCOUNT: credential}, accounts=self.accounts.get
+            self.client,
+            metrics,
+            self.ledger,
+            {ACCOUNT: self.credential},
+            accounts=self.accounts.get,
+            fence=fence,
         )
 
 
-def _account(dry_run: bool, directory: Path) -> Account:
+def _account(dry_run: bool, directory: Path, *, windowed: bool = False) -> Account:
+    # The window: 12:00-13:00 UTC every day (START is 12:00).
+    windows = ", windows: [{cron: '0 12 * * *', duration: 1h}]" if windowed else ""
     text = (
         "cloudflare: {base_url: 'https://api.cloudflare.test/client/v4'}\n"
         f"rotation: {{threshold_days: {THRESHOLD_DAYS}, dry_run: {str(dry_run).lower()}}}\n"
-        f"accounts: [{{name: prod, account_id: '{ACCOUNT}'}}]\n"
+        f"accounts: [{{name: prod, account_id: '{ACCOUNT}'{windows}}}]\n"
     )
     return parse_config(text, directory / "config.yaml").accounts[0]
 
@@ -278,6 +303,237 @@ class TestRotationProtocol(RotationProtocol.TestCase):  # type: ignore[name-defi
         stateful_step_count=40,
         deadline=None,
         derandomize=True,  # the same interleavings in CI every time; see the note above to explore
+        suppress_health_check=[HealthCheck.too_slow],
+        database=None,
+    )
+
+
+# ----------------------------------------------------------------------------- at the wire
+#
+# Issue 16: the waits between a decision and the bytes on the wire, as steps of their own. Checks
+# run as tasks that block where the real ones block (the credential's budget, a 429's pause, a
+# connection slot another request holds, a Lease renewal), on a clock that moves only when a step
+# says so; between any two steps the config is reloaded (dry_run, a window, the account removed),
+# the Lease lost or regained, SIGTERM sent, the process restarted.
+#
+# Invariant, checked as each rotate POST reaches Cloudflare: it was decided with the world as it
+# is at that instant, that is no earlier than its reservation ended: the account still configured
+# and not in dry run (the config then in force), its intent on record with the clock then
+# (``intended_at`` is Cloudflare's time at arrival: nothing waited between deciding and sending,
+# so the policy judged the window and the gap at that time), the fence valid then (this replica
+# holds the Lease for the request's whole deadline from now), and no SIGTERM before it.
+
+NEED = 10.0 + 1.0  # the request's deadline and the fence's margin
+LEASE = 30.0
+
+
+class FakeLease:
+    """The fence of a replica whose Lease a step can take away; a renewal takes 2 s."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.leading = True
+        self.ends = clock.now + LEASE
+
+    def valid(self) -> bool:
+        return self.leading and self.ends - self.clock.now >= NEED
+
+    async def prepare(self) -> bool:
+        if self.leading and self.ends - self.clock.now < NEED:
+            await self.clock.sleep(2.0)  # the renewal's round trip: a wait
+            if self.leading:
+                self.ends = self.clock.now + LEASE
+        return self.valid()
+
+    def holds(self) -> bool:
+        return self.valid()
+
+
+class WaitsAtTheWire(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.directory = Path(tempfile.mkdtemp(prefix="rotator-wire-"))
+        self.clock = FakeClock(auto=False)
+        self.cloudflare = Cloudflare(self.clock)
+        self.cloudflare.on_post = self._post_arrives
+        self.lease = FakeLease(self.clock)
+        self.config: dict[str, Any] = {"dry_run": False, "windowed": False, "removed": False}
+        self.stopped = False
+        self.violations: list[str] = []
+        self.posts = 0
+        self.checks: list[asyncio.Task[Any]] = []
+        self.holder: asyncio.Task[None] | None = None
+        self.release = asyncio.Event()
+        self.other = CredentialSource.token_env("O").load({"O": "other-t0k3n"})
+        self.state_file: Path | None = None
+        self.rotator: Rotator | None = None
+
+    @initialize(persistent=st.booleans(), windowed=st.booleans())
+    def start(self, persistent: bool, windowed: bool) -> None:
+        self.config["windowed"] = windowed
+        self.state_file = self.directory / "state.json" if persistent else None
+        self.rotator = self._new_rotator()
+
+    def teardown(self) -> None:
+        self._stop_tasks()
+        if self.rotator is not None:
+            self.loop.run_until_complete(self.rotator.client.aclose())
+        self.loop.close()
+
+    # ----------------------------------------------------------------------- rotator acts
+
+    @precondition(lambda self: not self.stopped and not self.config["removed"])
+    @rule()
+    def a_check_starts(self) -> None:
+        assert self.rotator is not None
+        self.checks = [t for t in self.checks if not t.done()]
+        if len(self.checks) < 3:
+            account = self.rotator.accounts[ACCOUNT]
+            self.checks.append(self.loop.create_task(self.rotator.checker.check(account)))
+        self._run()
+
+    @rule(outcome=st.sampled_from(("ok", "429", "502", "timeout", "applied_then_timeout")))
+    def next_rotate_meets(self, outcome: str) -> None:
+        self.cloudflare.next_post = outcome  # a 429 pauses the credential for 600 s
+
+    # ----------------------------------------------------------------------- the waits
+
+    @rule(seconds=st.sampled_from((1, 5, 30, 61, 601, 3600, 6 * 3600, 19 * 86400)))
+    def clock_advances(self, seconds: int) -> None:
+        """Budget waits (one request a minute), a 429's pause and a Lease renewal end with time;
+        19 days, and the key falls due again."""
+        self.loop.run_until_complete(self.clock.advance(seconds))
+
+    @precondition(lambda self: self.holder is None and not self.stopped)
+    @rule()
+    def another_request_takes_the_connection(self) -> None:
+        """The one connection slot, held by another credential's request until freed."""
+        assert self.rotator is not None
+        client, release = self.rotator.client, asyncio.Event()
+        self.release = release
+
+        async def hold() -> None:
+            async with client.reserve(self.other):
+                await release.wait()
+
+        self.holder = self.loop.create_task(hold())
+        self._run()
+
+    @precondition(lambda self: self.holder is not None)
+    @rule()
+    def the_connection_is_freed(self) -> None:
+        self.release.set()
+        self._run()
+        self.holder = None
+
+    # ----------------------------------------------------------------------- the world changes
+
+    @rule(dry_run=st.booleans(), windowed=st.booleans(), removed=st.booleans())
+    def reload(self, dry_run: bool, windowed: bool, removed: bool) -> None:
+        assert self.rotator is not None
+        self.config = {"dry_run": dry_run, "windowed": windowed, "removed": removed}
+        self._configure(self.rotator)
+
+    @rule()
+    def the_lease_is_lost(self) -> None:
+        self.lease.leading = False
+
+    @rule()
+    def the_lease_is_won_again(self) -> None:
+        self.lease.leading, self.lease.ends = True, self.clock.now + LEASE
+
+    @precondition(lambda self: not self.stopped)
+    @rule()
+    def sigterm(self) -> None:
+        assert self.rotator is not None
+        self.stopped = True
+        self.rotator.client.stop_waiting()
+        self._run()
+
+    @rule()
+    def restart(self) -> None:
+        assert self.rotator is not None
+        self._stop_tasks()
+        self.loop.run_until_complete(self.rotator.client.aclose())
+        self.stopped = False
+        self.rotator = self._new_rotator()
+
+    # ----------------------------------------------------------------------- invariants
+
+    @invariant()
+    def every_post_was_decided_at_the_wire(self) -> None:
+        assert self.violations == [], self.violations
+
+    @invariant()
+    def never_two_rotations_within_the_gap(self) -> None:
+        applied = self.cloudflare.applied
+        for earlier, later in pairwise(applied):
+            assert later - earlier >= GAP, f"two rotations {later - earlier} apart: {applied}"
+
+    # ----------------------------------------------------------------------- helpers
+
+    def _post_arrives(self) -> None:
+        self.posts += 1
+        assert self.rotator is not None
+        now = self.cloudflare.now()
+        problems = []
+        if self.stopped:
+            problems.append("sent after SIGTERM")
+        if self.config["removed"] or ACCOUNT not in self.rotator.accounts:
+            problems.append("sent for an account no longer configured")
+        if self.config["dry_run"]:
+            problems.append("sent in dry run")
+        if not self.lease.valid():
+            problems.append(f"sent without a valid fence (Lease: {self.lease.ends - self.clock.now:g}s left)")
+        rotation = self.rotator.ledger.record(ACCOUNT).rotation
+        if rotation is None or rotation.state.value != "sent":
+            problems.append(f"sent with no intent on record ({rotation})")
+        elif rotation.intended_at != now:
+            problems.append(f"decided at {rotation.intended_at}, sent at {now}")
+        if problems:
+            self.violations.append(f"POST at {now}: " + "; ".join(problems))
+
+    def _new_rotator(self) -> Rotator:
+        rotator = Rotator(
+            self.cloudflare,
+            self.state_file,
+            self._account(),
+            backoff=Backoff(initial=1.0, maximum=1.0),  # whole seconds: Date has no fractions
+            rate_limit=(1, 60.0),
+            max_concurrency=1,
+            fence=self.lease,
+        )
+        self._configure(rotator)
+        if self.state_file is None:
+            self.cloudflare.fresh_reads = 1  # as in RotationProtocol._restart
+        return rotator
+
+    def _account(self) -> Account:
+        return _account(self.config["dry_run"], self.directory, windowed=self.config["windowed"])
+
+    def _configure(self, rotator: Rotator) -> None:
+        if self.config["removed"]:
+            rotator.accounts.pop(ACCOUNT, None)
+        else:
+            rotator.accounts[ACCOUNT] = self._account()
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(settle())
+
+    def _stop_tasks(self) -> None:
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(settle())
+        self.checks, self.holder = [], None
+
+
+class TestWaitsAtTheWire(WaitsAtTheWire.TestCase):  # type: ignore[name-defined,misc]
+    settings = settings(
+        max_examples=300,
+        stateful_step_count=40,
+        deadline=None,
+        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow],
         database=None,
     )
