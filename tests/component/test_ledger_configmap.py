@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from rotator.errors import StateFileError
 from rotator.ha.kube import KubeAPI
 from rotator.ledger.configmap import KEY, ConfigMapStore
 from rotator.ledger.ledger import Ledger, State
+from rotator.redaction import REDACTOR
 from tests.support.kubeapi import KubeAPIServer
 
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -144,3 +146,25 @@ def test_a_ledger_configmap_deleted_by_hand_is_written_anew(kube: KubeAPIServer)
         return record.rotation.state if record.rotation else None
 
     assert run(deleted()) is State.DONE
+
+
+def test_a_why_that_quotes_a_secret_is_written_redacted(kube: KubeAPIServer) -> None:
+    """A rotation's why quotes Cloudflare's answer, and an answer may echo the token."""
+    token = "cm-ledger-token-0123456789abcdef"
+    REDACTOR.remember(token)
+
+    async def write() -> None:
+        api, store = await _store()
+        await store.load()
+        ledger = Ledger(store=store)
+        rotation = ledger.begin(ACCOUNT, at=NOW, rotates_from=None)
+        ledger.not_applied(ACCOUNT, rotation, at=NOW, why=f"Cloudflare answered 400 (bad token {token})")
+        await ledger.commit()
+        await api.close()
+
+    run(write())
+    stored = kube.configmap("rotator", "rotator-ledger")
+    assert stored is not None
+    text = gzip.decompress(base64.b64decode(stored["binaryData"][KEY])).decode()
+    assert token not in text
+    assert "bad token [REDACTED]" in text
