@@ -275,11 +275,12 @@ def long_lived() -> Iterator[None]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from rotator.cloudflare.credentials import credential_problems, load_credentials
+    from rotator.cloudflare.credentials import credential_problems, load_credentials, refuse_secret_names
     from rotator.config.capacity import config_warnings
 
     config = _load(args, stream=sys.stderr)
     credentials = load_credentials(config.accounts)
+    refuse_secret_names(config)  # with the secrets that could be read: a name must hold none
     for warning in config_warnings(config, credentials):
         _print(f"warning: {warning}")
     for problem in credential_problems(config.accounts, credentials):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from rotator.redaction import Redactor, could_be_secret
+from rotator.redaction import INDEXED_FROM, Redactor, could_be_secret
 
 TOKEN = "Zq8vN3xK7mP2rT9wL4yB6cD1fG5hJ0kS-aE_uQ2"
 
@@ -100,3 +100,15 @@ def test_a_name_or_path_reads_as_one(value: str) -> None:
 )
 def test_a_secret_reads_as_one(value: str) -> None:
     assert could_be_secret(value)
+
+
+def test_many_secrets_are_found_through_the_index_wherever_they_stand() -> None:
+    """With INDEXED_FROM secrets or more, those of token characters are found by an index of their
+    first characters: inside a longer word too, the longest first, and in bytes as in text."""
+    many = [f"tok{i:05d}-{'x' * 30}" for i in range(INDEXED_FROM * 4)]
+    redactor = Redactor()
+    redactor.remember_all([*many, "pass word!", "abc"])
+    assert redactor.text(f"a{many[7]}b, Bearer {many[-1]}") == "a[REDACTED]b, Bearer [REDACTED]"
+    assert redactor.text("the pass word! and abc") == "the [REDACTED] and [REDACTED]"
+    assert redactor.loaded_secrets(f"{many[3]}|pass word!".encode()) == b"[REDACTED]|[REDACTED]"
+    assert redactor.text(many[3][:-1]) == many[3][:-1]  # a secret's beginning is not the secret
