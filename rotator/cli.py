@@ -39,6 +39,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    sys.excepthook = _redacted_traceback
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
@@ -52,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return code
+
+
+def _redacted_traceback(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """A traceback (a bug's, never a user's mistake) through the redactor too: its message may
+    quote what a library was given, a proxy's URL with its password, say."""
+    import traceback
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, exc, tb))))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -112,3 +112,15 @@ def test_many_secrets_are_found_through_the_index_wherever_they_stand() -> None:
     assert redactor.text("the pass word! and abc") == "the [REDACTED] and [REDACTED]"
     assert redactor.loaded_secrets(f"{many[3]}|pass word!".encode()) == b"[REDACTED]|[REDACTED]"
     assert redactor.text(many[3][:-1]) == many[3][:-1]  # a secret's beginning is not the secret
+
+
+def test_a_traceback_is_printed_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """rotator's sys.excepthook (installed by rotator.cli.main): a bug's traceback may quote a URL."""
+    from rotator.cli import _redacted_traceback
+
+    try:
+        raise RuntimeError("proxy http://bob:pw-in-a-traceback@proxy failed")
+    except RuntimeError as exc:
+        _redacted_traceback(RuntimeError, exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert "RuntimeError: proxy http://[REDACTED]@proxy failed" in err and "pw-in" not in err
