@@ -43,6 +43,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/rotator/config.yaml")
 
 def main(argv: Sequence[str] | None = None) -> int:
     sighup.catch_early()
+    sys.excepthook = _redacted_traceback
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
@@ -59,6 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return code
+
+
+def _redacted_traceback(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """A traceback (a bug's, never a user's mistake) through the redactor too: its message may
+    quote what a library was given, a proxy's URL with its password, say."""
+    import traceback
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, exc, tb))))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -309,10 +318,11 @@ def long_lived() -> Iterator[None]:
 
 def _validate(args: argparse.Namespace) -> int:
     from rotator.config.capacity import config_warnings
-    from rotator.config.credentials import credential_problems, load_credentials
+    from rotator.config.credentials import credential_problems, load_credentials, refuse_secret_names
 
     config = _load(args, stream=sys.stderr)
     credentials = load_credentials(config.accounts)
+    refuse_secret_names(config)  # with the secrets that could be read: a name must hold none
     for warning in config_warnings(config, credentials):
         _print(f"warning: {warning}")
     # What `run` refuses at start, in its words (each line names the file), and who needs it.

@@ -226,8 +226,9 @@ _EVENTS_INTRO = """\
 `rotator run` writes one JSON object a line on stdout; `check` and `rotate` log the same events on
 stderr (with `logging.format: auto`, rendered for reading on a TTY). Every line has `timestamp`
 (RFC 3339, UTC), `level` and `event`; lines about an account carry `account` and `account_id`. No
-token or key appears in any line. Event names are stable. APScheduler and aiohttp log through the
-same renderer, at warning and above only.
+token or key appears in any line: every value passes through one redactor, as everything else rotator
+shows does ([SECURITY.md](../../SECURITY.md#what-is-redacted-where)). Event names are stable.
+APScheduler and aiohttp log through the same renderer, at warning and above only.
 
 """
 _NOTIFICATIONS_INTRO = """\

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from rotator.errors import StateFileError
 from rotator.ha.configmap import KEY, ConfigMapStore
 from rotator.ha.kube import KubeAPI
 from rotator.ledger.ledger import AccountRecord, Ledger, State
+from rotator.redaction import REDACTOR
 from tests.support.kubeapi import KubeAPIServer
 
 ACCOUNT = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -180,3 +182,25 @@ def test_more_accounts_than_a_configmap_holds_fit_in_shards(kube: KubeAPIServer)
     with pytest.raises(StateFileError) as caught:
         run(fill(1))
     assert "more than a ConfigMap holds: raise leader_election.ledger_shards" in str(caught.value)
+
+
+def test_a_why_that_quotes_a_secret_is_written_redacted(kube: KubeAPIServer) -> None:
+    """A rotation's why quotes Cloudflare's answer, and an answer may echo the token."""
+    token = "cm-ledger-token-0123456789abcdef"
+    REDACTOR.remember(token)
+
+    async def write() -> None:
+        api, store = await _store()
+        await store.load()
+        ledger = Ledger(store=store)
+        rotation = ledger.begin(ACCOUNT, at=NOW, rotates_from=None)
+        ledger.not_applied(ACCOUNT, rotation, at=NOW, why=f"Cloudflare answered 400 (bad token {token})")
+        await ledger.commit()
+        await api.close()
+
+    run(write())
+    stored = kube.configmap("rotator", "rotator-ledger")
+    assert stored is not None
+    text = gzip.decompress(base64.b64decode(stored["binaryData"][KEY])).decode()
+    assert token not in text
+    assert "bad token [REDACTED]" in text

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cloudflare_sim import SimulatorThread
-from rotator.config.credentials import CredentialSource
+from rotator.config.credentials import CredentialSource, read_secret
 from rotator.config.model import load_config
 from rotator.errors import ConfigError, CredentialError
 from tests.support.processes import TOKEN, daemon, environment, events, rotator, write_config
@@ -89,3 +89,17 @@ def test_a_state_file_that_is_a_named_pipe_is_refused_at_load(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match=r"state_file: .*state.json is a named pipe, not a regular file"):
         load_config(config)
+
+
+def test_a_webhook_secret_file_and_the_http_token_file_are_held_to_the_same_rule(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    with pytest.raises(CredentialError, match=r"^secret file /dev/zero: a character device, not a regular"):
+        read_secret(None, Path("/dev/zero"))
+    config = write_config(tmp_path / "config.yaml", simulator, http={"auth_token_file": "/dev/zero"})
+    refused = rotator("run", "-c", str(config), timeout=30)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"rotator: error: {config}: http.auth_token_file: token file /dev/zero: a character device, not a "
+        "regular file: expected a file that holds only the secret"
+    )

@@ -180,11 +180,13 @@ def test_an_account_named_after_its_token_is_refused(simulator: SimulatorThread,
         accounts=[{"name": TOKEN, "account_id": simulator.sim.account_ids[0]}],
     )
 
-    done = rotator("run", "--once", "-c", str(config), env=environment(TOKEN))
-
-    assert done.returncode == 2
-    assert "accounts[0].name: it holds a secret rotator has loaded" in done.stderr
-    assert not leaked(done.stdout + done.stderr)
+    for command in ("run", "validate"):
+        done = rotator(
+            command, *(["--once"] if command == "run" else []), "-c", str(config), env=environment(TOKEN)
+        )
+        assert done.returncode == 2, command
+        assert "accounts[0].name: it holds a secret rotator has loaded" in done.stderr
+        assert not leaked(done.stdout + done.stderr)
 
 
 PASTED = "Zq8vN3xK7mP2rT9wL4yB6cD1fG5hJ0kSaEuQ2xY7"  # a token, pasted where a name belongs
