@@ -665,6 +665,8 @@ class Simulator:
             return key.sign_jwt(claims)
 
     def add_certs_fault(self, fault: CertsFault) -> None:
+        if fault.kind == "gzip_bomb":
+            gzip_bomb(fault.size)  # made now (seconds for a GiB), not while a reader waits for it
         with self._lock:
             self._certs_faults.append(ArmedCertsFault(fault, self._clock.now(), fault.times))
 

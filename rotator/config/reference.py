@@ -103,7 +103,10 @@ DESCRIPTIONS = {
         "(a test server, such as the simulator when rehearsing)."
     ),
     "publication.deadline": "After a rotation, the new key must be served (beside the old one) within it.",
-    "publication.timeout": "One certs read (a 5xx or no answer is tried once more).",
+    "publication.timeout": (
+        "One certs read as a whole, connection to last byte (a 5xx or no answer is tried once more; an "
+        "answer over 1 MiB decompressed or nested over 32 deep is a failed read)."
+    ),
     "publication.max_concurrency": "Certs reads in flight at once.",
     "publication.rate_limit": "The certs reads' own budget, never counted against the API's.",
     "publication.rate_limit.requests": "Reads allowed in any window of length `per`.",

@@ -37,9 +37,11 @@ import base64
 import errno
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from rotator.metrics.families import exposition_chunks
@@ -63,6 +65,27 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# aiohttp's own default ``Server`` header names its and Python's versions, and answers it makes
+# itself (a 400 for a request it cannot parse) never reach the app's signals (``_secure``): its
+# module's default is the only place to change it.
+web_response.SERVER_SOFTWARE = "rotator"  # type: ignore[attr-defined]
+
+
+class _Unparsable(logging.Filter):
+    """aiohttp logs a request it cannot parse with a traceback that quotes the request's bytes (8 KB
+    of a stranger's choosing, in rotator's log): one line naming the error instead. Any other
+    error keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "refused a request it cannot parse (%s)", (type(exc).__name__,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_HTTP_LOG = logging.getLogger("rotator.http")
+_HTTP_LOG.addFilter(_Unparsable())
 # Pages are sent in chunks of this size, each written once the reader has taken the one before.
 CHUNK = 64 * 1024
 DEFAULT_LIMITS = Limits()
@@ -112,7 +135,11 @@ class StatusServer:
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0: any free port) and return the port."""
         self._runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, **runner_options(self._limits)
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            logger=_HTTP_LOG,
+            **runner_options(self._limits),
         )
         await self._runner.setup()
         site = self.site = GuardedSite(self._runner, host, port, self._limits)

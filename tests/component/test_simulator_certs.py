@@ -10,6 +10,7 @@ import base64
 import json
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -226,3 +227,32 @@ def test_the_command_line_prints_the_certs_url() -> None:
         process.wait(timeout=10)
         assert process.stdout is not None
         process.stdout.close()
+
+
+def test_hostile_certs_faults_come_through_the_admin_api(simulator: SimulatorThread) -> None:
+    """nested, gzip_bomb and trickle: what tests/e2e/test_publication_e2e.py turns on rotator."""
+    account_id = simulator.sim.account_ids[0]
+    url = simulator.sim.certs_url(account_id)
+    admin = simulator.admin_url + "/certs-faults"
+
+    assert httpx.post(admin, json={"kind": "nested", "depth": 5000, "times": 1}).status_code == 201
+    nested = httpx.get(url, timeout=10)
+    assert nested.status_code == 200 and nested.content.count(b"[") == 5000
+    with pytest.raises(RecursionError):
+        json.loads(nested.content)
+
+    size = 64 << 20
+    assert httpx.post(admin, json={"kind": "gzip_bomb", "size": size, "times": 1}).status_code == 201
+    with httpx.stream("GET", url, timeout=30) as bomb:
+        assert bomb.headers["Content-Encoding"] == "gzip"
+        sent = b"".join(bomb.iter_raw())
+    assert len(sent) < size // 500  # a few hundred times smaller than what it expands to
+    assert len(zlib.decompress(sent, 16 + zlib.MAX_WBITS)) == size
+
+    assert httpx.post(admin, json={"kind": "trickle", "seconds": 0.2, "times": 1}).status_code == 201
+    with httpx.stream("GET", url, timeout=5) as slow:
+        first = next(slow.iter_raw(1))
+        assert first == b"{"  # the keys, a byte at a time
+    assert httpx.get(url, timeout=5).json()["keys"]  # used up: served whole again
+
+    assert httpx.post(admin, json={"kind": "gzip_bomb", "size": -1}).status_code == 400

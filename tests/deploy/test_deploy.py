@@ -92,12 +92,17 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_image_installs_only_the_wheel_built_from_the_copied_sources() -> None:
+def test_image_installs_only_the_locked_set_and_the_wheel_built_from_the_copied_sources() -> None:
     build, final = dockerfile_stages()
     (built,) = instructions(build, "RUN")
-    # The wheel is built from the copied sources, then installed alone (pip resolves its dependencies).
+    # The locked set, hash-checked, nothing resolved beyond it; then the wheel built from the
+    # copied sources, alone; into an environment made without pip, by another environment's pip.
+    assert "venv --without-pip /opt/rotator" in built
+    assert "--python /opt/rotator/bin/python install --no-deps --require-hashes" in built
+    assert "-r requirements.txt" in built
     assert "pip wheel --no-deps --wheel-dir /dist ." in built
-    assert built.endswith("/opt/rotator/bin/pip install /dist/*.whl")
+    assert "--python /opt/rotator/bin/python install --no-deps --no-index /dist/*.whl" in built
+    assert "/opt/rotator/bin/pip" not in built
     # Nothing but the installed environment reaches the final stage: no source, wheel or pip cache.
     assert instructions(final, "COPY") == ["--from=build /opt/rotator /opt/rotator"]
     assert not any("pip" in r for r in instructions(final, "RUN"))
@@ -420,8 +425,27 @@ def test_network_policy_admits_only_what_rotator_uses(rendered: Rendered, tmp_pa
     pod_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
-    # In: the metrics port only (scrapes; the kubelet's probes come from the node, always allowed).
+    # In: the metrics port only (scrapes; the kubelet's probes come from the node, always allowed),
+    # and only from Prometheus' pods in the monitoring namespace: every rule names its sources, and
+    # each source both a namespace and a pod (one entry: both must match).
     assert policy_ports(policy["ingress"], rendered.container) == {("TCP", listen_port(rendered.config))}
+    for rule in policy["ingress"]:
+        assert rule.get("from"), "an ingress rule without `from` admits every pod and address"
+        for source in rule["from"]:
+            assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+            assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+            assert "ipBlock" not in source
+    # DNS only to the cluster's resolver: CoreDNS's pods, or NodeLocal DNSCache's address.
+    (dns,) = [r for r in policy["egress"] if ("UDP", 53) in policy_ports([r], rendered.container)]
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        },
+        {"ipBlock": {"cidr": "169.254.20.10/32"}},
+    ]
+    # Every egress rule names its ports: no rule lets out everything.
+    assert all(rule.get("ports") for rule in policy["egress"])
     # Out: DNS over UDP and TCP, HTTPS (Cloudflare, certs, webhooks, the API server's Service), and
     # 6443, where the API server listens once the Service's DNAT has happened.
     assert policy_ports(policy["egress"], rendered.container) == {
@@ -463,14 +487,25 @@ def test_prometheus_scrapes_metrics_through_the_service(rendered: Rendered) -> N
 
 
 def test_token_comes_from_the_secret_users_create(rendered: Rendered) -> None:
+    """As a file of the Secret's volume, read-only, not an environment variable: the config's
+    api_token_file is one of the Secret's keys under the mount."""
     secret = secret_example()
     container = rendered.container
-    sources = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
-    assert sources == [secret["metadata"]["name"]]
-    # Every key of the Secret becomes a variable: the one the config names must be among them.
-    token_env = rendered.config.get("cloudflare", {}).get("api_token_env", "CLOUDFLARE_API_TOKEN")
-    assert token_env in secret["stringData"]
+    assert not [s for s in container.get("envFrom", []) if "secretRef" in s], "the token is not an env var"
+    assert not [e for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
     assert not [e for e in container.get("env", []) if "value" in e and "TOKEN" in e["name"]]
+    volumes = {v["name"]: v for v in rendered.pod["volumes"]}
+    (mount,) = [
+        m
+        for m in container["volumeMounts"]
+        if volumes[m["name"]].get("secret", {}).get("secretName") == secret["metadata"]["name"]
+    ]
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    assert volumes[mount["name"]]["secret"]["defaultMode"] == 0o440
+    token_file = Path(rendered.config["cloudflare"]["api_token_file"])
+    assert "api_token_env" not in rendered.config["cloudflare"]
+    assert token_file.parent == Path(mount["mountPath"])
+    assert token_file.name in secret["stringData"]
 
 
 def test_config_comes_from_the_configmap_generated_from_the_config_file(rendered: Rendered) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -281,3 +282,24 @@ def test_image_is_its_base_plus_rotator_and_nothing_of_the_build(built: Built, r
     mode, uid, gid, _ = ran.fresh[STATE]
     assert (stat.S_IMODE(mode), uid, gid) == (0o750, UID, UID)
     assert "opt/rotator/bin/rotator" in ran.fresh
+
+
+def test_image_ships_no_installer_and_exactly_the_locked_set(ran: Ran) -> None:
+    """No pip, setuptools or wheel in the environment the image runs (nothing to install with at
+    run time), and every package in it is the version requirements.txt locks."""
+    site = [p for p in ran.fresh if p.startswith("opt/rotator/lib/") and "/site-packages/" in p]
+    tops = {p.split("/site-packages/", 1)[1].split("/", 1)[0] for p in site}
+    for installer in ("pip", "setuptools", "wheel", "_distutils_hack", "pkg_resources"):
+        assert installer not in tops, f"{installer} is in the image's environment"
+    assert not [p for p in ran.fresh if p.startswith("opt/rotator/bin/pip")]
+    installed = {
+        m[1].lower().replace("_", "-"): m[2]
+        for t in tops
+        if (m := re.fullmatch(r"(.+)-([^-]+)\.dist-info", t))
+    }
+    lock = {
+        m[1].lower().replace("_", "-"): m[2]
+        for line in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+        if (m := re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line))
+    }
+    assert {k: v for k, v in installed.items() if k != "rotator"} == lock
