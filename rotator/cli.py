@@ -24,7 +24,7 @@ from rotator import __version__
 from rotator.cloudflare.credentials import Credential, require_credentials
 from rotator.errors import ConfigError, CredentialError, KubernetesError, ListenError, StateFileError
 
-# Each command imports what it needs when it runs (pydantic, httpx, aiohttp, apscheduler and
+# Each command imports what it needs when it runs (pydantic, httpx, aiohttp and
 # prometheus-client take half a second): `rotator --version` and `--help` load none of them.
 if TYPE_CHECKING:
     from rotator.check.checker import Checker, CheckResult
