@@ -427,7 +427,7 @@ def _one_shot_checker(
     from prometheus_client import CollectorRegistry
 
     from rotator.check.checker import Checker
-    from rotator.daemon import build_client
+    from rotator.daemon import build_client, lock_wait
     from rotator.ledger.ledger import Ledger
     from rotator.metrics.families import Metrics
 
@@ -437,6 +437,7 @@ def _one_shot_checker(
         settle_time=timedelta(seconds=config.settings.settle_time),
         read_only=read_only,
         store=store,
+        lock_wait=lock_wait(config),
     )
     client = build_client(config, metrics)
     accounts = {a.account_id: a for a in config.accounts}
@@ -452,7 +453,7 @@ def _one_shot_checker(
 
     async def close() -> None:
         await client.aclose()
-        ledger.flush()
+        await ledger.close()
 
     return checker, close
 

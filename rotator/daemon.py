@@ -94,6 +94,12 @@ def build_client(
     )
 
 
+def lock_wait(config: Config) -> float:
+    """How long a lock of ``state_file`` is waited for: another process holds byte 0 for one write,
+    an account's byte for one rotation (a POST, at most ``cloudflare.timeout``, and its writes)."""
+    return 2 * config.settings.cloudflare.timeout + 5
+
+
 class Daemon:
     def __init__(
         self,
@@ -128,6 +134,7 @@ class Daemon:
             config.settings.state_file,
             settle_time=timedelta(seconds=config.settings.settle_time),
             on_save_failed=self._metrics.state_save_failures.inc,
+            lock_wait=lock_wait(config),
             store=self._election.store if self._election else None,
             owner=self._election.identity if self._election else None,
         )
@@ -443,7 +450,8 @@ class Daemon:
         await self._checker.drain(within=min(25.0, self._config.settings.cloudflare.timeout + 1))
         await self._followup.aclose()
         await self._client.aclose()
-        self._ledger.flush()
+        # Bounded: a stuck fsync (its write runs in a thread) must not hold the exit.
+        await self._ledger.close(within=5.0)
         if self._election is not None:
             # The ledger written, then the Lease released: a follower leads within retry_period.
             await self._election.stop(self._ledger)
