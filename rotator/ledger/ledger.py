@@ -202,10 +202,11 @@ def settle(record: AccountRecord, key: KeyConfig, settle_time: timedelta) -> Acc
         rotation = replace(rotation, unknown_since=key.observed_at)
         record = replace(record, rotation=rotation)
     assert rotation.unknown_since is not None
-    if last is None:
-        return record  # every field is optional: a read without it proves nothing
-    moved = rotation.rotates_from is None or last > rotation.rotates_from
-    if moved and last > rotation.unknown_since + STALE_SLACK:
+    # Every field is optional: a read without last_key_rotation_at shows no rotation, so it is
+    # judged as one that shows none (settle_time after the outcome became unknown, not applied:
+    # the policy then judges by days_until_next_rotation, which an applied rotation resets).
+    moved = last is not None and (rotation.rotates_from is None or last > rotation.rotates_from)
+    if last is not None and moved and last > rotation.unknown_since + STALE_SLACK:
         # Later than the first read after the answer was lost (whose Date has whole seconds: hence
         # the slack): not this POST, which could only have been applied before that read.
         # Cloudflare's record of it now holds the gap.
@@ -218,7 +219,7 @@ def settle(record: AccountRecord, key: KeyConfig, settle_time: timedelta) -> Acc
                 f"a later rotation at {iso(last)} that this attempt cannot explain",
             ),
         )
-    if moved:
+    if last is not None and moved:
         # Applied, no later than the intent (a rotation Cloudflare shows from before the intent
         # was recorded is still judged as if this POST had applied it: the later time, the
         # longer wait).
@@ -228,15 +229,17 @@ def settle(record: AccountRecord, key: KeyConfig, settle_time: timedelta) -> Acc
             last_done=_latest(record.last_done, at),
             rotation=_settled(rotation, State.DONE, at, f"a read shows last_key_rotation_at {iso(last)}"),
         )
-    # Not moved: the same rotation as before the POST, or one older still (a lagging replica).
+    # Not moved: the same rotation as before the POST, or one older still (a lagging replica), or
+    # no last_key_rotation_at at all.
     if key.observed_at - rotation.unknown_since >= settle_time:
+        shown = "unchanged" if last is not None else "not shown by any read"
         return replace(
             record,
             rotation=_settled(
                 rotation,
                 State.NOT_APPLIED,
                 key.observed_at,
-                f"last_key_rotation_at unchanged for {_duration(key.observed_at - rotation.unknown_since)} "
+                f"last_key_rotation_at {shown} for {_duration(key.observed_at - rotation.unknown_since)} "
                 "after the answer was lost",
             ),
         )
