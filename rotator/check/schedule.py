@@ -2,11 +2,13 @@
 
 A step of the system clock (an NTP correction, a VM restored from a snapshot, a person with
 ``date -s``) must neither stop the checks nor bunch them. APScheduler 3, used before, plans in
-wall-clock datetimes: after a step a year back its next run was a year away, and after a step a day
-forward every job was late at once and all ran together. Neither is a matter of APScheduler's
+wall-clock datetimes: after a step a year back its next run was a year away, and after a step
+forward every job was due at once, its jitter lost. Neither is a matter of APScheduler's
 configuration (its triggers and its wake-up both compare wall-clock datetimes), and what rotator
-asks of a scheduler is small, so this module replaces it: one task per account sleeps on the event
-loop's clock (``loop.time()``, CLOCK_MONOTONIC), which no step moves.
+asks of a scheduler is small, so this module replaces it: one task keeps every account's next
+check in a heap and sleeps on the event loop's clock (``loop.time()``, CLOCK_MONOTONIC), which no
+step moves; each check runs as a task of its own (about 330 bytes an account while it waits,
+against 3 KB for a task per account).
 
 Semantics kept from the APScheduler jobs: the first check at once, then one every ``interval`` from
 the planned time (plus up to ``jitter``, drawn afresh each time), never two checks of one account at
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import random
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -30,13 +33,12 @@ import structlog
 _log = structlog.get_logger("rotator")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
-    id: str
     planned: float  # the slot this check belongs to (monotonic), before jitter
-    due: float  # when it runs (monotonic)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+    due: float  # when it runs next (monotonic)
+    running: asyncio.Task[None] | None = None
+    again: bool = False  # due while it ran: run once more, at once, when it ends
 
 
 class Schedule:
@@ -57,34 +59,39 @@ class Schedule:
         self._uniform = uniform
         self._wall = wall
         self._jobs: dict[str, _Job] = {}
+        # (due, job id): an entry whose due time is no longer its job's is skipped when reached.
+        self._heap: list[tuple[float, str]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._timer: asyncio.Task[None] | None = None
         self.running = False
 
     def start(self) -> None:
-        """Start every job added so far; within the running event loop."""
+        """Start running the jobs; within the running event loop."""
         self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         self.running = True
-        for job in self._jobs.values():
-            self._spawn(job)
+        self._timer = self._loop.create_task(self._serve(), name="schedule")
 
     def shutdown(self) -> None:
-        """Stop: cancels each job's wait, and the check it runs (which may shield what must finish)."""
+        """Stop: no job starts again, and the checks running are cancelled (they may shield what
+        must finish)."""
         self.running = False
+        if self._timer is not None:
+            self._timer.cancel()
         for job in self._jobs.values():
-            if job.task is not None:
-                job.task.cancel()
+            if job.running is not None:
+                job.running.cancel()
 
     def add(self, job_id: str) -> None:
         """A new job, its first run at once."""
         now = self._now()
-        job = self._jobs[job_id] = _Job(job_id, planned=now, due=now)
-        if self.running:
-            self._spawn(job)
+        self._jobs[job_id] = _Job(planned=now, due=now)
+        self._push(job_id, now)
 
     def remove(self, job_id: str) -> None:
-        job = self._jobs.pop(job_id, None)
-        if job is not None and job.task is not None:
-            job.task.cancel()
+        """No more runs of the job (a run in progress finishes)."""
+        self._jobs.pop(job_id, None)
 
     def reschedule(self, job_ids: Iterable[str], *, interval: float, jitter: float) -> None:
         """A new interval (and jitter), counted from now for each of ``job_ids``."""
@@ -93,13 +100,13 @@ class Schedule:
         for job_id in job_ids:
             if (job := self._jobs.get(job_id)) is not None:
                 job.planned = now + interval
-                self._move(job, job.planned + self._jittered())
+                self._move(job_id, job, job.planned + self._jittered())
 
     def run_soon(self, job_id: str, delay: float = 0.0) -> None:
         """Run the job ``delay`` seconds from now; its later runs follow on from then."""
         if (job := self._jobs.get(job_id)) is not None:
             job.planned = self._now() + delay
-            self._move(job, job.planned)
+            self._move(job_id, job, job.planned)
 
     def run_all_soon(self) -> None:
         for job_id in list(self._jobs):
@@ -120,28 +127,54 @@ class Schedule:
     def _jittered(self) -> float:
         return self._uniform(0.0, self._jitter) if self._jitter > 0 else 0.0
 
-    def _move(self, job: _Job, due: float) -> None:
+    def _move(self, job_id: str, job: _Job, due: float) -> None:
         job.due = due
-        job.wake.set()
+        if job.running is not None:
+            job.again = due <= self._now()
+        self._push(job_id, due)
 
-    def _spawn(self, job: _Job) -> None:
+    def _push(self, job_id: str, due: float) -> None:
+        heapq.heappush(self._heap, (due, job_id))
+        if self._wake is not None and self._heap[0][0] == due:
+            self._wake.set()  # earlier than what the timer sleeps for
+
+    async def _serve(self) -> None:
+        assert self._wake is not None
+        while self.running:
+            now = self._now()
+            while self._heap and self._heap[0][0] <= now:
+                due, job_id = heapq.heappop(self._heap)
+                job = self._jobs.get(job_id)
+                if job is None or job.due != due:
+                    continue  # removed, or moved since this entry was pushed
+                if job.running is not None:
+                    job.again = True  # never two checks of one account at once
+                    continue
+                self._begin(job_id, job)
+            self._wake.clear()
+            delay = self._heap[0][0] - now if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _begin(self, job_id: str, job: _Job) -> None:
         assert self._loop is not None
-        job.task = self._loop.create_task(self._loop_of(job), name=f"check {job.id}")
+        job.running = self._loop.create_task(self._run_one(job_id), name=f"check {job_id}")
 
-    async def _loop_of(self, job: _Job) -> None:
-        while self.running and self._jobs.get(job.id) is job:
-            delay = job.due - self._now()
-            if delay > 0:
-                job.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):  # no task of its own, unlike wait_for
-                        await job.wake.wait()
-                continue  # woken (run_soon, a new interval) or due: look again
-            try:
-                await self._run(job.id)
-            except Exception as exc:  # the job is the daemon's; it must outlive any one failure
-                _log.error("scheduled_check_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
-            # The next slot; a check that overran it runs once, at once (late checks coalesce).
-            if job.due <= self._now():
-                job.planned = max(job.planned + self._interval, self._now())
-                job.due = job.planned + self._jittered()
+    async def _run_one(self, job_id: str) -> None:
+        try:
+            await self._run(job_id)
+        except Exception as exc:  # the job is the daemon's; it must outlive any one failure
+            _log.error("scheduled_check_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        finally:
+            job = self._jobs.get(job_id)
+            if job is not None and self.running:
+                job.running = None
+                now = self._now()
+                if job.again:
+                    job.again = False
+                    self._move(job_id, job, now)  # due while it ran: once more, at once
+                elif job.due <= now:
+                    # The next slot; a check that overran it runs once, at once (late ones coalesce).
+                    job.planned = max(job.planned + self._interval, now)
+                    self._move(job_id, job, job.planned + self._jittered())
