@@ -87,7 +87,10 @@ FaultKind = Literal[
     "apply_then_hang",
     "apply_then_drop",
     "stale",
+    "sparse",
 ]
+# The key configuration's fields, each optional in Cloudflare's spec (the ``sparse`` fault omits them).
+KEY_FIELDS = ("days_until_next_rotation", "key_rotation_interval_days", "last_key_rotation_at")
 
 API_PREFIX = "/client/v4"
 ADMIN_PREFIX = "/__sim"
@@ -217,6 +220,8 @@ class Fault:
       then answer like ``status`` / ``hang`` / ``drop``: the lost-answer cases.
     - ``stale``: GET: reports the state from before the latest API rotation; rotate: performs it,
       then answers 200 with the state from before it (a lagging replica's echo).
+    - ``sparse``: performs the operation, then answers 200 without the fields named in ``omit``
+      (every field of the result is optional in Cloudflare's spec).
     """
 
     kind: FaultKind
@@ -229,8 +234,12 @@ class Fault:
     retry_after: float | None = None
     code: int = 1000
     message: str | None = None
+    omit: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "omit", tuple(self.omit))
+        if unknown := set(self.omit) - set(KEY_FIELDS):
+            raise ValueError(f"fault omit must name fields of {KEY_FIELDS}, got {sorted(unknown)}")
         if self.kind not in get_args(FaultKind):
             raise ValueError(f"fault kind must be one of {get_args(FaultKind)}, got {self.kind!r}")
         if self.op not in get_args(FaultOp):
@@ -880,6 +889,8 @@ class Simulator:
         assert result is not None, f"{kind} applies the operation first"
         if kind == "top_level":
             return _ok(result, fault=kind)
+        if kind == "sparse":
+            return _ok({"result": {k: v for k, v in result.items() if k not in fault.omit}}, fault=kind)
         return _ok({"result": result}, fault=kind)  # stale
 
     # ----------------------------------------------------------------- serving

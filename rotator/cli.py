@@ -26,7 +26,7 @@ from rotator.config.credentials import Credential, remember_configured_secrets, 
 from rotator.errors import ConfigError, CredentialError, KubernetesError, ListenError, StateFileError
 from rotator.redaction import redact
 
-# Each command imports what it needs when it runs (pydantic, httpx, aiohttp, apscheduler and
+# Each command imports what it needs when it runs (pydantic, httpx, aiohttp and
 # prometheus-client take half a second): `rotator --version` and `--help` load none of them.
 if TYPE_CHECKING:
     from rotator.check.checker import Checker, CheckResult
@@ -574,7 +574,7 @@ def _one_shot_checker(
     from prometheus_client import CollectorRegistry
 
     from rotator.check.checker import Checker
-    from rotator.daemon import build_client
+    from rotator.daemon import build_client, lock_wait
     from rotator.ledger.ledger import Ledger
     from rotator.metrics.families import Metrics
 
@@ -584,6 +584,7 @@ def _one_shot_checker(
         settle_time=timedelta(seconds=config.settings.settle_time),
         read_only=read_only,
         store=store,
+        lock_wait=lock_wait(config),
     )
     own_client = client is None
     client = client or build_client(config, metrics)
@@ -601,7 +602,7 @@ def _one_shot_checker(
     async def close() -> None:
         if own_client:
             await client.aclose()
-        ledger.flush()
+        await ledger.close()
 
     return checker, close
 

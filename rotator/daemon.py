@@ -1,6 +1,7 @@
 """The daemon: every account checked on its own schedule, served metrics, a clean shutdown.
 
-APScheduler 3's AsyncIOScheduler runs one job per account on the running event loop. One account's
+rotator.check.schedule runs one job per account on the running event loop, on the monotonic clock
+(a step of the system clock neither stops nor bunches the checks). One account's
 failure never reaches another's job: ``Checker.check`` turns every failure of an account into a
 logged, counted result. On SIGTERM or SIGINT the scheduler stops (which cancels running checks at
 once, and with them every wait and backoff), a rotation already begun is let finish and be
@@ -13,14 +14,12 @@ import asyncio
 import hashlib
 import signal
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import httpx
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from rotator import __version__, sighup
@@ -28,6 +27,7 @@ from rotator.after.events import Sinks
 from rotator.after.followup import FollowUp
 from rotator.after.kube_events import KubeEvents
 from rotator.check.checker import Checker, CheckResult
+from rotator.check.schedule import Schedule
 from rotator.cloudflare.client import Backoff, CloudflareClient
 from rotator.config.capacity import config_warnings
 from rotator.config.credentials import (
@@ -113,6 +113,12 @@ def build_client(
     )
 
 
+def lock_wait(config: Config) -> float:
+    """How long a lock of ``state_file`` is waited for: another process holds byte 0 for one write,
+    an account's byte for one rotation (a POST, at most ``cloudflare.timeout``, and its writes)."""
+    return 2 * config.settings.cloudflare.timeout + 5
+
+
 class Daemon:
     def __init__(
         self,
@@ -147,6 +153,7 @@ class Daemon:
             config.settings.state_file,
             settle_time=timedelta(seconds=config.settings.settle_time),
             on_save_failed=self._metrics.state_save_failures.inc,
+            lock_wait=lock_wait(config),
             store=self._election.store if self._election else None,
             owner=self._election.identity if self._election else None,
         )
@@ -190,7 +197,11 @@ class Daemon:
         )
         # Every secret is loaded now (the webhooks' and the HTTP token too): no name may be one.
         refuse_secret_names(config)
-        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler = Schedule(
+            self._scheduled_check,
+            interval=config.settings.schedule.check_interval,
+            jitter=config.settings.schedule.jitter,
+        )
         self._stop = asyncio.Event()
         self._stop_reason = "finished"
         self._answered = False
@@ -384,7 +395,7 @@ class Daemon:
         )
         configure_logging(new.settings.logging.level, new.settings.logging.format, self._log_stream)
         for account in change.removed:
-            self._scheduler.remove_job(account.account_id)
+            self._scheduler.remove(account.account_id)
             self._metrics.forget(account)
             self._followup.forget(account)
         for old, account in change.changed:
@@ -394,35 +405,22 @@ class Daemon:
         self._followup.configure(new.accounts)
         self.status.configure(new.accounts)  # a removed account leaves the status page
         if change.schedule_changed:
-            for account in new.accounts:
-                if account not in change.added:
-                    self._scheduler.reschedule_job(account.account_id, trigger=self._trigger())
+            schedule = new.settings.schedule
+            self._scheduler.reschedule(
+                (a.account_id for a in new.accounts if a not in change.added),
+                interval=schedule.check_interval,
+                jitter=schedule.jitter,
+            )
         self._schedule_checks(change.added)
 
-    def _trigger(self) -> IntervalTrigger:
-        schedule = self._config.settings.schedule
-        return IntervalTrigger(seconds=schedule.check_interval, jitter=schedule.jitter or None)
-
     def _schedule_checks(self, accounts: Iterable[Account] | None = None) -> None:
-        first = datetime.now(UTC)
+        # Each at once; the budget and concurrency pace them. One account's checks never overlap.
         for account in self._config.accounts if accounts is None else accounts:
-            self._scheduler.add_job(
-                self._scheduled_check,
-                self._trigger(),
-                args=[account.account_id],
-                id=account.account_id,
-                name=account.name,
-                next_run_time=first,  # soon after start; the budget and concurrency pace them
-                max_instances=1,  # checks of one account never overlap
-                coalesce=True,
-                misfire_grace_time=None,  # a late check still runs, once
-            )
+            self._scheduler.add(account.account_id)
 
     def _check_all_now(self) -> None:
         """A new leader checks every account at once: rotations fell due while none led."""
-        now = datetime.now(UTC)
-        for job in self._scheduler.get_jobs():
-            job.modify(next_run_time=now)
+        self._scheduler.run_all_soon()
 
     async def _scheduled_check(self, account_id: str) -> None:
         account = self._accounts.get(account_id)
@@ -442,12 +440,10 @@ class Daemon:
             self._last_api_problem = f"account {account.name}: {result.error}"
             if not self._answered and self._scheduler.running:
                 # Not ready yet: try again soon rather than a whole check interval later.
-                retry_at = datetime.now(UTC) + timedelta(seconds=min(STARTUP_RETRY_SECONDS, self._interval))
-                self._scheduler.modify_job(account_id, next_run_time=retry_at)
+                self._scheduler.run_soon(account_id, min(STARTUP_RETRY_SECONDS, self._interval))
 
     def _next_check(self, account_id: str) -> datetime | None:
-        job = self._scheduler.get_job(account_id) if self._scheduler.running else None
-        return cast("datetime | None", job.next_run_time) if job is not None else None
+        return self._scheduler.next_run(account_id)
 
     @property
     def _interval(self) -> float:
@@ -497,7 +493,7 @@ class Daemon:
     async def _shutdown(self) -> None:
         if self._scheduler.running:
             # Cancels the checks in flight; a rotation inside one is shielded and drained below.
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown()
         self._client.stop_waiting()  # a rotation waiting to send again gives up at once
         await asyncio.sleep(0)
         # A POST already on the wire, up to its deadline (its intent is on record either way);
@@ -507,7 +503,8 @@ class Daemon:
         if self._kube_events is not None:
             await self._kube_events.aclose()
         await self._client.aclose()
-        self._ledger.flush()
+        # Bounded: a stuck fsync (its write runs in a thread) must not hold the exit.
+        await self._ledger.close(within=5.0)
         if self._election is not None:
             # The ledger written, then the Lease released: a follower leads within retry_period.
             await self._election.stop(self._ledger)

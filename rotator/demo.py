@@ -15,7 +15,6 @@ summary every few simulated days. ``--json`` prints the logs themselves, and not
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import sys
 from collections.abc import Callable, Mapping, MutableMapping
@@ -87,10 +86,6 @@ async def run_demo(*, listen: str, duration: float | None, json_logs: bool = Fal
     url = f"http://{host}:{port}"
     view = None if json_logs else DemoView(simulator.now)
     configure_logging(config.settings.logging.level, log_format, sys.stdout, renderer=view)
-    if view is not None:
-        # The scheduler's "maximum number of running instances reached" while the first checks
-        # queue for the budget: routine here, and noise in a view meant for a person.
-        logging.getLogger("apscheduler").setLevel(logging.ERROR)
     credential = CredentialSource.token_env(TOKEN_ENV).load({TOKEN_ENV: DEMO_TOKEN})
     daemon = Daemon(config, {a.account_id: credential for a in config.accounts})
     names = {a.account_id: a.name for a in config.accounts}

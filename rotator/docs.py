@@ -228,7 +228,7 @@ stderr (with `logging.format: auto`, rendered for reading on a TTY). Every line 
 (RFC 3339, UTC), `level` and `event`; lines about an account carry `account` and `account_id`. No
 token or key appears in any line: every value passes through one redactor, as everything else rotator
 shows does ([SECURITY.md](../../SECURITY.md#what-is-redacted-where)). Event names are stable.
-APScheduler and aiohttp log through the same renderer, at warning and above only.
+aiohttp logs through the same renderer, at warning and above only.
 
 """
 _NOTIFICATIONS_INTRO = """\

@@ -226,6 +226,13 @@ EVENTS: tuple[Spec, ...] = (
         webhook=("reason", "error", "error_type", "possibly_applied"),
     ),
     Spec(
+        "scheduled_check_failed",
+        ("error",),
+        "A scheduled check raised past the checker's own handling (a bug to report); the schedule "
+        "goes on and the account is checked again at its next time.",
+        fields=("error", "exception"),
+    ),
+    Spec(
         "check_crashed",
         ("error",),
         "A check failed in a way rotator did not foresee (a bug to report); counted as a failed check; "

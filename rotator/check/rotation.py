@@ -140,6 +140,10 @@ class RotationProtocol:
         """Rotate ``account_id``'s key, decided from ``key``, exactly as the module describes."""
         try:
             return await self._rotate(account_id, key, redecide)
+        except StateFileError as exc:
+            # The account not had in time (another process holds it), or the ledger unreadable:
+            # nothing was begun, nothing sent.
+            return Outcome(error=exc)
         finally:
             # Every step after the intent, where the ledger is kept remotely (the ConfigMap). The
             # intent itself was committed before the POST; whatever becomes of this write, it

@@ -32,6 +32,7 @@ from rotator.cloudflare.bounded import MalformedAnswer, loads
 from rotator.cloudflare.ratelimit import SlidingWindowLimiter
 from rotator.cloudflare.transport import AiohttpTransport
 from rotator.config.credentials import Credential
+from rotator.core import rfc3339
 from rotator.core.keys import KeyConfig
 from rotator.errors import (
     Abandoned,
@@ -765,11 +766,17 @@ def _key_config(what: str, data: dict[str, Any], observed_at: datetime) -> KeyCo
 
 
 def _timestamp(what: str, value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ResponseError(
+            f"{what}: Cloudflare's last_key_rotation_at is not a string: expected {rfc3339.EXPECTED}"
+        )
     try:
-        parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise ResponseError(f"{what}: Cloudflare's last_key_rotation_at is not an RFC 3339 time") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return rfc3339.parse(value)
+    except ValueError as exc:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ResponseError(
+            f"{what}: Cloudflare's last_key_rotation_at {shown!r} is not RFC 3339: {exc}"
+        ) from None
 
 
 __all__ = ["CloudflareClient", "HTTPStatusError"]

@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -355,12 +356,32 @@ class Settings(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_ledger(self) -> Settings:
+        # Refused rather than ignored or imported: under leader election the ledger is the
+        # ConfigMap every replica shares; a state_file is one pod's, so each replica would import
+        # its own (a stale copy at every failover), and ignoring it would drop its open rotations.
+        if self.leader_election.enabled and self.state_file is not None:
+            raise ValueError(
+                f"state_file ({self.state_file}) and leader_election.enabled: choose one. With leader "
+                "election the ledger is the ConfigMap <lease_name>-ledger, shared by every replica; "
+                "a state_file would be ignored. To move to leader election, run `rotator check` until "
+                "no rotation is unconfirmed, then remove state_file"
+            )
+        return self
+
     @field_validator("state_file")
     @classmethod
-    def _writable_state_file(cls, value: Path | None) -> Path | None:
+    def _writable_state_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         # Found at load rather than at the first rotation, whose record would then be lost.
         if value is None:
             return value
+        # One file however it is named: relative to the config file's directory (not the working
+        # directory of whoever runs `rotator rotate`), and its symlinks resolved, so that every
+        # process reaches the same file and the same `<state_file>.lock` beside it (and the
+        # rename that writes it replaces the file, not the link).
+        base = (info.context or {}).get("directory", Path.cwd())
+        value = Path(os.path.realpath(Path(base) / value.expanduser()))
         expected = (
             "expected the path of a file in a directory that exists and that rotator can write to "
             "(it writes a temporary file there, then renames it)"
@@ -471,7 +492,7 @@ def parse_config(text: str, path: Path, *, force_dry_run: bool = False) -> Confi
     if force_dry_run:
         _dry_run_everywhere(data)
     try:
-        settings = Settings.model_validate(data)
+        settings = Settings.model_validate(data, context={"directory": Path(os.path.abspath(path)).parent})
     except ValidationError as exc:
         raise ConfigError(_describe(path, data, exc)) from None
     accounts = tuple(_resolve(settings, a) for a in settings.accounts)

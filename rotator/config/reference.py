@@ -91,7 +91,10 @@ DESCRIPTIONS = {
         "The rotation ledger, a JSON file where rotator records each rotation before its POST leaves and "
         "what became of it, so the minimum gap holds across a crash or a restart (docs/safety.md). Its "
         "directory must exist and be writable. Written atomically and fsynced, under a lock "
-        "(`<state_file>.lock`); a file that cannot be read stops rotator, naming it. `null`: memory only."
+        "(`<state_file>.lock`); a file that cannot be read stops rotator, naming it. A relative path is "
+        "read from the config file's directory (so `rotator rotate` run from anywhere reaches the daemon's "
+        "file), and symlinks are resolved at load: every name of one file reaches the same file and lock. "
+        "Refused beside `leader_election.enabled` (the ledger is then in ConfigMaps). `null`: memory only."
     ),
     "settle_time": (
         "A rotation whose answer was lost holds the gap until a read shows it applied, or until reads "

@@ -40,7 +40,13 @@ class KeyConfig:
         """
         if moment is None:
             return False
-        return self.last_key_rotation_at is None or self.last_key_rotation_at < moment - STALE_SLACK
+        if self.last_key_rotation_at is None:
+            # Every field is optional. Without the last rotation, the read is judged from the
+            # known one when the interval lets that stand in for it (``as_of``); with only
+            # ``days_until_next_rotation``, that figure is all there is, and it is used as given
+            # (the gap still holds from the known rotation: rotator.core.policy).
+            return self.key_rotation_interval_days is not None or self.days_until_next_rotation is None
+        return self.last_key_rotation_at < moment - STALE_SLACK
 
     def as_of(self, rotated_at: datetime | None) -> KeyConfig:
         """This configuration corrected by a rotation known to have happened at ``rotated_at``.

@@ -34,6 +34,17 @@ sharing the file (the daemon and ``rotator rotate`` beside it) never both rotate
 reads the file again when it changed. POSIX record locks die with their process, so a crash never
 leaves a lock held. Without ``state_file`` the ledger lives in memory, and a restart forgets it.
 
+Nothing of this blocks the event loop: within a running loop, a change is made in memory and
+``commit()`` writes it in a thread of its own (the rotation protocol awaits it before the POST, as
+with the ConfigMap, and ``deciding`` before it lets the account go: so a rotation is two writes,
+its intent and its outcome; a change outside ``deciding`` is committed in the background at once),
+and every lock is taken without blocking, polled, for at most ``lock_wait`` seconds: a lock another
+process holds longer is an error that sends nothing and says so. A write that fails, at any step (after the
+rename too), leaves this process's memory as the truth: the next commit writes it whole, and a read
+of the file merges it under what memory knows, so an intent whose POST was never sent is recorded
+not applied and never mistaken for another process's orphan. Without a running loop (tests,
+scripts) each change is written before it returns.
+
 With leader election the same records are kept in a ConfigMap instead (a ``Store`` of
 rotator.ha.configmap): updates are held until ``commit()`` writes them, which the rotation
 protocol awaits before each POST; the Lease, not a lock, keeps two processes off one account.
@@ -47,8 +58,10 @@ import errno
 import fcntl
 import json
 import os
+import queue
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -56,7 +69,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -68,6 +81,9 @@ from rotator.redaction import REDACTOR
 FORMAT_VERSION = 2
 # How often a process polls for an account's lock held by another process.
 LOCK_POLL_SECONDS = 0.05
+# The longest a lock of the state file is waited for, by default (the daemon derives its own from
+# cloudflare.timeout): byte 0 is held for one write, an account's byte for one rotation.
+LOCK_WAIT_SECONDS = 30.0
 # Reads that only moved `observed` forward are written at most this often (they are not
 # write-ahead: Cloudflare's record says the same, and losing one costs nothing but a stale read).
 OBSERVED_FLUSH_SECONDS = 5.0
@@ -188,10 +204,11 @@ def settle(record: AccountRecord, key: KeyConfig, settle_time: timedelta) -> Acc
         rotation = replace(rotation, unknown_since=key.observed_at)
         record = replace(record, rotation=rotation)
     assert rotation.unknown_since is not None
-    if last is None:
-        return record  # every field is optional: a read without it proves nothing
-    moved = rotation.rotates_from is None or last > rotation.rotates_from
-    if moved and last > rotation.unknown_since + STALE_SLACK:
+    # Every field is optional: a read without last_key_rotation_at shows no rotation, so it is
+    # judged as one that shows none (settle_time after the outcome became unknown, not applied:
+    # the policy then judges by days_until_next_rotation, which an applied rotation resets).
+    moved = last is not None and (rotation.rotates_from is None or last > rotation.rotates_from)
+    if last is not None and moved and last > rotation.unknown_since + STALE_SLACK:
         # Later than the first read after the answer was lost (whose Date has whole seconds: hence
         # the slack): not this POST, which could only have been applied before that read.
         # Cloudflare's record of it now holds the gap.
@@ -204,7 +221,7 @@ def settle(record: AccountRecord, key: KeyConfig, settle_time: timedelta) -> Acc
                 f"a later rotation at {iso(last)} that this attempt cannot explain",
             ),
         )
-    if moved:
+    if last is not None and moved:
         # Applied, no later than the intent (a rotation Cloudflare shows from before the intent
         # was recorded is still judged as if this POST had applied it: the later time, the
         # longer wait).
@@ -214,15 +231,17 @@ def settle(record: AccountRecord, key: KeyConfig, settle_time: timedelta) -> Acc
             last_done=_latest(record.last_done, at),
             rotation=_settled(rotation, State.DONE, at, f"a read shows last_key_rotation_at {iso(last)}"),
         )
-    # Not moved: the same rotation as before the POST, or one older still (a lagging replica).
+    # Not moved: the same rotation as before the POST, or one older still (a lagging replica), or
+    # no last_key_rotation_at at all.
     if key.observed_at - rotation.unknown_since >= settle_time:
+        shown = "unchanged" if last is not None else "not shown by any read"
         return replace(
             record,
             rotation=_settled(
                 rotation,
                 State.NOT_APPLIED,
                 key.observed_at,
-                f"last_key_rotation_at unchanged for {_duration(key.observed_at - rotation.unknown_since)} "
+                f"last_key_rotation_at {shown} for {_duration(key.observed_at - rotation.unknown_since)} "
                 "after the answer was lost",
             ),
         )
@@ -242,16 +261,18 @@ class Ledger:
         monotonic: Callable[[], float] = time.monotonic,
         on_save_failed: Callable[[], None] | None = None,
         store: Store | None = None,
+        lock_wait: float = LOCK_WAIT_SECONDS,
     ) -> None:
         """``read_only``: settle what reads show in memory, never write (``rotator check``);
         ``on_save_failed``: called at each ``state_save_failed`` (the daemon counts them);
         ``store``: where the ledger is kept instead of ``state_file`` (the leader's ConfigMap,
-        rotator.ha.configmap)."""
+        rotator.ha.configmap); ``lock_wait``: the longest a lock of the state file is waited for."""
         self.settle_time = settle_time
         self._on_save_failed = on_save_failed
-        self._store: Store | None = (
-            store if store is not None else (StateFile(state_file) if state_file is not None else None)
-        )
+        self._lock_wait = lock_wait
+        self._state_file = StateFile(state_file, lock_wait=lock_wait) if state_file is not None else None
+        self._store: Store | None = store if store is not None else self._state_file
+        self._committing: asyncio.Task[None] | None = None
         self._read_only = read_only
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._monotonic = monotonic
@@ -296,8 +317,20 @@ class Ledger:
             except StateFileError as exc:
                 self._save_failed(exc)
                 return
+            self._commit_soon()
         self._dirty = False
         self._flushed_at = self._monotonic()
+
+    async def close(self, within: float | None = None) -> None:
+        """At the end of a process: ``flush``, then ``commit``, waiting at most ``within`` seconds
+        (default ``lock_wait``); what is not written by then is logged (``state_save_failed``)."""
+        self.flush()
+        try:
+            await asyncio.wait_for(self.commit(), self._lock_wait if within is None else within)
+        except StateFileError:
+            pass  # logged and counted by commit
+        except TimeoutError:
+            self._save_failed(StateFileError("the last write of the ledger did not finish in time"))
 
     async def commit(self) -> None:
         """Make every change so far durable where writing it takes a network call (the ConfigMap);
@@ -331,9 +364,16 @@ class Ledger:
             if self._store is None:
                 yield self.record(account_id)
                 return
-            # POSIX record locks cannot be awaited: poll. The holder's hold is bounded by its
-            # request deadline, and a shutdown cancels this wait.
-            while not self._store.try_lock_account(account_id):  # noqa: ASYNC110
+            # POSIX record locks cannot be awaited: poll, for at most lock_wait (the holder's
+            # hold is bounded by its request deadline), and a shutdown cancels this wait.
+            deadline = self._monotonic() + self._lock_wait
+            while not self._store.try_lock_account(account_id):
+                if self._monotonic() >= deadline:
+                    raise StateFileError(
+                        f"{self._store.where}: another process has held this account's lock for "
+                        f"{self._lock_wait:g}s (a rotation in progress there, or a process stopped "
+                        "while holding it): nothing was sent; the next check tries again"
+                    )
                 await asyncio.sleep(LOCK_POLL_SECONDS)
             try:
                 record = self.record(account_id)
@@ -341,6 +381,10 @@ class Ledger:
                     record = self._orphaned(account_id, record)
                 yield record
             finally:
+                if self._state_file is not None:
+                    # On disk before another process may take the account and read it.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.commit_quietly(), self._lock_wait)
                 self._store.unlock_account(account_id)
 
     def begin(self, account_id: str, *, at: datetime, rotates_from: datetime | None) -> Rotation:
@@ -408,6 +452,23 @@ class Ledger:
         self._records = self._store.update(self._records, apply)
         self._dirty = False
         self._flushed_at = self._monotonic()
+        lock = self._locks.get(account_id)
+        if lock is None or not lock.locked():
+            # Held (``deciding``): the protocol commits the intent before its POST, and
+            # ``deciding`` the rest before it lets the account go.
+            self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        """The state file's changes made in memory (within a running loop) are written in the
+        background at once; the ConfigMap's are committed by the protocol and the election."""
+        if self._state_file is None or self._store is not self._state_file or self._read_only:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: written already (StateFile.update)
+        if self._committing is None or self._committing.done():
+            self._committing = loop.create_task(self.commit_quietly())
 
     def _refresh(self) -> None:
         if self._store is None:
@@ -444,6 +505,9 @@ class Ledger:
 class Store(Protocol):
     """Where the ledger is kept: the state file (``StateFile``) or the leader's ConfigMap."""
 
+    @property
+    def where(self) -> str: ...
+
     def read(self) -> dict[str, AccountRecord]: ...
 
     def read_if_changed(self) -> dict[str, AccountRecord] | None:
@@ -466,43 +530,85 @@ class Store(Protocol):
 
 
 class StateFile:
-    """The state file: atomic, fsynced writes under a lock; reads only when it changed."""
+    """The state file: atomic, fsynced writes under a lock; reads only when it changed.
 
-    def __init__(self, path: Path) -> None:
+    Within a running event loop, ``update`` changes memory and ``commit`` writes in a thread;
+    without one, ``update`` writes before it returns."""
+
+    def __init__(self, path: Path, *, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
         self._lock_fd: int | None = None
+        self._lock_wait = lock_wait
         self._seen: tuple[int, int, int] | None = None
+        self._records: dict[str, AccountRecord] = {}  # memory's latest, not all of it written yet
+        self._fresh: dict[str, AccountRecord] | None = None  # what a commit merged, for the ledger
+        self._updates = 0
+        self._committed = 0
+        self._committing = asyncio.Lock()
+        # One write at a time in this process: POSIX locks do not keep two threads of one process apart.
+        self._writing = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def read(self) -> dict[str, AccountRecord]:
         # No lock: the file is only ever replaced whole (rename), so a read sees one version.
         return self._read()
 
     def read_if_changed(self) -> dict[str, AccountRecord] | None:
+        fresh, self._fresh = self._fresh, None
         if self._stat() == self._seen:
-            return None
-        return self.read()
+            return fresh
+        found = self.read()
+        return found if fresh is None else merge(found, fresh)
 
     def update(
         self,
         mine: dict[str, AccountRecord],
         change: Callable[[dict[str, AccountRecord]], dict[str, AccountRecord]],
     ) -> dict[str, AccountRecord]:
-        """Merge the file with ``mine``, apply ``change``, write it; return what was written."""
-        with self._file_lock():
-            # Unchanged since this process last read or wrote it: ``mine`` holds all it says.
-            theirs = self._read() if self._stat() != self._seen else None
-            # A copy: a write that fails leaves this process's record as it was.
-            records = change(dict(mine) if theirs is None else merge(mine, theirs))
+        """Apply ``change`` to ``mine`` (with what a commit merged since): in memory within a running
+        loop (``commit`` writes it), else merged with the file and written before returning."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._merge_and_write(lambda theirs: change(merge(mine, theirs)))
+        self._records = change(merge(mine, self._records))
+        self._updates += 1
+        return self._records
+
+    async def commit(self) -> None:
+        """Write every update so far, in a thread: the loop goes on while the lock is waited for
+        and the file and directory are fsynced. StateFileError when it cannot be written."""
+        async with self._committing:
+            target = self._updates
+            if self._committed >= target:
+                return
+            records = self._records
+            written = await _WRITER.run(lambda: self._merge_and_write(lambda theirs: merge(records, theirs)))
+            self._records = merge(self._records, written)
+            self._fresh = written if self._fresh is None else merge(self._fresh, written)
+            self._committed = max(self._committed, target)
+
+    def _merge_and_write(
+        self, merged: Callable[[dict[str, AccountRecord]], dict[str, AccountRecord]]
+    ) -> dict[str, AccountRecord]:
+        """Under the file's lock: ``merged`` of what the file holds, written; returned."""
+        with self._writing, self._file_lock():
+            # Unchanged since this process last read or wrote it: memory holds all it says.
+            theirs = self._read() if self._stat() != self._seen else {}
+            records = merged(theirs)
             self._write(records)
             return records
 
-    async def commit(self) -> None:
-        pass  # every update was written, fsynced and renamed into place before it returned
-
     def try_lock_account(self, account_id: str) -> bool:
+        return self._try_lock(_offset(account_id))
+
+    def _try_lock(self, offset: int) -> bool:
         try:
-            fcntl.lockf(self._fd(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _offset(account_id))
+            fcntl.lockf(self._fd(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EAGAIN):
                 return False
@@ -515,7 +621,15 @@ class StateFile:
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
         # Byte 0 serialises writers (read, merge, write: milliseconds), so none loses another's.
-        fcntl.lockf(self._fd(), fcntl.LOCK_EX, 1, 0)
+        # Polled (in the committing thread), for at most lock_wait.
+        deadline = time.monotonic() + self._lock_wait
+        while not self._try_lock(0):
+            if time.monotonic() >= deadline:
+                raise StateFileError(
+                    f"{self._lock_path}: another process has held the lock for {self._lock_wait:g}s "
+                    "(its write stuck, or a process holding it without writing)"
+                )
+            time.sleep(LOCK_POLL_SECONDS)
         try:
             yield
         finally:
@@ -721,6 +835,58 @@ def _time(value: Any) -> datetime:
 
 def _maybe_time(value: Any) -> datetime | None:
     return None if value is None else _time(value)
+
+
+_T = TypeVar("_T")
+
+
+class _Writer:
+    """One thread that does the state file's blocking work (locks polled, fsyncs) in order, so the
+    event loop is free meanwhile. A daemon thread: a process that exits (SIGTERM) does not wait for
+    a stuck fsync (the file is replaced whole: it is the old version or the new one). Not
+    asyncio.to_thread: its pool's threads are joined at exit, and a new one may take each call."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]]]
+        self._work = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+
+        def hand_over(result: Any, error: BaseException | None) -> None:
+            if future.done():
+                return  # its awaiting coroutine was cancelled
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def done(result: Any, error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(hand_over, result, error)
+
+        with self._starting:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="rotator-state-file", daemon=True)
+                self._thread.start()
+        self._work.put((work, done))
+        return await future
+
+    def _serve(self) -> None:
+        while True:
+            work, done = self._work.get()
+            try:
+                result = work()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                done(None, exc)
+            else:
+                done(result, None)
+
+
+_WRITER = _Writer()
 
 
 _EMPTY = AccountRecord()

@@ -84,9 +84,34 @@ def test_a_later_rotation_it_cannot_explain_settles_it_not_applied() -> None:
     assert record.observed == elsewhere  # Cloudflare's own record now holds the gap
 
 
-def test_a_read_without_a_last_rotation_settles_nothing() -> None:
-    record = settle(unconfirmed(NOW), read(None, NOW + timedelta(days=3)), HOUR)
-    assert state_of(record) is State.UNCONFIRMED
+@pytest.mark.parametrize(
+    ("shown", "after", "state"),
+    [
+        # Every field is optional: reads that never show last_key_rotation_at settle by the
+        # settle_time rule, judged as reads showing no rotation (they were stuck open for ever).
+        ("interval only", timedelta(minutes=59), State.UNCONFIRMED),
+        ("interval only", HOUR, State.NOT_APPLIED),
+        ("days only", timedelta(minutes=59), State.UNCONFIRMED),
+        ("days only", HOUR, State.NOT_APPLIED),
+        ("days only", timedelta(days=3), State.NOT_APPLIED),
+        ("nothing", HOUR, State.NOT_APPLIED),
+    ],
+)
+def test_reads_without_a_last_rotation_settle_by_the_settle_time_rule(
+    shown: str, after: timedelta, state: State
+) -> None:
+    fields = {
+        "interval only": (None, 42.0),
+        "days only": (40.0, None),
+        "nothing": (None, None),
+    }[shown]
+    first = settle(unconfirmed(), KeyConfig(*fields, None, observed_at=NOW + timedelta(minutes=1)), HOUR)
+    assert state_of(first) is State.UNCONFIRMED
+    later = settle(first, KeyConfig(*fields, None, observed_at=NOW + timedelta(minutes=1) + after), HOUR)
+    assert state_of(later) is state
+    if state is State.NOT_APPLIED:
+        assert later.rotation is not None
+        assert "last_key_rotation_at not shown by any read for" in later.rotation.why
 
 
 def test_a_read_that_goes_backwards_never_moves_the_record_back() -> None:

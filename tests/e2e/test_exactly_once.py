@@ -2,13 +2,15 @@
 
 The kills are exact: strace injects SIGKILL into the real ``rotator`` process at the Nth ``rename``
 or ``fsync`` it makes, and the ledger's writes are the only ones it makes (``rename`` publishes a
-transition, the first ``fsync`` makes its content durable, the second its directory entry). So:
+transition, the first ``fsync`` makes its content durable, the second its directory entry). A
+rotation is two writes: its intent before the POST, its outcome once known (``sent`` is kept in
+memory: on disk the intent says as much). So:
 
     rename #1            the intent is about to be published: nothing on record, nothing sent
     fsync #2             the intent is on record; the POST has not left
     (the simulator)      the POST is on the wire (a hang), applied or not
-    rename #3            Cloudflare answered 200; the ledger has not recorded it
-    fsync #6             the ledger recorded it
+    rename #2            Cloudflare answered 200; the ledger has not recorded it
+    fsync #4             the ledger recorded it
 
 After each, the next process (or two) must leave exactly one rotation at the simulator, and the
 ledger must agree.
@@ -95,8 +97,8 @@ def settle_and_finish(simulator: SimulatorThread, config: Path) -> None:
     [
         pytest.param("rename", 1, None, 0, id="before-the-intent-is-written"),
         pytest.param("fsync", 2, "intent", 0, id="after-the-intent-is-written"),
-        pytest.param("rename", 3, "sent", 1, id="after-the-answer-before-the-ledger-records-it"),
-        pytest.param("fsync", 6, "done", 1, id="after-the-ledger-records-it"),
+        pytest.param("rename", 2, "intent", 1, id="after-the-answer-before-the-ledger-records-it"),
+        pytest.param("fsync", 4, "done", 1, id="after-the-ledger-records-it"),
     ],
 )
 def test_sigkill_at_each_step_of_a_rotation_then_restart_rotates_exactly_once(
@@ -145,7 +147,7 @@ def test_killed_with_the_post_on_the_wire_and_stale_reads_after_a_restart_rotate
     record = ledger_state(tmp_path, account_id)
     assert record is not None
     # SIGKILL: the POST's intent was on record; SIGTERM: the POST ran to its deadline.
-    assert record["rotation"]["state"] == ("sent" if signal_name == "SIGKILL" else "unconfirmed")
+    assert record["rotation"]["state"] == ("intent" if signal_name == "SIGKILL" else "unconfirmed")
 
     # After the restart Cloudflare's read lags: it shows the key from before the rotation. (Reads
     # that stay stale for longer than settle_time cannot be told from "not applied": README, Safety.)

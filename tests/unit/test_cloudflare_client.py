@@ -239,6 +239,8 @@ async def test_get_without_any_key_configuration_is_a_response_error(
         ("last_key_rotation_at", 1714564800),
         ("last_key_rotation_at", "last Tuesday"),
         ("last_key_rotation_at", {"at": "2024-05-01T12:00:00Z"}),
+        ("last_key_rotation_at", "2024-05-01T12:00:00"),  # ISO 8601, not RFC 3339: no offset
+        ("last_key_rotation_at", "2024-05-01"),
     ],
 )
 async def test_a_field_of_the_wrong_type_is_a_response_error_naming_it(
@@ -255,6 +257,11 @@ async def test_a_field_of_the_wrong_type_is_a_response_error_naming_it(
         ("2024-05-01T12:00:00.12345Z", datetime(2024, 5, 1, 12, 0, 0, 123450, tzinfo=UTC)),
         ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, 0, tzinfo=UTC)),
         ("2024-05-01T14:00:00.5+02:00", datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=UTC)),
+        # The whole of RFC 3339: lower-case t and z, a leap second, any offset, any fraction.
+        ("2024-05-01t12:00:00z", datetime(2024, 5, 1, 12, 0, tzinfo=UTC)),
+        ("2016-12-31T23:59:60Z", datetime(2017, 1, 1, 0, 0, tzinfo=UTC)),
+        ("2024-05-01T02:15:00-09:45", datetime(2024, 5, 1, 12, 0, tzinfo=UTC)),
+        ("2024-05-01T12:00:00.123456789Z", datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)),
     ],
 )
 async def test_last_rotation_times_are_read_as_utc(

@@ -391,6 +391,40 @@ def test_leader_election_timings_and_names_are_refused_clearly(
     assert refusal(path) == f"{path}: {expected}"
 
 
+def test_state_file_beside_leader_election_is_refused_with_the_reason(tmp_path: Path) -> None:
+    before = f"state_file: {tmp_path / 'state.json'}\nleader_election:\n  enabled: true\n"
+    path = write(tmp_path, one_account(before=before))
+    assert refusal(path) == (
+        f"{path}: state_file ({tmp_path / 'state.json'}) and leader_election.enabled: choose one. With "
+        "leader election the ledger is the ConfigMap <lease_name>-ledger, shared by every replica; a "
+        "state_file would be ignored. To move to leader election, run `rotator check` until no rotation "
+        "is unconfirmed, then remove state_file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("named", "expected"),
+    [
+        ("state.json", "conf/state.json"),  # beside the config file, whatever the working directory
+        ("../data/state.json", "data/state.json"),
+        ("link.json", "data/state.json"),  # a symlink: its target, so the lock is the target's too
+        ("linked-dir/state.json", "data/state.json"),
+    ],
+)
+def test_state_file_is_one_file_however_it_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: str, expected: str
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "conf" / "link.json").symlink_to(tmp_path / "data" / "state.json")
+    (tmp_path / "conf" / "linked-dir").symlink_to(tmp_path / "data")
+    path = tmp_path / "conf" / "config.yaml"
+    path.write_text(one_account(before=f"state_file: {named}\n"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_config(Path("../conf/config.yaml")).settings.state_file == tmp_path / expected
+
+
 def test_leader_election_defaults_are_client_gos(tmp_path: Path) -> None:
     election = load(tmp_path, one_account()).settings.leader_election
     assert not election.enabled

@@ -78,6 +78,31 @@ def open_rotation(state: State, minutes_ago: float = 5) -> AccountRecord:
         pytest.param(
             key(2, last_days_ago=None), policy(), None, True, Reason.DUE, id="no last rotation known"
         ),
+        # Sparse answers (every field is optional), beside a rotation the ledger knows: the fields
+        # present are used; the gap holds from the known rotation whatever the read says.
+        pytest.param(
+            key(2, last_days_ago=None, interval=None), policy(), 40, True, Reason.DUE, id="days only, due"
+        ),
+        pytest.param(
+            key(39, last_days_ago=None, interval=None), policy(), 3, False, Reason.NOT_DUE, id="days only"
+        ),
+        pytest.param(
+            key(2, last_days_ago=None, interval=None),
+            policy(),
+            3,
+            False,
+            Reason.TOO_SOON,
+            id="days only, stale, within the gap",
+        ),
+        pytest.param(
+            key(None, last_days_ago=None), policy(), 40, True, Reason.DUE, id="interval only: from ours, due"
+        ),
+        pytest.param(
+            key(None, last_days_ago=None), policy(), 3, False, Reason.NOT_DUE, id="interval only: from ours"
+        ),
+        pytest.param(
+            key(2, last_days_ago=None), policy(), 1, False, Reason.NOT_DUE, id="no last, stale: from ours"
+        ),
     ],
 )
 def test_scheduled_decision(
