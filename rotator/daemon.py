@@ -27,6 +27,7 @@ import rotator
 from rotator import __version__
 from rotator.after.followup import FollowUp
 from rotator.check.checker import Checker, CheckResult
+from rotator.check.due import DueChecks
 from rotator.cloudflare.client import Backoff, CloudflareClient
 from rotator.cloudflare.credentials import Credential, read_secret, require_credentials
 from rotator.config.capacity import config_warnings
@@ -94,6 +95,12 @@ def build_client(
     )
 
 
+def _log_resumed(accounts: int, first: datetime) -> None:
+    structlog.get_logger("rotator").info(
+        "checks_resumed", accounts=accounts, first_check_at=first.isoformat().replace("+00:00", "Z")
+    )
+
+
 class Daemon:
     def __init__(
         self,
@@ -148,6 +155,8 @@ class Daemon:
             config, self._client, self._metrics, self._registry, self._checker.credential_for
         )
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        # When each account is read next: the moment its decision could change (rotator.check.due).
+        self._due = DueChecks(config)
         # The latest check of each account, served at / and /status.
         self.status = StatusBoard(
             config.accounts,
@@ -329,7 +338,7 @@ class Daemon:
         self._accounts = {a.account_id: a for a in new.accounts}
         self._checker.update(
             credentials,
-            check_period=new.check_period,
+            check_period=new.check_period * self._due.clock.rate,  # on Cloudflare's clock
             settle_time=timedelta(seconds=new.settings.settle_time),
         )
         configure_logging(new.settings.logging.level, new.settings.logging.format, self._log_stream)
@@ -342,10 +351,16 @@ class Daemon:
         self._metrics.configure(new.accounts, new.settings.schedule.check_interval)
         self._followup.configure(new.accounts)
         self.status.configure(new.accounts)  # a removed account leaves the status page
+        self._due.configure(new)
         if change.schedule_changed:
             for account in new.accounts:
                 if account not in change.added:
                     self._scheduler.reschedule_job(account.account_id, trigger=self._trigger())
+        # A changed account's next check was planned under its old settings: read it again soon,
+        # spread so that a change to every account is no burst.
+        changed = [account for _, account in change.changed]
+        for account_id, at in self._due.spread(changed, why="config_changed").items():
+            self._scheduler.modify_job(account_id, next_run_time=at)
         self._schedule_checks(change.added)
 
     def _trigger(self) -> IntervalTrigger:
@@ -353,25 +368,42 @@ class Daemon:
         return IntervalTrigger(seconds=schedule.check_interval, jitter=schedule.jitter or None)
 
     def _schedule_checks(self, accounts: Iterable[Account] | None = None) -> None:
-        first = datetime.now(UTC)
-        for account in self._config.accounts if accounts is None else accounts:
+        for account_id, at in self._first_checks(accounts).items():
+            account = self._accounts[account_id]
             self._scheduler.add_job(
                 self._scheduled_check,
                 self._trigger(),
                 args=[account.account_id],
                 id=account.account_id,
                 name=account.name,
-                next_run_time=first,  # soon after start; the budget and concurrency pace them
+                next_run_time=at,
                 max_instances=1,  # checks of one account never overlap
                 coalesce=True,
                 misfire_grace_time=None,  # a late check still runs, once
             )
 
+    def _first_checks(self, accounts: Iterable[Account] | None = None) -> dict[str, datetime]:
+        """Each account's first check: where the ledger's plan says, else spread over a period."""
+        accounts = list(self._config.accounts if accounts is None else accounts)
+        plans = self._ledger.planned()
+        times, rest = self._due.resume(plans, accounts)
+        ids = {a.account_id for a in accounts}
+        times = {a: t for a, t in times.items() if a in ids}
+        why = "resumed" if plans else "first_start"
+        if times and not rest:
+            # One read at once, of the account planned first: it shows Cloudflare's clock.
+            first = min(times, key=times.__getitem__)
+            times[first] = datetime.now(UTC)
+        if times:
+            _log_resumed(len(times), min(times.values()))
+        return {**times, **self._due.spread(rest, why=why)}
+
     def _check_all_now(self) -> None:
-        """A new leader checks every account at once: rotations fell due while none led."""
-        now = datetime.now(UTC)
-        for job in self._scheduler.get_jobs():
-            job.modify(next_run_time=now)
+        """A new leader resumes each account's schedule from the ledger (rotations fell due
+        while none led: their plans have passed, and those accounts are read first, spread)."""
+        for account_id, at in self._first_checks().items():
+            if self._scheduler.get_job(account_id) is not None:
+                self._scheduler.modify_job(account_id, next_run_time=at)
 
     async def _scheduled_check(self, account_id: str) -> None:
         account = self._accounts.get(account_id)
@@ -385,6 +417,7 @@ class Daemon:
             # Shutdown cancels checks in flight: expected, not an error of the job.
             self._log.debug("check_cancelled", account=account.name, account_id=account_id)
             return
+        self._plan_next(result)
         if result.key is not None or isinstance(result.error, HTTPStatusError):
             self._answered = True  # any HTTP answer shows Cloudflare is reachable
         elif result.error is not None:
@@ -393,6 +426,25 @@ class Daemon:
                 # Not ready yet: try again soon rather than a whole check interval later.
                 retry_at = datetime.now(UTC) + timedelta(seconds=min(STARTUP_RETRY_SECONDS, self._interval))
                 self._scheduler.modify_job(account_id, next_run_time=retry_at)
+
+    def _plan_next(self, result: CheckResult) -> None:
+        """Schedule the account's next check at the moment its decision could change, and record it."""
+        account_id = result.account.account_id
+        settle_time = timedelta(seconds=self._config.settings.settle_time)
+        planned = self._due.after_check(result, self._client.server_seen, settle_time)
+        if planned is None or not self._scheduler.running:
+            return
+        if self._scheduler.get_job(account_id) is None:
+            return  # removed by a reload meanwhile
+        at, plan = planned
+        self._scheduler.modify_job(account_id, next_run_time=at)
+        self._ledger.plan(account_id, plan)
+        remapped = self._due.remap()  # the first Dates of a fast clock: every plan moves
+        if remapped is not None:
+            self._checker.set_check_period(self._due.check_period)
+        for other, when in (remapped or {}).items():
+            if self._scheduler.get_job(other) is not None:
+                self._scheduler.modify_job(other, next_run_time=when)
 
     def _next_check(self, account_id: str) -> datetime | None:
         job = self._scheduler.get_job(account_id) if self._scheduler.running else None

@@ -235,6 +235,11 @@ class CloudflareClient:
         return date + timedelta(seconds=max(0.0, self._monotonic() - at))
 
     @property
+    def server_seen(self) -> tuple[datetime, float] | None:
+        """The latest ``Date`` Cloudflare sent, and the monotonic time it arrived (None before any)."""
+        return self._server_seen
+
+    @property
     def backoff(self) -> Backoff:
         return self._backoff
 

@@ -94,6 +94,9 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         ("schedule.check_interval:", "expected a duration such as 90s, 15m, 1h, 2d or a number of seconds")
     ],
     "infinite_duration": [("schedule.check_interval:", "finite number")],
+    "max_check_interval_below_interval": [
+        ("schedule:", "max_check_interval (3600s) must be at least check_interval plus jitter (7500s)")
+    ],
     "max_retry_after_zero": [("cloudflare.max_retry_after:", "expected a duration longer than 0")],
     "base_url_with_userinfo": [
         (
