@@ -23,7 +23,7 @@ import structlog
 
 from rotator import __version__
 from rotator.cloudflare.credentials import Credential
-from rotator.cloudflare.ratelimit import SlidingWindowLimiter
+from rotator.cloudflare.ratelimit import SlidingWindowLimiter, pacing_delay
 from rotator.cloudflare.transport import AiohttpTransport
 from rotator.core.keys import KeyConfig
 from rotator.errors import (
@@ -366,6 +366,10 @@ class CloudflareClient:
                 # Cloudflare counts a request when it arrives: the budget counts it from the answer.
                 limiter.answered(acquired_at)
             self._observe(method, endpoint, str(response.status_code), started)
+        # Other clients of the same user spend the same budget: slow down before a 429.
+        limiter.pace(
+            pacing_delay(response.headers.get("ratelimit"), response.headers.get("ratelimit-policy"))
+        )
         if response.status_code == 429:
             retry_after = self._retry_after(response)
             limiter.pause(retry_after)
