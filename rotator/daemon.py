@@ -384,12 +384,13 @@ class Daemon:
 
     def _first_checks(self, accounts: Iterable[Account] | None = None) -> dict[str, datetime]:
         """Each account's first check: where the ledger's plan says, else spread over a period."""
+        why = "added" if accounts is not None else "resumed"
         accounts = list(self._config.accounts if accounts is None else accounts)
         plans = self._ledger.planned()
         times, rest = self._due.resume(plans, accounts)
         ids = {a.account_id for a in accounts}
         times = {a: t for a, t in times.items() if a in ids}
-        why = "resumed" if plans else "first_start"
+        why = why if plans else "first_start"
         if times and not rest:
             # One read at once, of the account planned first: it shows Cloudflare's clock.
             first = min(times, key=times.__getitem__)

@@ -46,6 +46,7 @@ class DueChecks:
         self._random = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self.clock = ClockRate()
         self._mapped_rate = 1.0
+        self._mapped_by_date = False  # whether the plans were last mapped by Cloudflare's clock
         self.plans: dict[str, PlannedCheck] = {}
 
     def configure(self, config: Config) -> None:
@@ -100,13 +101,19 @@ class DueChecks:
         return self._config.check_period * self.clock.rate
 
     def remap(self) -> dict[str, datetime] | None:
-        """New local times for every plan when the measured rate changed much since they were
-        mapped (the first Dates of a fast clock); None when it did not."""
+        """New local times for every plan once Cloudflare's clock is first seen (a restart
+        mapped the ledger's plans by the local clock) or when its measured rate moved much since
+        (the first Dates of a fast clock, a simulator's jump); plans that have passed meanwhile
+        are spread. None when nothing moved."""
         rate = self.clock.rate
-        if abs(rate / self._mapped_rate - 1) <= REMAP_RATE_CHANGE:
+        if self.clock.server_now(self._monotonic()) is None:
             return None
-        self._mapped_rate = rate
-        return self.resume(self.plans, ())[0]
+        if self._mapped_by_date and abs(rate / self._mapped_rate - 1) <= REMAP_RATE_CHANGE:
+            return None
+        self._mapped_rate, self._mapped_by_date = rate, True
+        times, _ = self.resume(self.plans, ())
+        passed = [a for a in self.plans if a not in times]
+        return {**times, **self._spread_ids(passed, why="remapped")}
 
     def resume(
         self, plans: Mapping[str, PlannedCheck], accounts: Iterable[Account]
@@ -127,6 +134,9 @@ class DueChecks:
 
     def spread(self, accounts: list[Account], *, why: str) -> dict[str, datetime]:
         """Local times for reads of ``accounts`` spread evenly over a period, which is logged."""
+        return self._spread_ids([a.account_id for a in accounts], why=why)
+
+    def _spread_ids(self, accounts: list[str], *, why: str) -> dict[str, datetime]:
         if not accounts:
             return {}
         settings = self._config.settings
@@ -139,6 +149,6 @@ class DueChecks:
         _log.info("checks_spread", accounts=len(accounts), period_seconds=round(period, 3), why=why)
         wall = self._wall()
         return {
-            a.account_id: wall + timedelta(seconds=spread_over(len(accounts), period=period, index=i))
+            a: wall + timedelta(seconds=spread_over(len(accounts), period=period, index=i))
             for i, a in enumerate(accounts)
         }

@@ -17,6 +17,10 @@ from rotator.core.policy import NextCheck
 # Below this much of Cloudflare's time between two samples, the rate is taken as 1: a Date has
 # whole seconds, so a shorter span says too little (60 s: at most 2% off).
 MIN_SPAN_SECONDS = 60.0
+# A Date's arrival is timed when its answer is read, which a busy event loop can delay: the local
+# span is taken this much short, so the rate errs high (checks early, never late). Below twice
+# this much local time the rate is not measured (a fast clock's first answers, milliseconds apart).
+LOCAL_SLACK_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -29,8 +33,9 @@ class ClockRate:
     """How fast Cloudflare's clock runs against the local monotonic clock, from its Dates.
 
     The first Date seen and the latest one give the rate; a Date has whole seconds (truncated),
-    so the rate is taken one second high: a check lands early rather than late, and an early
-    check finds the moment still ahead and waits for the rest.
+    and its arrival may be timed late, so the rate is taken high (a second more of Cloudflare's,
+    ``LOCAL_SLACK_SECONDS`` less of the local span): a check lands early rather than late, and an
+    early check finds the moment still ahead and waits for the rest.
     """
 
     def __init__(self) -> None:
@@ -50,7 +55,7 @@ class ClockRate:
         if first is None or last is None:
             return False
         span = (last.server - first.server).total_seconds()
-        return span >= MIN_SPAN_SECONDS and last.local > first.local
+        return span >= MIN_SPAN_SECONDS and last.local - first.local > 2 * LOCAL_SLACK_SECONDS
 
     @property
     def rate(self) -> float:
@@ -59,7 +64,7 @@ class ClockRate:
         if not self.known or first is None or last is None:
             return 1.0
         server = (last.server - first.server).total_seconds()
-        return (server + 1.0) / (last.local - first.local)
+        return (server + 1.0) / (last.local - first.local - LOCAL_SLACK_SECONDS)
 
     def server_now(self, local: float) -> datetime | None:
         """Cloudflare's clock at local monotonic time ``local``; None before any Date."""
