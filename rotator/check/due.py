@@ -22,7 +22,7 @@ import structlog
 from rotator.check.checker import CheckResult
 from rotator.config.model import Account, Config
 from rotator.core.policy import NOTHING_RECORDED, next_check
-from rotator.core.schedule import ClockRate, check_delay, first_read_period, spread_over
+from rotator.core.schedule import ClockRate, check_delay, first_read_offset, first_read_period
 from rotator.ledger.ledger import PlannedCheck
 
 # Plans are mapped onto the local clock again when the measured rate moves by more than this.
@@ -149,6 +149,6 @@ class DueChecks:
         _log.info("checks_spread", accounts=len(accounts), period_seconds=round(period, 3), why=why)
         wall = self._wall()
         return {
-            a: wall + timedelta(seconds=spread_over(len(accounts), period=period, index=i))
+            a: wall + timedelta(seconds=first_read_offset(i, requests=limit.requests, per=limit.per))
             for i, a in enumerate(accounts)
         }

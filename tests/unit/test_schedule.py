@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rotator.core.policy import NextCheck, Why
-from rotator.core.schedule import ClockRate, check_delay, first_read_period, spread_over
+from rotator.core.schedule import ClockRate, check_delay, first_read_offset, first_read_period
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOUR = 3600.0
@@ -96,8 +96,10 @@ def test_a_real_clock_runs_at_one() -> None:
     assert clock.rate == pytest.approx(1.0, abs=1e-3)
 
 
-def test_first_reads_are_spread_at_half_the_client_side_budget() -> None:
-    assert first_read_period(3, requests=1000, per=300) == pytest.approx(1.8)
-    # 100,000 accounts at half of 1,000 requests per 5 minutes: 60,000 s.
-    assert first_read_period(100_000, requests=1000, per=300) == 60_000
-    assert [spread_over(4, period=8.0, index=i) for i in range(4)] == [0.0, 2.0, 4.0, 6.0]
+def test_first_reads_go_at_once_up_to_a_tenth_of_the_budget_then_at_half_of_it() -> None:
+    assert first_read_period(3, requests=1000, per=300) == 0.0
+    assert first_read_period(100, requests=1000, per=300) == 0.0
+    # Then one every 0.6 s: 100,000 accounts over 59,940 s.
+    assert first_read_period(100_000, requests=1000, per=300) == pytest.approx(59_940)
+    offsets = [first_read_offset(i, requests=1000, per=300) for i in (0, 99, 100, 101)]
+    assert offsets == pytest.approx([0.0, 0.0, 0.6, 1.2])
