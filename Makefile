@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # `make demo` installs only what rotator needs to run, not the test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test check lint typecheck pytest image bench clean lock docs
+.PHONY: demo test check lint typecheck pytest image bench bench-budget clean lock docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,12 @@ image:
 # the `bench` extra, installed here only.
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The API budget (issue 20): requests per account per day over 60 simulated days, this tree and
+# the one before side by side (BEFORE=path of a checkout; about 10 minutes).
+BEFORE ?= /work/base
+bench-budget: $(VENV)/.installed
+	$(BIN)/python bench/budget.py --before $(BEFORE)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'

@@ -432,6 +432,28 @@ class _Limiter:
         seen.append(now)
         return None
 
+    def spend(self, key: str, requests: int) -> None:
+        """Count ``requests`` for ``key`` now, as if another client of the same user sent them."""
+        now = self._monotonic()
+        self._seen.setdefault(key, deque()).extend([now] * requests)
+
+    def headers(self, key: str) -> tuple[tuple[str, str], ...]:
+        """Cloudflare's ``Ratelimit`` (remaining, seconds until the oldest counted request expires)
+        and ``Ratelimit-Policy`` (quota, window), as structured fields."""
+        now = self._monotonic()
+        seen = self._seen.get(key, deque())
+        while seen and seen[0] <= now - self._limit.window_seconds:
+            seen.popleft()
+        remaining = max(0, self._limit.requests - len(seen))
+        reset = math.ceil(seen[0] + self._limit.window_seconds - now) if seen else 0
+        return (
+            ("ratelimit", f'"default";r={remaining};t={reset}'),
+            (
+                "ratelimit-policy",
+                f'"default";q={self._limit.requests};w={math.ceil(self._limit.window_seconds)}',
+            ),
+        )
+
 
 def _envelope_error(code: int, message: str, **extra: Any) -> dict[str, Any]:
     return {
@@ -724,6 +746,14 @@ class Simulator:
         with self._lock:
             self._faults.clear()
 
+    def spend_budget(self, token: str, requests: int) -> None:
+        """Spend ``requests`` of ``token``'s rate-limit budget now, as another client of the same
+        user would (Terraform, a dashboard): rotator sees it only in the ``Ratelimit`` header."""
+        if self._limiter is None:
+            raise ValueError("the simulator has no rate limit: give it one (rate_limit=...)")
+        with self._lock:
+            self._limiter.spend(f"token:{token}", requests)
+
     def requests(
         self,
         op: Op | None = None,
@@ -769,6 +799,9 @@ class Simulator:
         with self._lock:
             now = self._clock.now()
             reply = self._decide(call, now)
+            grant = self._authenticate(call) if self._limiter else None
+            if self._limiter and grant is not None and call.op is not None:
+                reply = replace(reply, headers=reply.headers + self._limiter.headers(grant.key))
             record = RequestRecord(
                 now, call.method, call.path, call.op, call.account_id, reply.outcome, reply.fault
             )

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import signal
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
@@ -27,6 +27,7 @@ from rotator.after.events import Sinks
 from rotator.after.followup import FollowUp
 from rotator.after.kube_events import KubeEvents
 from rotator.check.checker import Checker, CheckResult
+from rotator.check.due import DueChecks
 from rotator.check.schedule import Schedule
 from rotator.cloudflare.client import Backoff, CloudflareClient
 from rotator.config.capacity import config_warnings
@@ -119,6 +120,12 @@ def lock_wait(config: Config) -> float:
     return 2 * config.settings.cloudflare.timeout + 5
 
 
+def _log_resumed(accounts: int, first: datetime) -> None:
+    structlog.get_logger("rotator").info(
+        "checks_resumed", accounts=accounts, first_check_at=first.isoformat().replace("+00:00", "Z")
+    )
+
+
 class Daemon:
     def __init__(
         self,
@@ -175,6 +182,8 @@ class Daemon:
             self._kube_events = KubeEvents(
                 kubernetes, config.settings.leader_election.lease_name, self._election.identity
             )
+        # When each account is read next: the moment its decision could change (rotator.check.due).
+        self._due = DueChecks(config)
         # The latest check of each account, served at / and /status, on Cloudflare's clock as
         # last seen (the simulated one in the demo); it hears the events that follow a check.
         self.status = StatusBoard(
@@ -390,7 +399,7 @@ class Daemon:
         self._accounts = {a.account_id: a for a in new.accounts}
         self._checker.update(
             credentials,
-            check_period=new.check_period,
+            check_period=new.check_period * self._due.clock.rate,  # on Cloudflare's clock
             settle_time=timedelta(seconds=new.settings.settle_time),
         )
         configure_logging(new.settings.logging.level, new.settings.logging.format, self._log_stream)
@@ -404,6 +413,7 @@ class Daemon:
         self._metrics.configure(new.accounts, new.settings.schedule.check_interval)
         self._followup.configure(new.accounts)
         self.status.configure(new.accounts)  # a removed account leaves the status page
+        self._due.configure(new)
         if change.schedule_changed:
             schedule = new.settings.schedule
             self._scheduler.reschedule(
@@ -411,16 +421,44 @@ class Daemon:
                 interval=schedule.check_interval,
                 jitter=schedule.jitter,
             )
+        # A changed account's next check was planned under its old settings: read it again soon,
+        # spread so that a change to every account is no burst.
+        changed = [account for _, account in change.changed]
+        for account_id, at in self._due.spread(changed, why="config_changed").items():
+            self._scheduler.run_at(account_id, at)
         self._schedule_checks(change.added)
 
     def _schedule_checks(self, accounts: Iterable[Account] | None = None) -> None:
-        # Each at once; the budget and concurrency pace them. One account's checks never overlap.
-        for account in self._config.accounts if accounts is None else accounts:
-            self._scheduler.add(account.account_id)
+        # Where the ledger's plan says, else spread; one account's checks never overlap.
+        for account_id, at in self._first_checks(accounts).items():
+            self._scheduler.add(account_id, at=at)
+
+    def _first_checks(self, accounts: Iterable[Account] | None = None) -> dict[str, datetime]:
+        """Each account's first check: where the ledger's plan says, else spread over a period.
+        Accounts a reload added are read soon, spread: a plan the ledger kept from before the account
+        left the config was made under settings that may have changed since."""
+        added = accounts is not None
+        why = "added" if added else "resumed"
+        accounts = list(self._config.accounts if accounts is None else accounts)
+        plans = {} if added else self._ledger.planned()
+        times, rest = self._due.resume(plans, accounts)
+        ids = {a.account_id for a in accounts}
+        times = {a: t for a, t in times.items() if a in ids}
+        why = why if plans or added else "first_start"
+        if times and not rest:
+            # One read at once, of the account planned first: it shows Cloudflare's clock.
+            first = min(times, key=times.__getitem__)
+            times[first] = datetime.now(UTC)
+        if times:
+            _log_resumed(len(times), min(times.values()))
+        return {**times, **self._due.spread(rest, why=why)}
 
     def _check_all_now(self) -> None:
-        """A new leader checks every account at once: rotations fell due while none led."""
-        self._scheduler.run_all_soon()
+        """A new leader resumes each account's schedule from the ledger (rotations fell due
+        while none led: their plans have passed, and those accounts are read first, spread)."""
+        for account_id, at in self._first_checks().items():
+            if self._scheduler.has(account_id):
+                self._scheduler.run_at(account_id, at)
 
     async def _scheduled_check(self, account_id: str) -> None:
         account = self._accounts.get(account_id)
@@ -434,6 +472,7 @@ class Daemon:
             # Shutdown cancels checks in flight: expected, not an error of the job.
             self._log.debug("check_cancelled", account=account.name, account_id=account_id)
             return
+        self._plan_next(result)
         if result.key is not None or isinstance(result.error, HTTPStatusError):
             self._answered = True  # any HTTP answer shows Cloudflare is reachable
         elif result.error is not None:
@@ -441,6 +480,25 @@ class Daemon:
             if not self._answered and self._scheduler.running:
                 # Not ready yet: try again soon rather than a whole check interval later.
                 self._scheduler.run_soon(account_id, min(STARTUP_RETRY_SECONDS, self._interval))
+
+    def _plan_next(self, result: CheckResult) -> None:
+        """Schedule the account's next check at the moment its decision could change, and record it."""
+        account_id = result.account.account_id
+        settle_time = timedelta(seconds=self._config.settings.settle_time)
+        planned = self._due.after_check(result, self._client.server_seen, settle_time)
+        if planned is None or not self._scheduler.running:
+            return
+        if not self._scheduler.has(account_id):
+            return  # removed by a reload meanwhile
+        at, plan = planned
+        self._scheduler.run_at(account_id, at)
+        self._ledger.plan(account_id, plan)
+        remapped = self._due.remap()  # the first Dates of a fast clock: every plan moves
+        if remapped is not None:
+            self._checker.set_check_period(self._due.check_period)
+        for other, when in (remapped or {}).items():
+            if self._scheduler.has(other):
+                self._scheduler.run_at(other, when)
 
     def _next_check(self, account_id: str) -> datetime | None:
         return self._scheduler.next_run(account_id)

@@ -91,7 +91,7 @@ async def run_demo(*, listen: str, duration: float | None, json_logs: bool = Fal
     names = {a.account_id: a.name for a in config.accounts}
     print(
         f"rotator demo: the real daemon against a simulated Cloudflare where one day lasts "
-        f"{DAY_SECONDS:g} s; 5 accounts checked every simulated half-day "
+        f"{DAY_SECONDS:g} s; 5 accounts, each checked when its decision can change "
         f"(sandbox is in dry run, partners has its interval enforced).\n"
         f"Status page: {url}/   Metrics: {url}/metrics   Ctrl-C stops.\n",
         file=sys.stderr if json_logs else sys.stdout,

@@ -226,6 +226,21 @@ EVENTS: tuple[Spec, ...] = (
         webhook=("reason", "error", "error_type", "possibly_applied"),
     ),
     Spec(
+        "checks_spread",
+        ("info",),
+        "Accounts with no plan to resume (a new install, accounts added, plans passed, a changed config) "
+        "are read over `period_seconds`: a tenth of the client-side budget at once, the rest at half of it.",
+        fields=("accounts", "period_seconds", "why"),
+        notes={"why": "first_start, resumed, added, config_changed or remapped"},
+    ),
+    Spec(
+        "checks_resumed",
+        ("info",),
+        "A start or a new leader resumed these accounts' schedules from the ledger's plans (one of them "
+        "read at once, to see Cloudflare's clock).",
+        fields=("accounts", "first_check_at"),
+    ),
+    Spec(
         "scheduled_check_failed",
         ("error",),
         "A scheduled check raised past the checker's own handling (a bug to report); the schedule "

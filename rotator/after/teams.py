@@ -2,7 +2,7 @@
 
 Set per account in the config (``team_domain``), or read from Cloudflare's organization
 (``GET /accounts/{id}/access/organizations``, ``result.auth_domain``): once, then again every
-``publication.team_domain_refresh`` (a day by default), since a team renamed in the dashboard is
+``publication.team_domain_refresh`` (a week by default), since a team renamed in the dashboard is
 rare. A failed read is logged (``team_domain_unavailable``) and tried again at a later check, no
 sooner than ``RETRY_SECONDS``; the last known domain, if any, stays in use meanwhile. An
 ``auth_domain`` that is not a host name (the rule of ``accounts[].team_domain``) is treated the same

@@ -199,6 +199,11 @@ class Checker:
         self._check_period = check_period
         self._ledger.settle_time = settle_time
 
+    def set_check_period(self, check_period: timedelta) -> None:
+        """The longest time until an account's next check, by Cloudflare's clock: the config's,
+        times how fast that clock runs (rotator.check.due measures it)."""
+        self._check_period = check_period
+
     async def drain(self, within: float) -> None:
         """Wait (at most ``within`` seconds) for rotations already begun to finish and be recorded."""
         if self._rotations:

@@ -83,11 +83,14 @@ class Schedule:
             if job.running is not None:
                 job.running.cancel()
 
-    def add(self, job_id: str) -> None:
-        """A new job, its first run at once."""
-        now = self._now()
+    def add(self, job_id: str, *, at: datetime | None = None) -> None:
+        """A new job, its first run at once, or at ``at`` (on the wall clock as it reads now)."""
+        now = self._now() + (self._until(at) if at is not None else 0.0)
         self._jobs[job_id] = _Job(planned=now, due=now)
         self._push(job_id, now)
+
+    def has(self, job_id: str) -> bool:
+        return job_id in self._jobs
 
     def remove(self, job_id: str) -> None:
         """No more runs of the job (a run in progress finishes)."""
@@ -108,6 +111,11 @@ class Schedule:
             job.planned = self._now() + delay
             self._move(job_id, job, job.planned)
 
+    def run_at(self, job_id: str, at: datetime) -> None:
+        """``run_soon`` at ``at``, a wall-clock time read as the clock reads now: the delay is
+        taken at once, so a later step of the wall clock moves nothing."""
+        self.run_soon(job_id, self._until(at))
+
     def run_all_soon(self) -> None:
         for job_id in list(self._jobs):
             self.run_soon(job_id)
@@ -120,6 +128,9 @@ class Schedule:
         return self._wall() + timedelta(seconds=max(0.0, job.due - self._now()))
 
     # ----------------------------------------------------------------------- internals
+
+    def _until(self, at: datetime) -> float:
+        return max(0.0, (at - self._wall()).total_seconds())
 
     def _now(self) -> float:
         return (self._loop or asyncio.get_running_loop()).time()

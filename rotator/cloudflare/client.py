@@ -29,7 +29,7 @@ import structlog
 
 from rotator import __version__
 from rotator.cloudflare.bounded import MalformedAnswer, loads
-from rotator.cloudflare.ratelimit import SlidingWindowLimiter
+from rotator.cloudflare.ratelimit import SlidingWindowLimiter, pacing_delay
 from rotator.cloudflare.transport import AiohttpTransport
 from rotator.config.credentials import Credential
 from rotator.core import rfc3339
@@ -271,6 +271,11 @@ class CloudflareClient:
         return date + timedelta(seconds=max(0.0, self._monotonic() - at))
 
     @property
+    def server_seen(self) -> tuple[datetime, float] | None:
+        """The latest ``Date`` Cloudflare sent, and the monotonic time it arrived (None before any)."""
+        return self._server_seen
+
+    @property
     def backoff(self) -> Backoff:
         return self._backoff
 
@@ -413,6 +418,10 @@ class CloudflareClient:
             # Cloudflare counts a request when it arrives: the budget counts it from the answer.
             limiter.answered(acquired_at)
         self._observe(method, endpoint, str(response.status_code), started)
+        # Other clients of the same user spend the same budget: slow down before a 429.
+        limiter.pace(
+            pacing_delay(response.headers.get("ratelimit"), response.headers.get("ratelimit-policy"))
+        )
         if response.status_code == 429:
             retry_after = self._retry_after(response)
             limiter.pause(retry_after)

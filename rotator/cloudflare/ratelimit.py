@@ -9,9 +9,46 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+# Below this share of Cloudflare's quota left, requests are spread over what remains of its
+# window: other clients of the same user are spending the budget, and a 429 stops everything.
+PACING_RESERVE = 0.1
+# Longer headers are not read (a bounded parse of an outside answer).
+MAX_HEADER = 1024
+_PARAM = re.compile(r";\s*([a-z]+)\s*=\s*([0-9]+)")
+
+
+def _params(header: str | None) -> list[dict[str, int]]:
+    """The integer parameters of each item of a structured-field list (``"default";r=50;t=30``)."""
+    if not header or len(header) > MAX_HEADER:
+        return []
+    return [{k: int(v) for k, v in _PARAM.findall(item)} for item in header.split(",")]
+
+
+def pacing_delay(ratelimit: str | None, policy: str | None, *, reserve: float = PACING_RESERVE) -> float:
+    """Seconds to wait before the next request on a credential, from Cloudflare's ``Ratelimit``
+    (``r`` remaining, ``t`` seconds until the window resets) and ``Ratelimit-Policy`` (``q``
+    quota) headers (draft-ietf-httpapi-ratelimit-headers). Pure.
+
+    Nothing while more than ``reserve`` of the quota is left (without a policy: while any is);
+    below it, what is left spread over the rest of the window (``t / r``); none left: the whole
+    ``t``. The client-side budget (``SlidingWindowLimiter``) stays the ceiling: this only slows.
+    """
+    items = [p for p in _params(ratelimit) if "r" in p and "t" in p]
+    if not items:
+        return 0.0
+    quota = min((p["q"] for p in _params(policy) if "q" in p), default=None)
+    tightest = min(items, key=lambda p: (p["r"], -p["t"]))
+    remaining, reset = tightest["r"], float(tightest["t"])
+    if remaining <= 0:
+        return reset
+    if quota is None or remaining > reserve * quota:
+        return 0.0
+    return reset / remaining
 
 
 class SlidingWindowLimiter:
@@ -28,7 +65,7 @@ class SlidingWindowLimiter:
         self._monotonic = monotonic
         self._sleep = sleep
         self._sent: deque[float] = deque()
-        self._paused_until = 0.0
+        self._paused_until = 0.0  # Cloudflare's retry-after, or its Ratelimit header's pace
         # asyncio.Lock wakes waiters first come, first served: no request starves.
         self._lock = asyncio.Lock()
 
@@ -88,6 +125,11 @@ class SlidingWindowLimiter:
         index = bisect.bisect_right(sent, acquired_at) - 1
         if index >= 0:
             del sent[index]
+
+    def pace(self, seconds: float) -> None:
+        """Hold the next request ``seconds`` (``pacing_delay``: Cloudflare's budget runs low)."""
+        if seconds > 0:
+            self._paused_until = max(self._paused_until, self._monotonic() + seconds)
 
     def pause(self, seconds: float) -> None:
         """Hold every request on this credential for ``seconds`` (Cloudflare's retry-after)."""

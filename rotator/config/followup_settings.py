@@ -88,7 +88,9 @@ class PublicationSettings(_Strict):
     max_concurrency: int = Field(4, ge=1, le=256)
     # The endpoint's own budget, never counted against Cloudflare's API budget.
     rate_limit: CertsRateLimit = CertsRateLimit()
-    team_domain_refresh: Duration = Field(86400.0, gt=0)
+    # A week: a team renamed in the dashboard is rare, and each read is an API request per account
+    # (at a day, as many as the due-aware checks themselves: issue 20).
+    team_domain_refresh: Duration = Field(7 * 86400.0, gt=0)
 
     @field_validator("certs_url")
     @classmethod

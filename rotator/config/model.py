@@ -155,6 +155,21 @@ class CloudflareSettings(CredentialSettings):
 class Schedule(_Strict):
     check_interval: Duration = Field(3600.0, gt=0)
     jitter: Duration = 300.0
+    # The longest between two checks of an account whose decision cannot change before then
+    # (rotator.core.policy.next_check): how late a rotation made elsewhere, or an interval changed
+    # elsewhere, is noticed. A day: one read a day, and a change elsewhere is seen with the
+    # threshold's days (3 by default) still left before Cloudflare's own rotation.
+    max_check_interval: Duration = Field(86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _max_after_interval(self) -> Schedule:
+        if self.max_check_interval < self.check_interval + self.jitter:
+            raise ValueError(
+                f"max_check_interval ({_seconds(self.max_check_interval)}) must be at least "
+                f"check_interval plus jitter ({_seconds(self.check_interval + self.jitter)}): it bounds "
+                "the time between two checks, and check_interval is the shortest"
+            )
+        return self
 
 
 class WindowSettings(_Strict):

@@ -57,7 +57,16 @@ DESCRIPTIONS = {
         "The longest a 429 pauses a credential. Cloudflare's `retry-after` is obeyed up to this; a longer "
         "one, or one that is not a number, pauses this long, with a `retry_after_capped` warning."
     ),
-    "schedule.check_interval": "Time between two checks of one account.",
+    "schedule.check_interval": (
+        "Time between two checks of one account near a moment its decision can change (a rotation to "
+        "confirm, an unknown or unsettled state); a due rotation happens within this long of becoming "
+        "allowed. See docs/policy.md, When each account is read."
+    ),
+    "schedule.max_check_interval": (
+        "The longest between two reads of an account that cannot become due sooner: how late a rotation "
+        "made elsewhere, or an interval changed in the dashboard, is noticed. At least `check_interval` "
+        "plus `jitter`."
+    ),
     "schedule.jitter": "Random extra delay, up to this much, added to each check (`0s`: none).",
     "rotation.threshold_days": "Rotate when `days_until_next_rotation <= threshold_days`.",
     "rotation.min_days_between_rotations": (
@@ -115,7 +124,8 @@ DESCRIPTIONS = {
     "publication.rate_limit.requests": "Reads allowed in any window of length `per`.",
     "publication.rate_limit.per": "The window's length.",
     "publication.team_domain_refresh": (
-        "How often the team domain is read again from Cloudflare's organization (an API request an account)."
+        "How often the team domain is read again from Cloudflare's organization (an API request an "
+        "account; a week, so that it adds little to the one read a day of due-aware checks)."
     ),
     "notify.webhooks": "Where events are sent (docs/after-a-rotation.md, Notifications).",
     "notify.webhooks[].name": "The webhook's name in logs and metrics (default: its place in the list).",

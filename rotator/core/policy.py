@@ -167,6 +167,87 @@ def decide(
     )
 
 
+class Why(StrEnum):
+    """Why an account is checked next when it is (``next_check``)."""
+
+    THRESHOLD = "threshold"  # the days left reach the threshold
+    GAP_ENDS = "gap_ends"  # the minimum gap since the last rotation ends
+    WINDOW_OPENS = "window_opens"  # a maintenance window opens
+    WINDOW_DEADLINE = "window_deadline"  # the last check before Cloudflare rotates on its own
+    CLOUDFLARE_DEADLINE = "cloudflare_deadline"  # Cloudflare rotates on its own
+    SETTLE = "settle"  # an unconfirmed rotation settles as not applied, unless a read shows it
+    CHECK_INTERVAL = "check_interval"  # anything may change at any read: checked at the interval
+
+
+@dataclass(frozen=True)
+class NextCheck:
+    """The earliest moment (Cloudflare's clock) a decision could change, and what changes then.
+
+    ``regular``: the decision may change at any read (a rotation to confirm, an unknown or
+    unsettled state), so the account is checked at ``check_interval`` too, whichever is sooner.
+    ``at`` None: nothing known, only ``regular`` applies.
+    """
+
+    at: datetime | None
+    why: Why
+    regular: bool = False
+
+
+def next_check(
+    decision: Decision,
+    key: KeyConfig,
+    policy: PolicySettings,
+    *,
+    now: datetime,
+    record: AccountRecord = NOTHING_RECORDED,
+    check_period: timedelta = timedelta(0),
+    settle_time: timedelta = timedelta(hours=1),
+) -> NextCheck:
+    """When ``decide``'s answer for this account could next be different, from the same rules.
+
+    ``decision`` is what ``decide`` said at ``now`` from ``key``, ``record`` and ``check_period``.
+    Each reason that holds a rotation back ends at a moment ``decide`` itself names: the
+    threshold crossing (not due), the gap's end (too soon), a window's opening or the last check
+    before Cloudflare's deadline (outside a window), Cloudflare's own rotation (dry run). Nothing
+    is later than Cloudflare's deadline, after which its answer changes on its own. Pure: the
+    caller bounds the answer by ``schedule.max_check_interval``, adds jitter and maps it onto
+    the local clock (rotator.core.schedule).
+    """
+    days = decision.days_until_next_rotation
+    deadline = now + days * DAY if days is not None else None
+
+    def at(moment: datetime | None, why: Why) -> NextCheck:
+        if deadline is not None and (moment is None or deadline < moment):
+            return NextCheck(deadline, Why.CLOUDFLARE_DEADLINE)
+        return NextCheck(moment, why, regular=moment is None)
+
+    reason = decision.reason
+    if decision.rotate or reason in (Reason.UNKNOWN, Reason.FORCED, Reason.REQUESTED):
+        return NextCheck(None, Why.CHECK_INTERVAL, regular=True)  # a read confirms, or tells
+    if reason is Reason.UNSETTLED:
+        open_rotation = record.open
+        since = open_rotation.unknown_since if open_rotation is not None else None
+        settles = since + settle_time if since is not None else None
+        return NextCheck(settles, Why.SETTLE if settles else Why.CHECK_INTERVAL, regular=True)
+    assert days is not None  # only UNKNOWN (and requests) lack them
+    assert deadline is not None
+    if reason is Reason.NOT_DUE:
+        return at(deadline - policy.threshold_days * DAY, Why.THRESHOLD)
+    if reason is Reason.TOO_SOON:
+        seen = key.as_of(record.anchor)
+        last = _latest(seen.last_key_rotation_at, record.anchor)
+        assert last is not None  # TOO_SOON names it
+        return at(last + policy.min_days_between_rotations * DAY, Why.GAP_ENDS)
+    if reason is Reason.OUTSIDE_WINDOW:
+        window = decision.window
+        opening = window.next_opening if window is not None else None
+        if opening is not None and opening + check_period < deadline:
+            return at(opening, Why.WINDOW_OPENS)
+        return at(deadline - check_period, Why.WINDOW_DEADLINE)
+    # DRY_RUN: a dry run would rotate at every check until Cloudflare does.
+    return at(deadline, Why.CLOUDFLARE_DEADLINE)
+
+
 def _dry_run_or(
     outcome: Callable[[bool, Reason, str], Decision],
     policy: PolicySettings,

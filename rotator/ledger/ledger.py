@@ -146,12 +146,30 @@ class Rotation:
 
 
 @dataclass(frozen=True)
+class PlannedCheck:
+    """When the daemon checks an account next, and why (rotator.core.policy.next_check), by
+    Cloudflare's clock: a restart or a new leader resumes the schedule from it."""
+
+    at: datetime
+    why: str
+    planned_at: datetime  # the check that planned it: the later plan wins a merge
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "why": self.why, "planned_at": iso(self.planned_at)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlannedCheck:
+        return cls(_time(data["at"]), str(data.get("why", "")), _time(data["planned_at"]))
+
+
+@dataclass(frozen=True)
 class AccountRecord:
     """What the ledger knows of one account: what the policy decides with."""
 
     last_done: datetime | None = None  # the latest rotation known applied
     observed: datetime | None = None  # the latest last_key_rotation_at ever read
     rotation: Rotation | None = None  # the latest attempt, in any state
+    next_check: PlannedCheck | None = None  # not write-ahead: kept lazily, like `observed`
 
     @property
     def open(self) -> Rotation | None:
@@ -168,15 +186,18 @@ class AccountRecord:
             "last_done": iso(self.last_done),
             "observed": iso(self.observed),
             "rotation": self.rotation.to_json() if self.rotation else None,
+            "next_check": self.next_check.to_json() if self.next_check else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AccountRecord:
         rotation = data.get("rotation")
+        next_check = data.get("next_check")
         return cls(
             last_done=_maybe_time(data.get("last_done")),
             observed=_maybe_time(data.get("observed")),
             rotation=Rotation.from_json(rotation) if rotation else None,
+            next_check=PlannedCheck.from_json(next_check) if next_check else None,
         )
 
     def merged(self, other: AccountRecord) -> AccountRecord:
@@ -185,6 +206,7 @@ class AccountRecord:
             last_done=_latest(self.last_done, other.last_done),
             observed=_latest(self.observed, other.observed),
             rotation=_later(self.rotation, other.rotation),
+            next_check=_later_plan(self.next_check, other.next_check),
         )
 
 
@@ -308,6 +330,22 @@ class Ledger:
             if self._monotonic() - self._flushed_at >= OBSERVED_FLUSH_SECONDS:
                 self.flush()
         return after
+
+    def plan(self, account_id: str, planned: PlannedCheck) -> None:
+        """Record when the account is next checked: lazily, like ``observed`` (a plan lost in a
+        crash costs one read at the next start, never a rotation)."""
+        if self._read_only:
+            return
+        before = self._records.get(account_id, _EMPTY)
+        self._records[account_id] = replace(before, next_check=planned)
+        self._dirty = True
+        if self._monotonic() - self._flushed_at >= OBSERVED_FLUSH_SECONDS:
+            self.flush()
+
+    def planned(self) -> dict[str, PlannedCheck]:
+        """Every account's recorded next check (a restart or a new leader resumes from them)."""
+        self._refresh()
+        return {a: r.next_check for a, r in self._records.items() if r.next_check is not None}
 
     def flush(self) -> None:
         """Write what was only kept in memory (``observed`` times); at shutdown, and now and then."""
@@ -762,6 +800,12 @@ def _later(a: Rotation | None, b: Rotation | None) -> Rotation | None:
     if a.id == b.id:
         return a if _PROGRESS[a.state] >= _PROGRESS[b.state] else b
     return a if a.intended_at >= b.intended_at else b
+
+
+def _later_plan(a: PlannedCheck | None, b: PlannedCheck | None) -> PlannedCheck | None:
+    if a is None or b is None:
+        return a or b
+    return a if a.planned_at >= b.planned_at else b
 
 
 def _settled(rotation: Rotation, state: State, at: datetime, why: str) -> Rotation:

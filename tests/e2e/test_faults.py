@@ -629,7 +629,9 @@ def test_stale_reads_never_get_a_second_rotation_within_the_gap(
     # All the while Cloudflare reported the key from before the rotation, due, and rotator read it.
     (rotated,) = events(running.logs, "key_rotated", account="stale")
     after = events(running.logs, "account_checked", account="stale")[1:]
-    assert len(after) >= 2 * (MIN_GAP_DAYS + 2)  # four checks a day, less what a slow machine skips
+    # Due-aware checks: read once more (the rotation to confirm); judged from the rotation, the key
+    # is then weeks from due, and no read is needed until the threshold (or max_check_interval).
+    assert len(after) >= 1
     assert {e["last_key_rotation_at"] for e in after} == {rotated["previous_last_key_rotation_at"]}
     assert {e["decision"] for e in after} == {"skip"}
 

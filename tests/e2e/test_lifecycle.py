@@ -112,7 +112,8 @@ def test_an_account_removed_and_added_again_starts_afresh(
         simulator.sim.advance(23)
         path.write_text(yaml.safe_dump(both), encoding="utf-8")
         running.wait_for("account-1 added again", lambda: len(events(running.logs, "config_reloaded")) == 2)
-        after = len(running.logs)
+        # From the reload's line on: the account may be read the moment it is added, before this runs.
+        after = [i for i, line in enumerate(running.logs) if line["event"] == "config_reloaded"][1]
         running.wait_for(
             "account-1 checked again",
             lambda: events(running.logs[after:], "account_checked", account=returning),

@@ -119,6 +119,9 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
     ],
     "duration_negative": [("schedule.jitter:", f"{DURATION}, got '-5m': a duration cannot be negative")],
     "infinite_duration": [("schedule.check_interval:", "finite number")],
+    "max_check_interval_below_interval": [
+        ("schedule:", "max_check_interval (3600s) must be at least check_interval plus jitter (7500s)")
+    ],
     "max_retry_after_zero": [("cloudflare.max_retry_after:", "expected a duration longer than 0, got 0")],
     "base_url_with_userinfo": [
         (

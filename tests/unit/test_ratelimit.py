@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from rotator.cloudflare.ratelimit import SlidingWindowLimiter
+from rotator.cloudflare.ratelimit import SlidingWindowLimiter, pacing_delay
 from tests.support.clock import FakeClock, settle
 
 
@@ -184,3 +184,34 @@ async def test_try_acquire_leaves_what_it_is_told_to_for_those_who_wait() -> Non
     await limiter.acquire()  # the reserve is there for acquire
     await limiter.acquire()
     assert not limiter.try_acquire()
+
+
+@pytest.mark.parametrize(
+    ("ratelimit", "policy", "expected"),
+    [
+        pytest.param('"default";r=900;t=120', '"default";q=1200;w=300', 0.0, id="plenty left"),
+        pytest.param('"default";r=120;t=60', '"default";q=1200;w=300', 0.5, id="at the reserve: spread"),
+        pytest.param('"default";r=30;t=60', '"default";q=1200;w=300', 2.0, id="others spent most"),
+        pytest.param('"default";r=0;t=45', '"default";q=1200;w=300', 45.0, id="none left: until reset"),
+        pytest.param('"default";r=0;t=45', None, 45.0, id="none left, no policy"),
+        pytest.param('"default";r=3;t=45', None, 0.0, id="no quota known: only at zero"),
+        pytest.param(None, None, 0.0, id="no headers"),
+        pytest.param("garbage", '"default";q=1200;w=300', 0.0, id="unreadable"),
+        pytest.param('"default";r=1;t=' + "9" * 2000, None, 0.0, id="too long to read"),
+        pytest.param('"burst";r=500;t=10, "default";r=20;t=200', '"default";q=1200', 10.0, id="tightest"),
+    ],
+)
+def test_pacing_from_cloudflares_headers(ratelimit: str | None, policy: str | None, expected: float) -> None:
+    assert pacing_delay(ratelimit, policy) == pytest.approx(expected)
+
+
+async def test_a_pace_holds_the_next_request_and_no_more() -> None:
+    clock = FakeClock(auto=True)
+    limiter = SlidingWindowLimiter(100, 60.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    await limiter.acquire()
+    limiter.pace(2.0)
+    assert not limiter.try_acquire()
+    await limiter.acquire()
+    assert clock.now == pytest.approx(2.0)
+    limiter.pace(0.0)
+    assert limiter.try_acquire()
