@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from rotator.after.events import Event, EventSink, iso, rotated
+from rotator.after.events import Event, EventSink, rotated
 from rotator.check.checker import CheckResult
 from rotator.config.model import Account
+from rotator.core.records import iso
 from rotator.metrics.families import Metrics
 
 # Cloudflare reports a rotation's time to the microsecond; this absorbs rounding, nothing more.

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from rotator.check.checker import CheckResult
 from rotator.core.keys import KeyConfig
+from rotator.core.records import iso
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,6 @@ class Sinks:
 class NoSink:
     def emit(self, event: Event) -> None:
         pass
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 def rotated(result: CheckResult) -> tuple[KeyConfig, datetime] | None:

@@ -49,10 +49,11 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from rotator import __version__
-from rotator.after.events import Event, iso
+from rotator.after.events import Event
 from rotator.cloudflare.bounded import ACCEPT_ENCODING, MalformedAnswer, read_bounded
 from rotator.config.credentials import read_secret, remember_secret
 from rotator.config.followup_settings import NotifySettings
+from rotator.core.records import iso
 from rotator.errors import CredentialError
 from rotator.redaction import REDACTOR
 

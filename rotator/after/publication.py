@@ -48,13 +48,14 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from rotator import __version__
-from rotator.after.events import Event, EventSink, iso, rotated
+from rotator.after.events import Event, EventSink, rotated
 from rotator.check.checker import CheckResult
 from rotator.cloudflare.bounded import ACCEPT_ENCODING, MalformedAnswer, loads, read_bounded
 from rotator.cloudflare.ratelimit import SlidingWindowLimiter
 from rotator.config.capacity import verification_reserve
 from rotator.config.followup_settings import PublicationSettings
 from rotator.config.model import Account
+from rotator.core.records import iso
 from rotator.errors import CertsError
 from rotator.metrics.families import AccountTable
 

@@ -30,8 +30,9 @@ from rotator.config.credentials import Credential
 from rotator.config.model import Account
 from rotator.core.keys import DAY, KeyConfig, cloudflare_rotates_at
 from rotator.core.policy import Decision, Reason, decide
+from rotator.core.records import AccountRecord, Rotation, State, iso
 from rotator.errors import CloudflareError, CredentialError, InternalError, RotatorError
-from rotator.ledger.ledger import AccountRecord, Ledger, Rotation, State, iso
+from rotator.ledger.ledger import Ledger
 from rotator.metrics.families import Metrics
 
 _NEVER = object()  # no held-back rotation counted yet for an account

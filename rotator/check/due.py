@@ -22,8 +22,8 @@ import structlog
 from rotator.check.checker import CheckResult
 from rotator.config.model import Account, Config
 from rotator.core.policy import NOTHING_RECORDED, next_check
+from rotator.core.records import PlannedCheck
 from rotator.core.schedule import ClockRate, check_delay, first_read_offset, first_read_period
-from rotator.ledger.ledger import PlannedCheck
 
 # Plans are mapped onto the local clock again when the measured rate moves by more than this.
 REMAP_RATE_CHANGE = 0.1

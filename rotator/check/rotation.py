@@ -43,6 +43,7 @@ from rotator.cloudflare.client import Backoff, CloudflareClient, Reservation
 from rotator.config.credentials import Credential
 from rotator.core.keys import KeyConfig
 from rotator.core.policy import Decision
+from rotator.core.records import AccountRecord, Rotation, State
 from rotator.errors import (
     Abandoned,
     APIError,
@@ -54,7 +55,7 @@ from rotator.errors import (
     RotatorError,
     StateFileError,
 )
-from rotator.ledger.ledger import AccountRecord, Ledger, Rotation, State
+from rotator.ledger.ledger import Ledger
 
 _log = structlog.get_logger("rotator")
 # Rotate POSTs known not to have been applied may be sent again, this many in all, per check.

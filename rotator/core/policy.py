@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from rotator.core.keys import KeyConfig, days_until_rotation
+from rotator.core.records import AccountRecord, iso, latest
 from rotator.core.windows import Windows, WindowState
-from rotator.ledger.ledger import AccountRecord, iso
 
 DAY = timedelta(days=1)
 NOTHING_RECORDED = AccountRecord()
@@ -120,7 +120,7 @@ def decide(
             f"a rotation begun at {iso(open_rotation.intended_at)} may have been applied and is "
             f"{open_rotation.state.value}: it holds the gap until a read of Cloudflare settles it",
         )
-    last = _latest(seen.last_key_rotation_at, anchor)
+    last = latest(seen.last_key_rotation_at, anchor)
     min_gap = policy.min_days_between_rotations * DAY
     if last is not None and now - last < min_gap:
         return outcome(
@@ -235,7 +235,7 @@ def next_check(
         return at(deadline - policy.threshold_days * DAY, Why.THRESHOLD)
     if reason is Reason.TOO_SOON:
         seen = key.as_of(record.anchor)
-        last = _latest(seen.last_key_rotation_at, record.anchor)
+        last = latest(seen.last_key_rotation_at, record.anchor)
         assert last is not None  # TOO_SOON names it
         return at(last + policy.min_days_between_rotations * DAY, Why.GAP_ENDS)
     if reason is Reason.OUTSIDE_WINDOW:
@@ -264,8 +264,3 @@ def _interval_to_enforce(key: KeyConfig, policy: PolicySettings) -> int | None:
     if wanted is None or policy.dry_run or key.key_rotation_interval_days == wanted:
         return None
     return wanted
-
-
-def _latest(*times: datetime | None) -> datetime | None:
-    known = [t for t in times if t is not None]
-    return max(known) if known else None

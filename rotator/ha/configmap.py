@@ -36,9 +36,10 @@ from collections.abc import Callable
 
 from rotator.config.model import MAX_LEDGER_SHARDS as MAX_SHARDS
 from rotator.config.model import LeaderElectionSettings
+from rotator.core.records import AccountRecord, merge
 from rotator.errors import KubernetesConflict, KubernetesError, KubernetesNotFound, StateFileError
 from rotator.ha.kube import ConfigMap, KubeAPI
-from rotator.ledger.ledger import AccountRecord, decode, encode, merge
+from rotator.ledger.ledger import decode, encode
 
 KEY = "ledger.json.gz"
 # In the first shard: how many shards the ledger had when it was written (absent: one, as before

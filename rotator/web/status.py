@@ -39,7 +39,7 @@ from rotator import __version__
 from rotator.after.events import Event
 from rotator.check.checker import CheckResult
 from rotator.config.model import Account
-from rotator.ledger.ledger import iso
+from rotator.core.records import iso
 
 # Seconds between two reloads of the page by the browser itself (a meta refresh: no JavaScript).
 PAGE_REFRESH_SECONDS = 30

@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from rotator.core.keys import KeyConfig
+from rotator.core.records import AccountRecord, Rotation, State, settle
 from rotator.errors import StateFileError
-from rotator.ledger.ledger import AccountRecord, Ledger, Rotation, State, settle
+from rotator.ledger.ledger import Ledger
 from rotator.metrics.families import Metrics
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

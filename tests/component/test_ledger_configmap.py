@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from rotator.core.records import AccountRecord, State
 from rotator.errors import StateFileError
 from rotator.ha.configmap import KEY, ConfigMapStore
 from rotator.ha.kube import KubeAPI
-from rotator.ledger.ledger import AccountRecord, Ledger, State
+from rotator.ledger.ledger import Ledger
 from rotator.redaction import REDACTOR
 from tests.support.kubeapi import KubeAPIServer
 

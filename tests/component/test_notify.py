@@ -222,7 +222,7 @@ async def test_a_rotation_is_not_delayed_by_a_hanging_webhook(receiver: Receiver
     from rotator.check.rotation import Outcome
     from rotator.cloudflare.client import KeyConfig
     from rotator.core.policy import Decision, Reason
-    from rotator.ledger.ledger import Rotation, State
+    from rotator.core.records import Rotation, State
 
     receiver.hang = True
     registry = CollectorRegistry()

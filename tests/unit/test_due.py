@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rotator.check.due import DueChecks
 from rotator.config.model import parse_config
-from rotator.ledger.ledger import PlannedCheck
+from rotator.core.records import PlannedCheck
 
 WALL = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
 IDS = ["023e105f4ecef8ad9ca31a8372d0c353", "0123456789abcdef0123456789abcdef"]

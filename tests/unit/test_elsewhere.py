@@ -16,8 +16,8 @@ from rotator.cloudflare.client import KeyConfig
 from rotator.config.credentials import CredentialSource
 from rotator.config.model import Account, RotationSettings
 from rotator.core.policy import Decision, Reason
+from rotator.core.records import Rotation, State
 from rotator.errors import TransportError
-from rotator.ledger.ledger import Rotation, State
 from rotator.metrics.families import Metrics
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from rotator.core.records import AccountRecord, State
 from rotator.errors import KubernetesConflict
 from rotator.ha.configmap import KEY, ConfigMapStore, shard_of
 from rotator.ha.kube import ConfigMap
-from rotator.ledger.ledger import AccountRecord, Ledger, State, decode
+from rotator.ledger.ledger import Ledger, decode
 
 ACCOUNTS = (
     "023e105f4ecef8ad9ca31a8372d0c353",

@@ -8,8 +8,8 @@ import pytest
 
 from rotator.core.keys import KeyConfig
 from rotator.core.policy import Decision, NextCheck, PolicySettings, Reason, Why, decide, next_check
+from rotator.core.records import AccountRecord, Rotation, State
 from rotator.core.windows import Window, Windows
-from rotator.ledger.ledger import AccountRecord, Rotation, State
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

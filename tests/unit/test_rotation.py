@@ -22,7 +22,8 @@ from rotator.check.checker import Checker
 from rotator.cloudflare.client import CloudflareClient
 from rotator.config.credentials import Credential, CredentialSource
 from rotator.config.model import Account, Config, parse_config
-from rotator.ledger.ledger import Ledger, State
+from rotator.core.records import State
+from rotator.ledger.ledger import Ledger
 from rotator.metrics.families import Metrics
 from tests.support.clock import FakeClock
 
