@@ -39,7 +39,7 @@ test:
 # The fast loop (under a minute): lint, types, and the unit and component tests.
 check: $(STAMP)
 	@$(MAKE) --no-print-directory lint typecheck
-	$(BIN)/pytest -q -m "unit or component"
+	$(BIN)/pytest -q -n 2 -m "unit or component"
 
 # The reference pages in docs/reference/ (config keys, metrics, log events, CLI), generated from the
 # code; tests/unit/test_docs.py fails when one is stale.
