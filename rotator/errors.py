@@ -17,11 +17,12 @@ Every error rotator raises on purpose derives from ``RotatorError``; third-party
     └── CloudflareError              talking to Cloudflare failed
         ├── TransportError           no response arrived (timeout, connection refused/reset)
         │   └── ConnectError         the connection was never made: nothing was sent
-        ├── RateLimitedError         429; carries ``retry_after`` in seconds
-        ├── ServerError              5xx, often an HTML page from Cloudflare's edge
-        ├── APIError                 4xx other than 429, or a 200 whose ``success`` is false
-        │   ├── AuthError            401/403: the token is wrong or lacks the permission
-        │   └── NotFoundError        404: no such account (or the token cannot see it)
+        ├── HTTPStatusError          Cloudflare answered, and not with success
+        │   ├── RateLimitedError     429; carries ``retry_after`` in seconds
+        │   ├── ServerError          5xx, often an HTML page from Cloudflare's edge
+        │   └── APIError             4xx other than 429, or a 200 whose ``success`` is false
+        │       ├── AuthError        401/403: the token is wrong or lacks the permission
+        │       └── NotFoundError    404: no such account (or the token cannot see it)
         ├── ResponseError            a 200 whose body is not the JSON Cloudflare promises
         ├── RotationUnconfirmed      a rotate POST may have been applied and could not be confirmed
         └── Abandoned                a request was not sent: rotator is shutting down
