@@ -54,8 +54,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# On both cores (pytest-xdist): the end-to-end tests mostly wait for simulated time, not the CPU.
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # requirements.txt, the image's runtime set: pyproject.toml's dependencies resolved by uv, every
 # package pinned with the hashes of its files on PyPI, for Python 3.11 on any platform (uv resolves

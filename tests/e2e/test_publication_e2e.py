@@ -8,12 +8,9 @@ rotations go on, and the events and metrics the alerts use say what happened.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +20,10 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from cloudflare_sim import CertsFault, SimulatorThread
 from tests.support.processes import daemon, environment, events, log_lines, rotator, write_config
+from tests.support.webhooks import Hooks
 
 MakeSimulator = Callable[..., SimulatorThread]
 SECRET = "hook-secret-5d1e-not-real"
-
-
-class Hooks:
-    """A webhook receiver in a thread: every POST's headers and body."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.received.append((dict(self.headers), body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def documents(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in list(self.received)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
